@@ -1,0 +1,103 @@
+"""Ports to the world, as the executor and recovery see them.
+
+The adapters implement these structurally (they do not import this module: the layers forbid
+it); `daemon` wires them together and mypy checks that they fit. All errors raised are from
+`adapters.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from statemachine.world import (
+    Datacenter,
+    NodeGroupSpec,
+    NodeInfo,
+    PdbInfo,
+    PodInfo,
+    SizeOffer,
+    VpsieCluster,
+    VpsieNodeGroup,
+    VpsieWorker,
+)
+
+
+class Clock(Protocol):
+    """Injected time. Tests and the demo run it faster than real time."""
+
+    def now(self) -> float:
+        """Wall-clock Unix seconds."""
+        ...
+
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class Cloud(Protocol):
+    """VPSie managed Kubernetes."""
+
+    async def list_datacenters(self) -> list[Datacenter]: ...
+
+    async def list_offers(self, dc_identifier: str) -> list[SizeOffer]: ...
+
+    async def list_clusters(self) -> list[VpsieCluster]: ...
+
+    async def list_workers(self, cluster_identifier: str) -> list[VpsieWorker]: ...
+
+    async def list_node_groups(self, cluster_identifier: str) -> list[VpsieNodeGroup]: ...
+
+    async def create_node_group(
+        self, cluster_identifier: str, group_name: str, size_id: int
+    ) -> None: ...
+
+    async def add_worker(self, cluster_identifier: str, group_id: int) -> None:
+        """Asynchronous on VPSie's side: returns before the worker exists, with no id."""
+        ...
+
+    async def delete_worker(self, cluster_identifier: str, worker_identifier: str) -> bool:
+        """True when deleted now, False when it was already gone (404)."""
+        ...
+
+
+class Cluster(Protocol):
+    """The Kubernetes API."""
+
+    async def list_nodes(self) -> list[NodeInfo]: ...
+
+    async def get_node(self, name: str) -> NodeInfo | None: ...
+
+    async def list_pods(self, node_name: str | None = None) -> list[PodInfo]: ...
+
+    async def list_pdbs(self) -> list[PdbInfo]: ...
+
+    async def list_node_group_specs(self) -> list[NodeGroupSpec] | None:
+        """None when the NodeGroup CRD is not installed."""
+        ...
+
+    async def cordon(self, name: str, annotations: Mapping[str, str | None] | None = None) -> bool:
+        """Mark unschedulable by patch; return the prior `unschedulable` value."""
+        ...
+
+    async def uncordon(
+        self, name: str, annotations: Mapping[str, str | None] | None = None
+    ) -> None: ...
+
+    async def label_node(self, name: str, labels: Mapping[str, str | None]) -> None: ...
+
+    async def evict(self, namespace: str, name: str) -> None:
+        """Raises EvictionBlocked on 429; NotFound when the pod is already gone."""
+        ...
+
+    async def emit_event(
+        self,
+        *,
+        regarding_kind: str,
+        regarding_name: str,
+        regarding_namespace: str,
+        reason: str,
+        note: str,
+        type_: str = "Normal",
+        action: str = "Rebalance",
+    ) -> None: ...
