@@ -7,11 +7,12 @@ it); `daemon` wires them together and mypy checks that they fit. All errors rais
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
 from statemachine.world import (
     Datacenter,
+    LeaseInfo,
     NodeGroupSpec,
     NodeInfo,
     PdbInfo,
@@ -101,3 +102,21 @@ class Cluster(Protocol):
         type_: str = "Normal",
         action: str = "Rebalance",
     ) -> None: ...
+
+    def watch_nodes(self, *, timeout_s: float = 60.0) -> AsyncIterator[tuple[str, NodeInfo]]:
+        """(ADDED | MODIFIED | DELETED, node) until timeout_s; re-lists on 410 Gone."""
+        ...
+
+    def watch_pods(
+        self, *, node_name: str | None = None, timeout_s: float = 60.0
+    ) -> AsyncIterator[tuple[str, PodInfo]]: ...
+
+    async def get_lease(self, namespace: str, name: str) -> LeaseInfo | None: ...
+
+    async def create_lease(self, lease: LeaseInfo) -> LeaseInfo:
+        """Conflict when it already exists."""
+        ...
+
+    async def update_lease(self, lease: LeaseInfo) -> LeaseInfo:
+        """Replace at lease.resource_version; Conflict when someone else wrote first."""
+        ...

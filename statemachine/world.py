@@ -232,3 +232,17 @@ class ClusterSnapshot:
     workers: tuple[VpsieWorker, ...] = ()
     offers: tuple[SizeOffer, ...] = ()
     api_reachable: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseInfo:
+    """A coordination.k8s.io/v1 Lease, the fields leader election reads and writes."""
+
+    namespace: str
+    name: str
+    holder: str = ""
+    duration_s: int = 15
+    acquire_time: str = ""  # RFC 3339 with microseconds, as the API wants MicroTime
+    renew_time: str = ""
+    transitions: int = 0
+    resource_version: str = ""
