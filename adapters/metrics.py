@@ -1,0 +1,181 @@
+"""Prometheus metrics: what the rebalancer did, in numbers a dashboard can graph.
+
+The names follow the seed design's list, renamed where Prometheus conventions ask for it
+(counters end in `_total`, units are a suffix: `_seconds`, `_dollars`); docs/operations.md has
+the full table and the mapping from the seed's names.
+
+Each `Metrics` owns its own `CollectorRegistry`, so two daemons in one test process (or two
+tests) never share counters. Labels are bounded on purpose: `node_group` (from the config),
+`strategy` (three values) and `check` (the five safety checks, anything else is "other"). No
+plan id, node or pod name is ever a label: each would be a new time series forever.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+SAFETY_CHECKS = frozenset(
+    {"cluster_health", "node_group_health", "disruption_budgets", "capacity", "timing"}
+)
+
+_PREFIX = "vpsie_rebalancing_"
+# Node steps take minutes (provisioning a VM) or seconds (terminating one).
+_STEP_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600)
+_PLAN_BUCKETS = (60, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400)
+
+
+class Metrics:
+    """The rebalancer's metrics in a registry of their own; `render()` is the /metrics body."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        ng = ("node_group",)
+        ngs = ("node_group", "strategy")
+
+        def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
+            return Counter(_PREFIX + name, doc, labels, registry=r)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...]) -> Gauge:
+            return Gauge(_PREFIX + name, doc, labels, registry=r)
+
+        def histogram(
+            name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]
+        ) -> Histogram:
+            return Histogram(_PREFIX + name, doc, labels, registry=r, buckets=buckets)
+
+        self.plans_created = counter("plans_created_total", "Plans proposed by the planner.", ngs)
+        self.plans_executed = counter("plans_executed_total", "Plans that ran to completion.", ngs)
+        self.plans_failed = counter(
+            "plans_failed_total", "Plans that ended failed or rolled back.", ngs
+        )
+        self.plan_duration = histogram(
+            "duration_seconds", "Plan run time, start to an end.", ngs, _PLAN_BUCKETS
+        )
+        self.nodes_provisioned = counter(
+            "nodes_provisioned_total", "Replacement workers that became Ready nodes.", ng
+        )
+        self.nodes_drained = counter("nodes_drained_total", "Old nodes drained.", ng)
+        self.nodes_terminated = counter(
+            "nodes_terminated_total", "VPSie workers deleted by the rebalancer.", ng
+        )
+        self.nodes_failed = counter(
+            "nodes_failed_total", "Node replacements that ended failed or rolled back.", ng
+        )
+        self.safety_checks_passed = counter(
+            "safety_checks_passed_total", "Safety checks that passed.", ("check",)
+        )
+        self.safety_checks_failed = counter(
+            "safety_checks_failed_total", "Safety checks that failed.", ("check",)
+        )
+        self.rollbacks = counter("rollbacks_executed_total", "Rollbacks started.", ngs)
+        self.progress_percent = gauge(
+            "progress_percent", "Share of the running plan's replacements finished (0-100).", ng
+        )
+        self.current_batch = gauge(
+            "current_batch", "Index (from 0) of the batch the running plan is in.", ng
+        )
+        self.estimated_completion = gauge(
+            "estimated_completion_seconds",
+            "Estimated seconds until the running plan completes (0 when none runs).",
+            ng,
+        )
+        self.provision_duration = histogram(
+            "provision_duration_seconds", "Add-worker request to Ready node.", ng, _STEP_BUCKETS
+        )
+        self.drain_duration = histogram(
+            "drain_duration_seconds", "Cordon to last pod evicted.", ng, _STEP_BUCKETS
+        )
+        self.terminate_duration = histogram(
+            "terminate_duration_seconds",
+            "Delete-worker request to worker gone.",
+            ng,
+            _STEP_BUCKETS,
+        )
+        self.batch_duration = histogram(
+            "batch_duration_seconds",
+            "One batch of replacements, start to end.",
+            ng,
+            _STEP_BUCKETS,
+        )
+        self.savings_realized = gauge(
+            "savings_realized_monthly_dollars",
+            "Monthly US dollars saved by the replacements that completed (the log's total).",
+            ng,
+        )
+        self.leader = gauge("leader", "1 while this daemon holds the leader lease, else 0.", ())
+        self.plans_in_flight = gauge(
+            "plans_in_flight", "Plans not yet in a terminal state, by state.", ("state",)
+        )
+        self.leader.set(0)
+        self._states_seen: set[str] = set()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of this registry."""
+        return generate_latest(self.registry)
+
+    def plan_created(self, node_group: str, strategy: str) -> None:
+        self.plans_created.labels(node_group, strategy).inc()
+
+    def plan_executed(self, node_group: str, strategy: str, duration_s: float) -> None:
+        self.plans_executed.labels(node_group, strategy).inc()
+        self.plan_duration.labels(node_group, strategy).observe(duration_s)
+        self._idle(node_group)
+
+    def plan_failed(self, node_group: str, strategy: str, duration_s: float | None = None) -> None:
+        self.plans_failed.labels(node_group, strategy).inc()
+        if duration_s is not None:
+            self.plan_duration.labels(node_group, strategy).observe(duration_s)
+        self._idle(node_group)
+
+    def rollback_started(self, node_group: str, strategy: str) -> None:
+        self.rollbacks.labels(node_group, strategy).inc()
+
+    def node_provisioned(self, node_group: str, duration_s: float) -> None:
+        self.nodes_provisioned.labels(node_group).inc()
+        self.provision_duration.labels(node_group).observe(duration_s)
+
+    def node_drained(self, node_group: str, duration_s: float) -> None:
+        self.nodes_drained.labels(node_group).inc()
+        self.drain_duration.labels(node_group).observe(duration_s)
+
+    def node_terminated(self, node_group: str, duration_s: float) -> None:
+        self.nodes_terminated.labels(node_group).inc()
+        self.terminate_duration.labels(node_group).observe(duration_s)
+
+    def node_failed(self, node_group: str) -> None:
+        self.nodes_failed.labels(node_group).inc()
+
+    def batch_finished(self, node_group: str, duration_s: float) -> None:
+        self.batch_duration.labels(node_group).observe(duration_s)
+
+    def safety_check(self, check: str, *, passed: bool) -> None:
+        """Count one check result; names outside the five known checks count as "other"."""
+        name = check if check in SAFETY_CHECKS else "other"
+        (self.safety_checks_passed if passed else self.safety_checks_failed).labels(name).inc()
+
+    def progress(self, node_group: str, *, percent: float, batch: int, remaining_s: float) -> None:
+        self.progress_percent.labels(node_group).set(max(0.0, min(100.0, percent)))
+        self.current_batch.labels(node_group).set(batch)
+        self.estimated_completion.labels(node_group).set(max(0.0, remaining_s))
+
+    def set_savings_realized(self, node_group: str, monthly_dollars: float) -> None:
+        """Set from the fold of the log, so the figure survives restarts."""
+        self.savings_realized.labels(node_group).set(monthly_dollars)
+
+    def set_leader(self, is_leader: bool) -> None:
+        self.leader.set(1 if is_leader else 0)
+
+    def set_plans_in_flight(self, by_state: dict[str, int]) -> None:
+        """Replace the per-state counts; states absent from `by_state` drop to 0."""
+        for state in self._states_seen - by_state.keys():
+            self.plans_in_flight.labels(state).set(0)
+        self._states_seen |= by_state.keys()
+        for state, count in by_state.items():
+            self.plans_in_flight.labels(state).set(count)
+
+    def _idle(self, node_group: str) -> None:
+        self.progress_percent.labels(node_group).set(0)
+        self.estimated_completion.labels(node_group).set(0)
