@@ -1,0 +1,310 @@
+"""The simulated VPSie HTTP API: routes, authentication, pagination and error bodies.
+
+Paths live under a prefix (default `/apps/v2`). Every call but the login needs either
+`Vpsie-Auth: <static token>` or `Authorization: Bearer <token from /auth/from/api>`; an expired
+bearer token gets a 401. Errors are `{"error": true, "code", "message", "stack"}`, sometimes with
+HTTP 200, as the real service does. Lists accept `offset`/`limit` and answer one page with a
+`pagination` object, so a client that reads only the first page misses data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from simulator.vpsie.state import SimWorker, VpsieError, VpsieState
+
+STATE_KEY = web.AppKey("vpsie_state", VpsieState)
+
+
+def make_vpsie_app(
+    state: VpsieState, *, prefix: str = "/apps/v2", middlewares: Sequence[Middleware] = ()
+) -> web.Application:
+    """The aiohttp application serving `state` under `prefix`."""
+    prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+    app = web.Application(middlewares=[*middlewares, _errors, _authenticated(state, prefix)])
+    app[STATE_KEY] = state
+    routes = [
+        web.post(f"{prefix}/auth/from/api", _login),
+        web.get(f"{prefix}/datacenter", _datacenters),
+        web.post(f"{prefix}/k8s/offers", _offers),
+        web.get(f"{prefix}/k8s/cluster/all", _clusters),
+        web.get(f"{prefix}/k8s/cluster/byId/{{cluster}}", _cluster),
+        web.get(f"{prefix}/k8s/node/groups/byClusterId/{{cluster}}", _groups),
+        web.post(f"{prefix}/k8s/cluster/add/group", _create_group),
+        web.post(f"{prefix}/k8s/cluster/byId/{{cluster}}/add/slave/group/{{group}}", _add_worker),
+        web.delete(f"{prefix}/k8s/cluster/byId/{{cluster}}/delete/slave", _delete_worker),
+    ]
+    app.add_routes(routes)
+    return app
+
+
+def _error(status: int, message: str) -> web.Response:
+    body = {"error": True, "code": status, "message": message, "stack": "simulated"}
+    return web.json_response(body, status=status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except VpsieError as exc:
+        return _error(exc.status, exc.message)
+    except web.HTTPNotFound:
+        return _error(404, f"Route {request.method} {request.path} not found")
+    except web.HTTPMethodNotAllowed:
+        return _error(405, f"Method {request.method} not allowed on {request.path}")
+
+
+def _authenticated(state: VpsieState, prefix: str) -> Middleware:
+    login_path = f"{prefix}/auth/from/api"
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        state.requests += 1
+        if request.path == login_path:
+            return await handler(request)
+        static = request.headers.get("Vpsie-Auth", "")
+        bearer = request.headers.get("Authorization", "")
+        if static and state.check_static(static):
+            return await handler(request)
+        if bearer.startswith("Bearer ") and state.check_bearer(bearer[len("Bearer ") :]):
+            return await handler(request)
+        if static or bearer:
+            return _error(401, "Unauthorized: invalid or expired token")
+        return _error(401, "Unauthorized: no credentials")
+
+    return middleware
+
+
+def _state(request: web.Request) -> VpsieState:
+    return request.app[STATE_KEY]
+
+
+def _ok(data: Any, **extra: Any) -> web.Response:
+    return web.json_response({"error": False, "data": data, **extra})
+
+
+def _page(request: web.Request, items: list[dict[str, Any]]) -> web.Response:
+    state = _state(request)
+    try:
+        offset = int(request.query.get("offset", "0"))
+        limit = int(request.query.get("limit", str(state.page_size)))
+    except ValueError:
+        raise VpsieError(400, "offset and limit must be integers") from None
+    if offset < 0 or limit < 1:
+        raise VpsieError(400, "offset must be >= 0 and limit >= 1")
+    limit = min(limit, state.page_size)
+    page = items[offset : offset + limit]
+    pagination = {
+        "total": len(items),
+        "count": len(page),
+        "per_page": limit,
+        "current_page": offset // limit + 1,
+        "total_pages": max(1, math.ceil(len(items) / limit)),
+    }
+    return _ok(page, total=len(items), pagination=pagination)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        raise VpsieError(400, "Request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise VpsieError(400, "Request body must be a JSON object")
+    return body
+
+
+async def _login(request: web.Request) -> web.Response:
+    state = _state(request)
+    form = await request.post()
+    client_id, client_secret = form.get("clientId"), form.get("clientSecret")
+    if not isinstance(client_id, str) or not isinstance(client_secret, str):
+        raise VpsieError(400, "clientId and clientSecret are required")
+    token, refresh, expires_at = state.login(client_id, client_secret)
+    expires = datetime.fromtimestamp(expires_at, tz=UTC).isoformat().replace("+00:00", "Z")
+    return web.json_response(
+        {
+            "error": False,
+            "code": 200,
+            "message": "Authenticated",
+            "accessToken": {"token": token, "expires": expires},
+            "refreshToken": {"token": refresh, "expires": expires},
+        }
+    )
+
+
+async def _datacenters(request: web.Request) -> web.Response:
+    items = [
+        {
+            "identifier": dc.identifier,
+            "dc_name": dc.name,
+            "state": dc.state,
+            "country": dc.country,
+            "is_active": 1,
+        }
+        for dc in _state(request).datacenters
+    ]
+    return _page(request, items)
+
+
+async def _offers(request: web.Request) -> web.Response:
+    state = _state(request)
+    body = await _json_body(request)
+    dc = body.get("dcIdentifier")
+    if not isinstance(dc, str) or not dc:
+        raise VpsieError(400, "dcIdentifier is required")
+    state.datacenter(dc)
+    items = [
+        {
+            "id": size.id,
+            "name": size.name,
+            "cpu": size.cpu,
+            "ram": size.ram_mb,
+            "disk": size.disk_gb,
+            "price": str(size.prices[dc].monthly),
+            "hourly_price": str(size.prices[dc].hourly),
+        }
+        for size in state.sizes
+        if dc in size.prices
+    ]
+    return _page(request, items)
+
+
+async def _clusters(request: web.Request) -> web.Response:
+    state = _state(request)
+    c = state.cluster
+    item = {
+        "identifier": c.identifier,
+        "cluster_name": c.name,
+        "nickname": c.name,
+        "kube_version": c.kube_version,
+        "dcIdentifier": c.datacenter,
+        "count": len(state.workers) + 1,
+        "managerCount": 1,
+        "slaveCount": len(state.workers),
+        "created_on": "2025-06-01 10:00:00",
+    }
+    return _page(request, [item])
+
+
+def _node(state: VpsieState, worker: SimWorker) -> dict[str, Any]:
+    size = state.size(state.group(worker.group_id).size_id)
+    if state.node_shape == "node_id":
+        return {
+            "id": worker.node_id,
+            "node_id": worker.identifier,
+            "hostname": worker.hostname,
+            "default_ip": worker.ip,
+            "private_ip": worker.private_ip,
+            "node_type": "slave",
+            "datacenter_id": state.cluster.datacenter,
+            "group_id": worker.group_id,
+            "status": worker.status,
+            "created_on": worker.created_on,
+        }
+    return {
+        "identifier": worker.identifier,
+        "hostname": worker.hostname,
+        "ip": worker.ip,
+        "private_ip": worker.private_ip,
+        "status": worker.status,
+        "role": "slave",
+        "cpu": size.cpu,
+        "ram": size.ram_mb,
+        "disk": size.disk_gb,
+        "node_group_id": worker.group_id,
+        "created_on": worker.created_on,
+    }
+
+
+async def _cluster(request: web.Request) -> web.Response:
+    state = _state(request)
+    c = state.check_cluster(request.match_info["cluster"])
+    workers = [_node(state, w) for w in state.workers]
+    data: dict[str, Any] = {
+        "identifier": c.identifier,
+        "cluster_name": c.name,
+        "kube_version": c.kube_version,
+        "dcIdentifier": c.datacenter,
+    }
+    if state.node_shape == "node_id":
+        master = {"id": 0, "node_id": f"{c.identifier}-master", "hostname": f"{c.name}-master"}
+        data["masters"] = [{**master, "node_type": "master", "default_ip": "185.0.0.1"}]
+        data["slaves"] = workers
+    else:
+        master = {"identifier": f"{c.identifier}-master", "hostname": f"{c.name}-master"}
+        data["nodes"] = [{**master, "role": "master", "status": "running"}, *workers]
+    return _ok(data)
+
+
+async def _groups(request: web.Request) -> web.Response:
+    state = _state(request)
+    c = state.check_cluster(request.match_info["cluster"])
+    items = []
+    for group in state.groups:
+        size = state.size(group.size_id)
+        items.append(
+            {
+                "id": group.id,
+                "identifier": group.identifier,
+                "group_name": group.name,
+                "boxsize_id": group.size_id,
+                "datacenter_id": 1,
+                "dcIdentifier": c.datacenter,
+                "cpu": size.cpu,
+                "ram": size.ram_mb,
+                "ssd": size.disk_gb,
+                "nodes_count": len(state.workers_of(group.id)),
+                "cluster_id": 1,
+                "is_active": 1,
+                "is_deleted": 0,
+                "created_on": group.created_on,
+            }
+        )
+    return _page(request, items)
+
+
+async def _create_group(request: web.Request) -> web.Response:
+    state = _state(request)
+    body = await _json_body(request)
+    cluster, name, size_id = (
+        body.get("clusterIdentifier"),
+        body.get("groupName"),
+        body.get("KubeSizeID"),
+    )
+    if not isinstance(cluster, str) or not cluster:
+        raise VpsieError(400, "clusterIdentifier is required")
+    if not isinstance(name, str) or not name:
+        raise VpsieError(400, "groupName is required")
+    if isinstance(size_id, bool) or not isinstance(size_id, int):
+        raise VpsieError(400, "KubeSizeID is required and must be an integer")
+    group = state.create_group(cluster, name, size_id)
+    return _ok({"groupId": group.identifier})
+
+
+async def _add_worker(request: web.Request) -> web.Response:
+    state = _state(request)
+    try:
+        group_id = int(request.match_info["group"])
+    except ValueError:
+        raise VpsieError(400, "groupId must be an integer") from None
+    state.add_worker(request.match_info["cluster"], group_id)
+    return _ok(True)
+
+
+async def _delete_worker(request: web.Request) -> web.Response:
+    state = _state(request)
+    body = await _json_body(request)
+    identifier = body.get("identifier")
+    if not isinstance(identifier, str) or not identifier:
+        raise VpsieError(400, "identifier is required")
+    state.delete_worker(request.match_info["cluster"], identifier)
+    return _ok(True, message="Node deleted")
