@@ -1,0 +1,640 @@
+"""The append-only event log on SQLite: streams, a global order, group commit, a hash chain.
+
+One aiosqlite connection does everything. Appends go through a queue to a single writer task:
+whatever has queued up while the previous transaction was being made durable is written in
+the next one (group commit), each append checked on its own against its stream's version, so
+a stale append fails alone while the others in its transaction commit. An append returns only
+after the COMMIT of the transaction that holds it; with `synchronous=FULL` that COMMIT has
+been fsynced.
+
+A row as stored (version 2 of the layout, see `schema`):
+
+    seq=42 stream="plan-3f2a" version=5 type="NodeCordoned" schema_version=1
+    data=b'{"node":"w-1",...}' recorded_at=1767225600.0 hash=sha256(hash of seq 41 || content)
+
+Opening reads only the last row (for the head seq and chain hash): no work grows with the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import aiosqlite
+
+from eventstore.chain import GENESIS, row_hash, snapshot_hash
+from eventstore.errors import (
+    ConcurrencyError,
+    CorruptLogError,
+    EventStoreError,
+    SchemaTooNewError,
+    translate,
+)
+from eventstore.records import NewEvent, RecordedEvent, Snapshot, VerifyReport
+from eventstore.schema import (
+    APPLICATION_ID,
+    CURRENT_VERSION,
+    SCHEMA_V2,
+    V1_TO_V2_BEFORE_BACKFILL,
+    V2_TRIGGERS,
+)
+
+Synchronous = Literal["FULL", "NORMAL"]
+
+_MAX_BATCH = 512  # appends per group-commit transaction
+_IN_LIMIT = 500  # parameters per IN (...) lookup
+_EVENT_COLUMNS = "seq, stream, version, type, schema_version, data, recorded_at, hash"
+
+
+@dataclass(slots=True)
+class _Pending:
+    stream: str
+    expected: int
+    events: Sequence[NewEvent]
+    done: asyncio.Future[int] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+def _check_events(stream: str, expected_version: int, events: Sequence[NewEvent]) -> None:
+    if not isinstance(stream, str) or not stream:
+        raise ValueError(f"append: stream must be a non-empty string, got {stream!r}")
+    if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+        raise TypeError(f"append to {stream!r}: expected_version must be an int")
+    if expected_version < 0:
+        raise ValueError(f"append to {stream!r}: expected_version must be >= 0")
+    if not events:
+        raise ValueError(f"append to {stream!r}: no events given")
+    for i, e in enumerate(events):
+        where = f"append to {stream!r}, event {i}"
+        if not isinstance(e, NewEvent):
+            raise TypeError(f"{where}: expected a NewEvent, got {type(e).__name__}")
+        if not isinstance(e.type, str) or not e.type:
+            raise ValueError(f"{where}: type must be a non-empty string")
+        if isinstance(e.schema_version, bool) or not isinstance(e.schema_version, int):
+            raise TypeError(f"{where} ({e.type}): schema_version must be an int")
+        if e.schema_version < 1:
+            raise ValueError(f"{where} ({e.type}): schema_version must be >= 1")
+        if not isinstance(e.data, bytes):
+            raise TypeError(f"{where} ({e.type}): data must be bytes, got {type(e.data).__name__}")
+
+
+def _check_path(path: str) -> None:
+    if path == ":memory:":
+        return
+    if os.path.isdir(path):
+        raise EventStoreError(f"{path}: is a directory, not an event log file")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        what = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise EventStoreError(f"{path}: cannot create the event log: {parent} {what}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EventStoreError(f"{path}: directory {parent} is not writable (WAL needs it)")
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        raise EventStoreError(f"{path}: the event log file is not readable and writable")
+
+
+class EventStore:
+    """The event log. Open with `await EventStore.open(path)`; close with `await close()`."""
+
+    def __init__(self, db: aiosqlite.Connection, path: str, clock: Callable[[], float]) -> None:
+        self._db = db
+        self._path = path
+        self._clock = clock
+        self._lock = asyncio.Lock()  # one transaction or read at a time on the connection
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._versions: dict[str, int] = {}  # cache; the writer is the only one who changes them
+        self._head = 0
+        self._head_hash = GENESIS
+        self._closed = False
+        self._writer: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"EventStore({self._path!r}, head={self._head})"
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Synchronous = "FULL",
+        clock: Callable[[], float] = time.time,
+    ) -> EventStore:
+        """Open (creating or migrating) the log at `path`; `":memory:"` for a throwaway one."""
+        p = os.fspath(path)
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        _check_path(p)
+        try:
+            db = await aiosqlite.connect(p, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise translate(exc, p, "opening") from None
+        store = cls(db, p, clock)
+        try:
+            await store._prepare(synchronous)
+        except BaseException:
+            await db.close()
+            raise
+        store._writer = asyncio.create_task(store._write_loop(), name=f"eventstore-writer {p}")
+        return store
+
+    async def _prepare(self, synchronous: Synchronous) -> None:
+        doing = "opening"
+        try:
+            db = self._db
+            async with db.execute("PRAGMA journal_mode=WAL") as cur:
+                row = await cur.fetchone()
+            mode = str(row[0]).lower() if row else ""
+            if self._path != ":memory:" and mode != "wal":
+                raise EventStoreError(f"{self._path}: cannot switch to WAL (journal mode {mode})")
+            await db.execute(f"PRAGMA synchronous={synchronous}")
+            await db.execute("PRAGMA busy_timeout=5000")
+            doing = "checking the schema"
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._ensure_schema()
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            doing = "reading the head of the log"
+            await self._load_head()
+        except sqlite3.Error as exc:
+            raise translate(exc, self._path, doing) from None
+
+    async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self._db.execute(sql, params) as cur:
+            row = await cur.fetchone()
+        return None if row is None else row[0]
+
+    async def _ensure_schema(self) -> None:
+        user_version = int(await self._scalar("PRAGMA user_version"))
+        app_id = int(await self._scalar("PRAGMA application_id"))
+        tables = [
+            str(r[0])
+            for r in await self._db.execute_fetchall(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+            )
+        ]
+        if app_id not in (0, APPLICATION_ID) or (user_version == 0 and tables):
+            raise EventStoreError(
+                f"{self._path}: is an SQLite database but not an event log "
+                f"(application_id {app_id}, tables {sorted(tables)})"
+            )
+        if user_version > CURRENT_VERSION:
+            raise SchemaTooNewError(self._path, user_version, CURRENT_VERSION)
+        if user_version == 0:
+            for statement in SCHEMA_V2:
+                await self._db.execute(statement)
+            await self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        elif user_version == 1:
+            await self._migrate_v1_to_v2()
+        await self._db.execute(f"PRAGMA user_version={CURRENT_VERSION}")
+
+    async def _migrate_v1_to_v2(self) -> None:
+        """Backfill the hash chain over every existing row: O(log size), once."""
+        db = self._db
+        for statement in V1_TO_V2_BEFORE_BACKFILL:
+            await db.execute(statement)
+        prev, after, now = GENESIS, 0, self._clock()
+        while True:
+            rows = await db.execute_fetchall(
+                "SELECT seq, stream, version, type, schema_version, data, recorded_at "
+                "FROM events WHERE seq > ? ORDER BY seq LIMIT 5000",
+                (after,),
+            )
+            if not rows:
+                break
+            updates = []
+            for seq, stream, version, type_, sv, data, at in rows:
+                prev = row_hash(prev, seq, stream, version, type_, sv, bytes(data), float(at))
+                updates.append((prev, seq))
+                after = seq
+            await db.executemany("UPDATE events SET hash = ? WHERE seq = ?", updates)
+        snaps = await db.execute_fetchall("SELECT name, seq, schema_version, data FROM snapshots")
+        for name, seq, sv, data in snaps:
+            chain = await self._chain_hash_at(int(seq))
+            if chain is None:
+                continue  # a snapshot past the end of the log: load_snapshot reports it
+            h = snapshot_hash(name, seq, sv, bytes(data), chain)
+            await db.execute(
+                "UPDATE snapshots SET hash = ?, saved_at = ? WHERE name = ?", (h, now, name)
+            )
+        for statement in V2_TRIGGERS:
+            await db.execute(statement)
+        await db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+
+    async def _chain_hash_at(self, seq: int) -> bytes | None:
+        if seq == 0:
+            return GENESIS
+        h = await self._scalar("SELECT hash FROM events WHERE seq = ?", (seq,))
+        return None if h is None else bytes(h)
+
+    async def _load_head(self) -> None:
+        async with self._db.execute(
+            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+        ) as cur:
+            row = await cur.fetchone()
+        self._head, self._head_hash = (0, GENESIS) if row is None else (row[0], bytes(row[1]))
+        self._versions.clear()
+
+    async def close(self) -> None:
+        """Finish the appends already queued, then close the connection. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            self._queue.put_nowait(None)
+            await self._writer
+        await self._db.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _ensure_open(self, doing: str) -> None:
+        if self._closed:
+            raise EventStoreError(f"{self._path}: {doing}: the event store is closed")
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def append(self, stream: str, expected_version: int, events: Sequence[NewEvent]) -> int:
+        """Append `events` to `stream` atomically; returns the stream's new version.
+
+        `expected_version` is the version the caller last saw (0 for a new stream); if the
+        stream has moved on, nothing is written and ConcurrencyError is raised. Returns only
+        once the transaction holding these events has committed.
+        """
+        self._ensure_open(f"append to {stream!r}")
+        _check_events(stream, expected_version, events)
+        pending = _Pending(stream, expected_version, tuple(events))
+        self._queue.put_nowait(pending)
+        return await pending.done
+
+    async def _write_loop(self) -> None:
+        stop = False
+        while not stop:
+            item = await self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            while len(batch) < _MAX_BATCH and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: list[_Pending]) -> None:
+        async with self._lock:
+            results: list[int | BaseException]
+            try:
+                results = await self._write(batch)
+            except Exception as exc:
+                if len(batch) == 1:
+                    results = [exc]
+                else:  # find the culprit: each append on its own
+                    results = []
+                    for pending in batch:
+                        try:
+                            results.extend(await self._write([pending]))
+                        except Exception as single:
+                            results.append(single)
+        for pending, result in zip(batch, results, strict=True):
+            if pending.done.done():
+                continue  # the caller was cancelled; its events may still be committed
+            if isinstance(result, BaseException):
+                pending.done.set_exception(result)
+            else:
+                pending.done.set_result(result)
+
+    async def _write(self, batch: list[_Pending]) -> list[int | BaseException]:
+        db = self._db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                missing = list({p.stream for p in batch if p.stream not in self._versions})
+                versions = dict(self._versions)
+                for i in range(0, len(missing), _IN_LIMIT):
+                    chunk = missing[i : i + _IN_LIMIT]
+                    marks = ",".join("?" * len(chunk))
+                    for s, v in await db.execute_fetchall(
+                        f"SELECT stream, version FROM streams WHERE stream IN ({marks})", chunk
+                    ):
+                        versions[s] = int(v)
+                now = self._clock()
+                seq, prev = self._head, self._head_hash
+                rows: list[tuple[Any, ...]] = []
+                results: list[int | BaseException] = []
+                for p in batch:
+                    actual = versions.get(p.stream, 0)
+                    if actual != p.expected:
+                        results.append(ConcurrencyError(p.stream, p.expected, actual))
+                        continue
+                    for e in p.events:
+                        seq += 1
+                        actual += 1
+                        prev = row_hash(
+                            prev, seq, p.stream, actual, e.type, e.schema_version, e.data, now
+                        )
+                        rows.append(
+                            (seq, p.stream, actual, e.type, e.schema_version, e.data, now, prev)
+                        )
+                    versions[p.stream] = actual
+                    results.append(actual)
+                if rows:
+                    await db.executemany(
+                        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows
+                    )
+                await db.execute("COMMIT")
+            except BaseException:
+                await self._rollback_quietly()
+                raise
+        except sqlite3.Error as exc:
+            await self._reload_after_failure()
+            raise translate(exc, self._path, f"appending to {batch[0].stream!r}") from None
+        self._head, self._head_hash = seq, prev
+        self._versions = versions
+        return results
+
+    async def _rollback_quietly(self) -> None:
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                await self._db.execute("ROLLBACK")
+
+    async def _reload_after_failure(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # the next operation reports the cause
+            await self._load_head()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _fetch(self, doing: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        self._ensure_open(doing)
+        async with self._lock:
+            try:
+                return list(await self._db.execute_fetchall(sql, params))
+            except sqlite3.Error as exc:
+                raise translate(exc, self._path, doing) from None
+
+    async def head(self) -> int:
+        """The last seq written, 0 when the log is empty."""
+        self._ensure_open("reading the head")
+        return self._head
+
+    async def stream_version(self, stream: str) -> int:
+        """The version of `stream` (its number of events), 0 when it does not exist."""
+        rows = await self._fetch(
+            f"reading the version of stream {stream!r}",
+            "SELECT version FROM streams WHERE stream = ?",
+            (stream,),
+        )
+        return int(rows[0][0]) if rows else 0
+
+    async def streams(self) -> list[tuple[str, int]]:
+        """Every stream with its version, ordered by name."""
+        rows = await self._fetch(
+            "listing streams", "SELECT stream, version FROM streams ORDER BY stream"
+        )
+        return [(str(s), int(v)) for s, v in rows]
+
+    def _corrupt(self, seq: int, stream: str, type_: str, what: str) -> CorruptLogError:
+        return CorruptLogError(
+            f"{self._path}: event seq {seq} (stream {stream!r}, type {type_!r}) {what}; "
+            "the log was altered or damaged (run verify-log)"
+        )
+
+    def _to_event(self, row: Sequence[Any], prev: bytes) -> tuple[RecordedEvent, bytes]:
+        seq, stream, version, type_, sv, data, at, stored = row
+        data = bytes(data)
+        h = row_hash(prev, seq, stream, version, type_, sv, data, float(at))
+        if h != bytes(stored):
+            raise self._corrupt(seq, stream, type_, "does not match its chain hash")
+        event = RecordedEvent(
+            seq=seq,
+            stream=stream,
+            version=version,
+            type=type_,
+            schema_version=sv,
+            data=data,
+            recorded_at=float(at),
+        )
+        return event, h
+
+    async def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
+        """The events of `stream` from `from_version` on, each checked against the chain."""
+        if from_version < 1:
+            raise ValueError(f"read_stream {stream!r}: from_version must be >= 1")
+        cols = ", ".join(f"e.{c.strip()}" for c in _EVENT_COLUMNS.split(","))
+        rows = await self._fetch(
+            f"reading stream {stream!r}",
+            f"SELECT {cols}, p.hash FROM events e LEFT JOIN events p ON p.seq = e.seq - 1 "
+            "WHERE e.stream = ? AND e.version >= ? ORDER BY e.version",
+            (stream, from_version),
+        )
+        out: list[RecordedEvent] = []
+        expected = from_version
+        for row in rows:
+            seq, _, version, type_ = row[0], row[1], row[2], row[3]
+            prev = GENESIS if seq == 1 else row[8]
+            if prev is None:
+                raise self._corrupt(seq, stream, type_, "follows a missing row")
+            if version != expected:
+                raise self._corrupt(seq, stream, type_, f"has version {version}, not {expected}")
+            event, _ = self._to_event(row[:8], bytes(prev))
+            out.append(event)
+            expected += 1
+        return out
+
+    async def read_all(
+        self, from_seq: int = 1, *, batch: int = 5000
+    ) -> AsyncIterator[RecordedEvent]:
+        """Every event from `from_seq` on, in seq order, read `batch` rows at a time.
+
+        An index range scan on seq: reading the tail after a snapshot costs the tail only.
+        """
+        if from_seq < 1 or batch < 1:
+            raise ValueError("read_all: from_seq and batch must be >= 1")
+        doing = f"reading events from seq {from_seq}"
+        prev_rows = await self._fetch(
+            doing, "SELECT hash FROM events WHERE seq = ?", (from_seq - 1,)
+        )
+        if from_seq == 1:
+            prev = GENESIS
+        elif prev_rows:
+            prev = bytes(prev_rows[0][0])
+        elif from_seq - 1 > self._head:
+            return
+        else:
+            raise CorruptLogError(f"{self._path}: event seq {from_seq - 1} is missing")
+        expected = from_seq
+        while True:
+            rows = await self._fetch(
+                doing,
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq >= ? ORDER BY seq LIMIT ?",
+                (expected, batch),
+            )
+            for row in rows:
+                if row[0] != expected:
+                    raise CorruptLogError(
+                        f"{self._path}: event seq {expected} is missing (next is {row[0]})"
+                    )
+                event, prev = self._to_event(row, prev)
+                expected += 1
+                yield event
+            if len(rows) < batch:
+                return
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    async def save_snapshot(self, name: str, seq: int, schema_version: int, data: bytes) -> None:
+        """Save (or replace) the snapshot `name`: a fold of the log up to and including `seq`."""
+        doing = f"saving snapshot {name!r}"
+        self._ensure_open(doing)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{doing}: name must be a non-empty string")
+        if not isinstance(data, bytes):
+            raise TypeError(f"{doing}: data must be bytes")
+        if schema_version < 1:
+            raise ValueError(f"{doing}: schema_version must be >= 1")
+        async with self._lock:
+            if not 0 <= seq <= self._head:
+                raise ValueError(f"{doing}: seq {seq} is outside the log (head is {self._head})")
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    chain = await self._chain_hash_at(seq)
+                    if chain is None:
+                        raise CorruptLogError(f"{self._path}: {doing}: event seq {seq} is missing")
+                    await self._db.execute(
+                        "INSERT OR REPLACE INTO snapshots "
+                        "(name, seq, schema_version, data, saved_at, hash) VALUES (?,?,?,?,?,?)",
+                        (
+                            name,
+                            seq,
+                            schema_version,
+                            data,
+                            self._clock(),
+                            snapshot_hash(name, seq, schema_version, data, chain),
+                        ),
+                    )
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    await self._rollback_quietly()
+                    raise
+            except sqlite3.Error as exc:
+                raise translate(exc, self._path, doing) from None
+
+    async def load_snapshot(self, name: str) -> Snapshot | None:
+        """The snapshot `name`, checked against the chain; None when there is none."""
+        doing = f"loading snapshot {name!r}"
+        rows = await self._fetch(
+            doing,
+            "SELECT s.seq, s.schema_version, s.data, s.hash, e.hash FROM snapshots s "
+            "LEFT JOIN events e ON e.seq = s.seq WHERE s.name = ?",
+            (name,),
+        )
+        if not rows:
+            return None
+        seq, sv, data, stored, chain = rows[0]
+        data = bytes(data)
+        chain = GENESIS if seq == 0 else chain
+        if chain is None:
+            raise CorruptLogError(f"{self._path}: snapshot {name!r} ends at missing seq {seq}")
+        if snapshot_hash(name, seq, sv, data, bytes(chain)) != bytes(stored):
+            raise CorruptLogError(
+                f"{self._path}: snapshot {name!r} (seq {seq}) does not match its hash"
+            )
+        return Snapshot(name=name, seq=seq, schema_version=sv, data=data)
+
+    # -- verification ----------------------------------------------------------------------
+
+    async def verify(self, *, batch: int = 5000) -> VerifyReport:
+        """Walk the whole chain; report the first bad row instead of raising."""
+        self._ensure_open("verifying")
+        checked, prev, expected = 0, GENESIS, 1
+        versions: dict[str, int] = {}
+
+        def bad(seq: int, problem: str) -> VerifyReport:
+            return VerifyReport(ok=False, checked=checked, first_bad_seq=seq, problem=problem)
+
+        try:
+            while True:
+                async with self._lock:
+                    rows = list(
+                        await self._db.execute_fetchall(
+                            f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq >= ? "
+                            "ORDER BY seq LIMIT ?",
+                            (expected, batch),
+                        )
+                    )
+                for row in rows:
+                    seq, stream, version, type_ = row[0], row[1], row[2], row[3]
+                    where = f"event seq {seq} (stream {stream!r}, type {type_!r})"
+                    if seq != expected:
+                        return bad(expected, f"event seq {expected} is missing (next is {seq})")
+                    want = versions.get(stream, 0) + 1
+                    if version != want:
+                        return bad(seq, f"{where} has version {version}, expected {want}")
+                    try:
+                        _, prev = self._to_event(row, prev)
+                    except CorruptLogError:
+                        return bad(
+                            seq,
+                            f"{where} does not match its chain hash: its content "
+                            "(or its stored hash) was changed",
+                        )
+                    versions[stream] = version
+                    checked += 1
+                    expected += 1
+                if len(rows) < batch:
+                    break
+            async with self._lock:
+                listed: dict[str, int] = {
+                    str(r[0]): int(r[1])
+                    for r in await self._db.execute_fetchall("SELECT stream, version FROM streams")
+                }
+            if listed != versions:
+                wrong = sorted(set(listed.items()) ^ set(versions.items()))[:3]
+                return VerifyReport(
+                    ok=False,
+                    checked=checked,
+                    first_bad_seq=None,
+                    problem=f"the streams table disagrees with the events (e.g. {wrong})",
+                )
+            if expected - 1 != self._head:
+                return VerifyReport(
+                    ok=False,
+                    checked=checked,
+                    first_bad_seq=None,
+                    problem=f"the log ends at seq {expected - 1}, but seq {self._head} was written",
+                )
+        except sqlite3.Error as exc:
+            err = translate(exc, self._path, f"verifying at seq {expected}")
+            return bad(expected, str(err))
+        return VerifyReport(
+            ok=True,
+            checked=checked,
+            first_bad_seq=None,
+            problem=f"all {checked} events verified; the chain is intact",
+        )
