@@ -1,0 +1,578 @@
+"""The fold: what the log means. Events in, the state of every plan out.
+
+The live executor, recovery and the audit all use this one fold, so they cannot disagree about
+what a log says. It is pure: no clock (times come from the events' `at`), no I/O, no
+randomness. An event its machine does not allow, or whose intent/outcome bracketing does not
+fit (an outcome with no matching intent, a second intent while one is pending, deleting a
+worker this plan neither added nor was told to replace, uncordoning a node it did not cordon)
+raises `IllegalTransition` and leaves the state exactly as it was.
+
+`FoldState` can drop plans once they finish (`keep_finished=False`), keeping only a per node
+group summary; that is what recovery and snapshots hold, so their size follows the work in
+flight, not the age of the log. `encode_state` / `decode_state` turn it into snapshot bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+import orjson
+
+from statemachine import events as ev
+from statemachine.machines import (
+    PLAN_NEXT,
+    PLAN_RUNNING,
+    PLAN_TERMINAL,
+    REPLACEMENT_NEXT,
+    REPLACEMENT_TERMINAL,
+    IllegalTransition,
+    PlanStatus,
+    ReplacementStatus,
+)
+from statemachine.plan import PlanSpec, ReplacementSpec
+
+# Bump when the encoded shape of FoldState changes; an older snapshot is then ignored (the
+# log is refolded), never misread.
+STATE_SCHEMA_VERSION = 1
+
+
+class Recorded(Protocol):
+    """What the fold needs of a stored event (the event store's `RecordedEvent` fits)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def stream(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def schema_version(self) -> int: ...
+    @property
+    def data(self) -> bytes: ...
+
+
+@dataclass(slots=True, kw_only=True)
+class ReplacementState:
+    replacement_id: str
+    status: ReplacementStatus = ReplacementStatus.PLANNED
+    group_id: int | None = None
+    known_workers: tuple[str, ...] = ()
+    new_worker: str = ""  # VPSie identifier of the worker this replacement added
+    new_hostname: str = ""
+    new_ip: str = ""
+    new_node: str = ""  # its Kubernetes Node, once Ready
+    prior_unschedulable: bool | None = None
+    cordoned_by_us: bool = False
+    drain_pods: tuple[str, ...] = ()
+    evicted: tuple[str, ...] = ()  # "namespace/name"
+    eviction_blocks: int = 0
+    old_deleted: bool = False
+    new_deleted: bool = False
+    # The last intent with no outcome yet: what recovery must reconcile with the world.
+    pending_intent: ev.Event | None = None
+    last_error: str = ""
+    rollback_reason: str = ""
+    failure_reason: str = ""
+    monthly_saving: Decimal | None = None
+    started_at: str = ""
+    updated_at: str = ""
+    finished_at: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class PlanState:
+    plan_id: str
+    spec: PlanSpec
+    status: PlanStatus = PlanStatus.PROPOSED
+    version: int = 0  # events folded from this plan's stream; the next append expects it
+    replacements: dict[str, ReplacementState] = field(default_factory=dict)
+    proposed_at: str = ""
+    approval_requested_reason: str = ""
+    approved_by: str = ""
+    approved_at: str = ""
+    started_at: str = ""
+    updated_at: str = ""
+    finished_at: str = ""
+    realised_monthly_saving: Decimal | None = None
+    # (at, event type, by, reason) for approvals, rejections, pauses, rollbacks, failures.
+    reasons: list[tuple[str, str, str, str]] = field(default_factory=list)
+    last_checks: ev.SafetyChecksRun | None = None
+
+    @property
+    def node_group(self) -> str:
+        return self.spec.node_group
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in PLAN_TERMINAL
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupSummary:
+    """What a node group's finished plans leave behind (for the cooldown check)."""
+
+    last_plan_id: str = ""
+    last_outcome: str = ""
+    last_finished_at: str = ""
+    # When the last plan that started executing finished: the nodes last changed.
+    last_changed_at: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class FoldState:
+    plans: dict[str, PlanState] = field(default_factory=dict)
+    groups: dict[str, GroupSummary] = field(default_factory=dict)
+    head_seq: int = 0
+    keep_finished: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    """One applied event, as the audit's timeline shows it."""
+
+    seq: int
+    plan_id: str
+    replacement_id: str
+    event: ev.Event
+    from_state: str
+    to_state: str
+
+
+def fold(events: Iterable[Recorded], *, keep_finished: bool = True) -> dict[str, PlanState]:
+    state = FoldState(keep_finished=keep_finished)
+    for recorded in events:
+        apply(state, recorded)
+    return state.plans
+
+
+def apply(state: FoldState, recorded: Recorded) -> Change | None:
+    """Fold one stored event in. None for events of streams that are not plans."""
+    plan_id = ev.plan_id_of_stream(recorded.stream)
+    if plan_id is None:
+        state.head_seq = max(state.head_seq, recorded.seq)
+        return None
+    event = ev.decode(recorded.type, recorded.schema_version, recorded.data)
+    return apply_event(
+        state, event, stream=recorded.stream, seq=recorded.seq, version=recorded.version
+    )
+
+
+def apply_event(
+    state: FoldState, event: ev.Event, *, stream: str, seq: int, version: int
+) -> Change:
+    """Fold one decoded event in; `IllegalTransition` (state untouched) when not allowed."""
+    type_name = type(event).type_name()
+    plan = state.plans.get(event.plan_id)
+
+    def illegal(current: str, detail: str = "") -> IllegalTransition:
+        return IllegalTransition(
+            stream=stream, seq=seq, state=current, event=type_name, detail=detail
+        )
+
+    if ev.plan_id_of_stream(stream) != event.plan_id:
+        raise illegal(plan.status if plan else "unknown", f"plan_id {event.plan_id!r} in {stream}")
+    if isinstance(event, ev.PlanProposed):
+        if plan is not None:
+            raise illegal(plan.status, "plan already proposed")
+        _check_spec(event, illegal)
+        _expect_version(version, 0, illegal, "none")
+        new = PlanState(
+            plan_id=event.plan_id,
+            spec=event.plan,
+            version=version,
+            replacements={
+                r.replacement_id: ReplacementState(replacement_id=r.replacement_id)
+                for r in event.plan.replacements
+            },
+            proposed_at=event.at,
+            updated_at=event.at,
+        )
+        state.plans[event.plan_id] = new
+        state.head_seq = max(state.head_seq, seq)
+        return Change(
+            seq=seq,
+            plan_id=event.plan_id,
+            replacement_id="",
+            event=event,
+            from_state="",
+            to_state=new.status,
+        )
+    if plan is None:
+        raise illegal("unknown", f"no open plan {event.plan_id!r}")
+    _expect_version(version, plan.version, illegal, plan.status)
+    if isinstance(event, ev.ReplacementEvent):
+        change = _apply_replacement(plan, event, seq, illegal)
+    else:
+        change = _apply_plan(state, plan, event, seq, illegal)
+    plan.version = version
+    plan.updated_at = event.at
+    state.head_seq = max(state.head_seq, seq)
+    if plan.terminal:
+        _finish(state, plan)
+    return change
+
+
+Illegal = Callable[..., IllegalTransition]
+
+
+def _expect_version(version: int, current: int, illegal: Illegal, status: str) -> None:
+    if version != current + 1:
+        raise illegal(status, f"stream version {version} does not follow {current}")
+
+
+def _check_spec(event: ev.PlanProposed, illegal: Illegal) -> None:
+    spec = event.plan
+    if spec.plan_id != event.plan_id:
+        raise illegal("none", f"spec plan_id {spec.plan_id!r} differs")
+    ids = [r.replacement_id for r in spec.replacements]
+    if len(set(ids)) != len(ids):
+        raise illegal("none", "replacement ids are not unique")
+    batched = [r for batch in spec.batches for r in batch]
+    if sorted(batched) != sorted(ids):
+        raise illegal("none", "batches do not list each replacement once")
+
+
+def _finish(state: FoldState, plan: PlanState) -> None:
+    executed = bool(plan.started_at)
+    previous = state.groups.get(plan.node_group, GroupSummary())
+    state.groups[plan.node_group] = GroupSummary(
+        last_plan_id=plan.plan_id,
+        last_outcome=plan.status,
+        last_finished_at=plan.finished_at,
+        last_changed_at=plan.finished_at if executed else previous.last_changed_at,
+    )
+    if not state.keep_finished:
+        del state.plans[plan.plan_id]
+
+
+# --- plan events ---------------------------------------------------------------------------
+
+
+def _apply_plan(
+    state: FoldState, plan: PlanState, event: ev.Event, seq: int, illegal: Illegal
+) -> Change:
+    type_name = type(event).type_name()
+    before = plan.status
+    dest = PLAN_NEXT.get((before, type_name))
+    if dest is None:
+        raise illegal(before)
+    if isinstance(event, ev.PlanCompleted | ev.PlanRolledBack):
+        busy = [
+            r.replacement_id
+            for r in plan.replacements.values()
+            if r.status not in REPLACEMENT_TERMINAL and r.status is not ReplacementStatus.PLANNED
+        ]
+        if busy:
+            raise illegal(before, f"replacements still in flight: {', '.join(sorted(busy))}")
+    match event:
+        case ev.PlanApprovalRequested(reason=reason):
+            plan.approval_requested_reason = reason
+            plan.reasons.append((event.at, type_name, "", reason))
+        case ev.PlanApproved(by=by):
+            plan.approved_by, plan.approved_at = by, event.at
+            plan.reasons.append((event.at, type_name, by, ""))
+        case ev.PlanRejected(by=by, reason=reason) | ev.PlanPaused(by=by, reason=reason):
+            plan.reasons.append((event.at, type_name, by, reason))
+        case ev.PlanCancelled(by=by, reason=reason):
+            plan.reasons.append((event.at, type_name, by, reason))
+        case ev.PlanResumed(by=by):
+            plan.reasons.append((event.at, type_name, by, ""))
+        case ev.PlanExecutionStarted():
+            plan.started_at = event.at
+        case ev.PlanRollbackStarted(reason=reason) | ev.PlanFailed(reason=reason):
+            plan.reasons.append((event.at, type_name, "", reason))
+        case ev.PlanCompleted(realised_monthly_saving=saving):
+            plan.realised_monthly_saving = saving
+        case ev.SafetyChecksRun():
+            plan.last_checks = event
+        case _:
+            pass
+    plan.status = PlanStatus(dest)
+    if plan.status in PLAN_TERMINAL:
+        plan.finished_at = event.at
+    return Change(
+        seq=seq,
+        plan_id=plan.plan_id,
+        replacement_id="",
+        event=event,
+        from_state=before,
+        to_state=plan.status,
+    )
+
+
+# --- replacement events --------------------------------------------------------------------
+
+
+def _pod(namespace: str, pod: str) -> str:
+    return f"{namespace}/{pod}"
+
+
+def _same_target(intent: ev.Event, outcome: ev.Event) -> bool:
+    """Whether an outcome settles this intent (same pod, node or worker)."""
+    match intent, outcome:
+        case ev.PodEvictionRequested(), ev.PodEvicted() | ev.EvictionBlocked():
+            return (intent.namespace, intent.pod) == (outcome.namespace, outcome.pod)
+        case ev.CordonRequested(), ev.NodeCordoned() | ev.CordonFailed():
+            return intent.node == outcome.node
+        case ev.UncordonRequested(), ev.NodeUncordoned():
+            return intent.node == outcome.node
+        case ev.WorkerDeleteRequested(), ev.WorkerDeleted() | ev.WorkerDeleteFailed():
+            return intent.worker_identifier == outcome.worker_identifier
+        case _:
+            return True
+
+
+def _guard_replacement(
+    plan: PlanState,
+    spec: ReplacementSpec,
+    r: ReplacementState,
+    event: ev.ReplacementEvent,
+    state_name: str,
+    illegal: Illegal,
+) -> None:
+    cls = type(event)
+    if cls in ev.INTENT_OUTCOMES and r.pending_intent is not None:
+        pending = type(r.pending_intent).type_name()
+        raise illegal(state_name, f"{pending} is still pending")
+    intent_cls = ev.OUTCOME_OF.get(cls)
+    if intent_cls is not None and not (
+        isinstance(r.pending_intent, intent_cls) and _same_target(r.pending_intent, event)
+    ):
+        raise illegal(state_name, f"no pending {intent_cls.type_name()} that it settles")
+    consolidation = spec.new_size_id is None
+    match event:
+        case ev.NodeGroupCreateRequested() | ev.WorkerAddRequested() if consolidation:
+            raise illegal(state_name, "a consolidation adds no worker")
+        case ev.CordonRequested() if r.status is ReplacementStatus.PLANNED and not consolidation:
+            raise illegal(state_name, "the replacement node is not ready")
+        case ev.CordonRequested(node=node) | ev.UncordonRequested(node=node) if (
+            node != spec.old_node
+        ):
+            raise illegal(state_name, f"{node} is not this replacement's node")
+        case ev.UncordonRequested() if not r.cordoned_by_us:
+            raise illegal(state_name, "this plan did not cordon the node")
+        case ev.WorkerAdded(worker_identifier=worker) if worker in r.known_workers:
+            raise illegal(state_name, f"{worker} was already in the group")
+        case ev.WorkerDeleteRequested(role="old", worker_identifier=worker) if (
+            worker != spec.old_worker or r.status is ReplacementStatus.ROLLING_BACK
+        ):
+            raise illegal(state_name, f"{worker} is not the worker to replace")
+        case ev.WorkerDeleteRequested(role="new", worker_identifier=worker) if (
+            not r.new_worker
+            or worker != r.new_worker
+            or r.status is not ReplacementStatus.ROLLING_BACK
+        ):
+            raise illegal(state_name, f"{worker} is not a worker this replacement added")
+        case ev.ReplacementCompleted() | ev.ReplacementRolledBack() if r.pending_intent:
+            raise illegal(state_name, "an intent is still pending")
+        case _:
+            pass
+
+
+def _apply_replacement(
+    plan: PlanState, event: ev.ReplacementEvent, seq: int, illegal: Illegal
+) -> Change:
+    type_name = type(event).type_name()
+    r = plan.replacements.get(event.replacement_id)
+    if r is None:
+        raise illegal(plan.status, f"no replacement {event.replacement_id!r} in the plan")
+    if plan.status not in PLAN_RUNNING:
+        raise illegal(f"plan {plan.status}")
+    before = r.status
+    dest = REPLACEMENT_NEXT.get((before, type_name))
+    if dest is None:
+        raise illegal(before)
+    spec = next(s for s in plan.spec.replacements if s.replacement_id == r.replacement_id)
+    _guard_replacement(plan, spec, r, event, before, illegal)
+
+    if type(event) in ev.INTENT_OUTCOMES:
+        r.pending_intent = event
+    elif type(event) in ev.OUTCOME_OF:
+        r.pending_intent = None
+    match event:
+        case ev.NodeGroupCreateRequested():
+            pass
+        case ev.NodeGroupCreated(group_id=group_id):
+            r.group_id = group_id
+        case ev.WorkerAddRequested(group_id=group_id, known_workers=known):
+            r.group_id, r.known_workers = group_id, known
+        case ev.WorkerAdded(worker_identifier=worker, hostname=hostname, ip=ip):
+            r.new_worker, r.new_hostname, r.new_ip = worker, hostname, ip
+        case ev.NodeJoined(node_name=node):
+            r.new_node = node
+        case ev.NodeJoinTimedOut(waited_s=waited):
+            r.last_error = f"new node not Ready after {waited:g} s"
+        case ev.CordonRequested(prior_unschedulable=prior):
+            r.prior_unschedulable = prior
+        case ev.NodeCordoned():
+            r.cordoned_by_us = not r.prior_unschedulable
+        case ev.DrainStarted(pods=pods):
+            r.drain_pods = pods
+        case ev.PodEvicted(namespace=ns, pod=pod):
+            r.evicted = (*r.evicted, _pod(ns, pod))
+        case ev.EvictionBlocked(reason=reason):
+            r.eviction_blocks += 1
+            r.last_error = reason
+        case ev.DrainTimedOut(remaining=remaining):
+            r.last_error = f"drain timed out with {len(remaining)} pods left"
+        case ev.NodeUncordoned():
+            r.cordoned_by_us = False
+        case ev.WorkerDeleted(worker_identifier=worker):
+            if worker == spec.old_worker:
+                r.old_deleted = True
+            else:
+                r.new_deleted = True
+        case (
+            ev.NodeGroupCreateFailed(reason=reason)
+            | ev.WorkerAddFailed(reason=reason)
+            | ev.CordonFailed(reason=reason)
+            | ev.WorkerDeleteFailed(reason=reason)
+        ):
+            r.last_error = reason
+        case ev.ReplacementRollbackStarted(reason=reason):
+            r.rollback_reason = reason
+        case ev.ReplacementFailed(reason=reason):
+            r.failure_reason = reason
+        case ev.ReplacementCompleted(monthly_saving=saving):
+            r.monthly_saving = saving
+        case _:
+            pass
+    r.status = ReplacementStatus(dest)
+    if not r.started_at:
+        r.started_at = event.at
+    r.updated_at = event.at
+    if r.status in REPLACEMENT_TERMINAL:
+        r.finished_at = event.at
+    return Change(
+        seq=seq,
+        plan_id=plan.plan_id,
+        replacement_id=r.replacement_id,
+        event=event,
+        from_state=before,
+        to_state=r.status,
+    )
+
+
+# --- snapshots -----------------------------------------------------------------------------
+
+
+def _event_plain(event: ev.Event | None) -> dict[str, Any] | None:
+    if event is None:
+        return None
+    encoded = ev.encode(event)
+    return {
+        "type": encoded.type,
+        "v": encoded.schema_version,
+        "data": orjson.Fragment(encoded.data),
+    }
+
+
+def _event_from_plain(value: Any) -> ev.Event | None:
+    if value is None:
+        return None
+    return ev.decode(value["type"], value["v"], ev.to_json(value["data"]))
+
+
+_R_FIELDS = tuple(
+    f for f in ReplacementState.__dataclass_fields__ if f not in ("status", "pending_intent")
+)
+
+
+def _replacement_plain(r: ReplacementState) -> dict[str, Any]:
+    out: dict[str, Any] = {name: getattr(r, name) for name in _R_FIELDS}
+    out["status"] = r.status.value
+    out["pending_intent"] = _event_plain(r.pending_intent)
+    return out
+
+
+def _plan_plain(p: PlanState) -> dict[str, Any]:
+    return {
+        "plan_id": p.plan_id,
+        "spec": p.spec,
+        "status": p.status.value,
+        "version": p.version,
+        "replacements": [_replacement_plain(r) for r in p.replacements.values()],
+        "proposed_at": p.proposed_at,
+        "approval_requested_reason": p.approval_requested_reason,
+        "approved_by": p.approved_by,
+        "approved_at": p.approved_at,
+        "started_at": p.started_at,
+        "updated_at": p.updated_at,
+        "finished_at": p.finished_at,
+        "realised_monthly_saving": p.realised_monthly_saving,
+        "reasons": p.reasons,
+        "last_checks": _event_plain(p.last_checks),
+    }
+
+
+def state_to_plain(state: FoldState) -> dict[str, Any]:
+    return {
+        "head_seq": state.head_seq,
+        "keep_finished": state.keep_finished,
+        "plans": [_plan_plain(p) for p in state.plans.values()],
+        "groups": {name: g for name, g in state.groups.items()},
+    }
+
+
+def encode_state(state: FoldState) -> bytes:
+    return ev.to_json(state_to_plain(state))
+
+
+def _replacement_from_plain(value: dict[str, Any]) -> ReplacementState:
+    kwargs = {name: value[name] for name in _R_FIELDS}
+    kwargs["known_workers"] = tuple(kwargs["known_workers"])
+    kwargs["drain_pods"] = tuple(kwargs["drain_pods"])
+    kwargs["evicted"] = tuple(kwargs["evicted"])
+    saving = kwargs["monthly_saving"]
+    kwargs["monthly_saving"] = None if saving is None else Decimal(saving)
+    return ReplacementState(
+        status=ReplacementStatus(value["status"]),
+        pending_intent=_event_from_plain(value["pending_intent"]),
+        **kwargs,
+    )
+
+
+def _plan_from_plain(value: dict[str, Any]) -> PlanState:
+    saving = value["realised_monthly_saving"]
+    checks = _event_from_plain(value["last_checks"])
+    return PlanState(
+        plan_id=value["plan_id"],
+        spec=ev.plain_to(PlanSpec, value["spec"]),
+        status=PlanStatus(value["status"]),
+        version=value["version"],
+        replacements={
+            r["replacement_id"]: _replacement_from_plain(r) for r in value["replacements"]
+        },
+        proposed_at=value["proposed_at"],
+        approval_requested_reason=value["approval_requested_reason"],
+        approved_by=value["approved_by"],
+        approved_at=value["approved_at"],
+        started_at=value["started_at"],
+        updated_at=value["updated_at"],
+        finished_at=value["finished_at"],
+        realised_monthly_saving=None if saving is None else Decimal(saving),
+        reasons=[(a, b, c, d) for a, b, c, d in value["reasons"]],
+        last_checks=checks if isinstance(checks, ev.SafetyChecksRun) else None,
+    )
+
+
+class StateDecodeError(ValueError):
+    """Snapshot bytes that are not a fold state of this schema."""
+
+
+def decode_state(data: bytes) -> FoldState:
+    try:
+        value = orjson.loads(data)
+        return FoldState(
+            head_seq=value["head_seq"],
+            keep_finished=value["keep_finished"],
+            plans={p["plan_id"]: _plan_from_plain(p) for p in value["plans"]},
+            groups={name: ev.plain_to(GroupSummary, g) for name, g in value["groups"].items()},
+        )
+    except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+        raise StateDecodeError(f"not a fold state: {exc}") from None
