@@ -1,0 +1,322 @@
+"""Talking to a running daemon's control API: what `status`, `approve`, `reject`, `pause`,
+`resume` and `cancel` on the command line do.
+
+The address is `http://HOST:PORT`, `HOST:PORT` or `unix:/path/to.sock`; the bearer token for
+mutating calls comes from a file (never argv, never the environment). Both formats are defined
+here, once, and the server (`daemon.control`) reads them with the same functions.
+
+Every failure becomes a `ControlClientError` with a sentence for a person ("cannot reach the
+daemon at http://127.0.0.1:9464: connection refused") and an exit code; the commands print it
+and exit non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ACTIONS = ("approve", "reject", "pause", "resume", "cancel")
+DEFAULT_ADDRESS = "127.0.0.1:9464"
+PLAN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_REASON = 1000
+
+EXIT_UNREACHABLE = 3
+EXIT_REFUSED = 4  # the daemon answered no (unknown plan, wrong state, auth)
+EXIT_USAGE = 2
+
+
+class ControlClientError(Exception):
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where the control API listens: TCP host and port, or a Unix socket path."""
+
+    host: str = ""
+    port: int = 0
+    unix_path: str = ""
+
+    def __str__(self) -> str:
+        if self.unix_path:
+            return f"unix:{self.unix_path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def parse_address(text: str) -> Address:
+    """`unix:/path`, `http://host:port`, `host:port` or `[v6]:port`; ValueError names the text."""
+    raw = text.strip()
+    if raw.startswith("unix:"):
+        path = raw[len("unix:") :]
+        if not path.startswith("/"):
+            raise ValueError(f"control address {text!r}: a Unix socket path must be absolute")
+        return Address(unix_path=path)
+    rest = raw.removeprefix("http://")
+    if "/" in rest:
+        raise ValueError(
+            f"control address {text!r}: expected host:port, http://host:port or unix:/path"
+        )
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", rest)
+    if not m:
+        raise ValueError(
+            f"control address {text!r}: expected host:port, http://host:port or unix:/path"
+        )
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if port > 65535:
+        raise ValueError(f"control address {text!r}: port {port} is out of range")
+    return Address(host=host, port=port)
+
+
+def read_token_file(path: str | Path, *, strict_mode: bool = False) -> str:
+    """The token in `path`, stripped. With `strict_mode`, refuse a file others can read."""
+    p = Path(path)
+    try:
+        st = p.stat()
+        text = p.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ValueError(f"token file {p}: does not exist") from None
+    except PermissionError:
+        raise ValueError(f"token file {p}: permission denied") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"token file {p}: cannot be read ({type(exc).__name__})") from None
+    if strict_mode and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        mode = stat.S_IMODE(st.st_mode)
+        raise ValueError(
+            f"token file {p}: mode {mode:04o} lets others read it; chmod 600 it "
+            "(or load it with systemd's LoadCredential=)"
+        )
+    if not text or any(c.isspace() for c in text):
+        raise ValueError(f"token file {p}: must hold one token with no spaces")
+    if len(text) < 16:
+        raise ValueError(f"token file {p}: the token is shorter than 16 characters")
+    return text
+
+
+class ControlClient:
+    """A short-lived client of the control API."""
+
+    def __init__(self, address: Address, *, token: str | None = None, timeout_s: float = 10.0):
+        self.address = address
+        self._token = token
+        self._timeout_s = timeout_s
+
+    def __repr__(self) -> str:
+        return f"ControlClient({self.address})"  # never the token
+
+    async def status(self) -> dict[str, Any]:
+        return await self._request("GET", "/v1/status")
+
+    async def act(
+        self, plan_id: str, action: str, *, reason: str | None = None, by: str = "cli"
+    ) -> dict[str, Any]:
+        if action not in ACTIONS:
+            raise ControlClientError(f"unknown action {action!r}", EXIT_USAGE)
+        if not PLAN_ID.match(plan_id):
+            raise ControlClientError(f"not a plan id: {plan_id!r}", EXIT_USAGE)
+        if self._token is None:
+            raise ControlClientError(
+                f"{action} needs the control token: pass --token-file or --config", EXIT_USAGE
+            )
+        body: dict[str, str] = {"by": by}
+        if reason:
+            body["reason"] = reason
+        return await self._request("POST", f"/v1/plans/{plan_id}/{action}", body)
+
+    async def _request(
+        self, method: str, path: str, body: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        import aiohttp
+
+        a = self.address
+        connector: aiohttp.BaseConnector
+        if a.unix_path:
+            connector = aiohttp.UnixConnector(path=a.unix_path)
+            url = f"http://localhost{path}"
+        else:
+            connector = aiohttp.TCPConnector()
+            url = f"{a}{path}"
+        headers = {"Accept": "application/json"}
+        if self._token is not None and method != "GET":
+            headers["Authorization"] = f"Bearer {self._token}"
+        timeout = aiohttp.ClientTimeout(total=self._timeout_s)
+        try:
+            async with (
+                aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+                session.request(method, url, json=body, headers=headers) as resp,
+            ):
+                raw = await resp.read()
+                status = resp.status
+        except aiohttp.ClientConnectorError as exc:
+            err = exc.os_error
+            why = (os.strerror(err.errno) if err.errno else str(err)).lower()
+            raise ControlClientError(
+                f"cannot reach the daemon at {a}: {why}", EXIT_UNREACHABLE
+            ) from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            why = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
+            raise ControlClientError(
+                f"cannot reach the daemon at {a}: {why}", EXIT_UNREACHABLE
+            ) from None
+        import orjson
+
+        try:
+            data = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            raise ControlClientError(
+                f"the daemon at {a} answered HTTP {status} with a body that is not JSON"
+            ) from None
+        if not isinstance(data, dict):
+            raise ControlClientError(f"the daemon at {a} answered HTTP {status}: not an object")
+        if status >= 400:
+            message = str(data.get("error") or f"HTTP {status}")
+            raise ControlClientError(f"the daemon refused: {message} (HTTP {status})", EXIT_REFUSED)
+        return data
+
+
+# --- the command-line side, shared by daemon/commands/{status,approve,...}.py ---
+
+
+def add_control_arguments(parser: argparse.ArgumentParser, *, mutating: bool) -> None:
+    parser.add_argument(
+        "--control",
+        metavar="ADDRESS",
+        help=f"the daemon's control API: host:port, http://host:port or unix:/path "
+        f"(default: from --config, else {DEFAULT_ADDRESS})",
+    )
+    parser.add_argument("--config", metavar="FILE", help="read defaults from this config file")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS")
+    if mutating:
+        parser.add_argument("plan_id", metavar="PLAN_ID")
+        parser.add_argument("--reason", default=None, help="recorded in the event log")
+        parser.add_argument(
+            "--token-file",
+            metavar="PATH",
+            help="file holding the control token (default: from --config)",
+        )
+
+
+def _config_defaults(path: str | None) -> tuple[str | None, str | None]:
+    """(control address, token file) from the config file, when one is given."""
+    if not path:
+        return None, None
+    import importlib
+
+    try:
+        config_module = importlib.import_module("daemon.config")
+    except ImportError:
+        raise ControlClientError(
+            "--config is not supported by this build yet; pass --control and --token-file",
+            EXIT_USAGE,
+        ) from None
+    load = getattr(config_module, "load_config", None)
+    if load is None:
+        raise ControlClientError("--config: daemon.config has no load_config", EXIT_USAGE)
+    try:
+        cfg = load(Path(path))
+    except Exception as exc:  # the config module's own clear errors
+        raise ControlClientError(f"{exc}", EXIT_USAGE) from None
+    control = getattr(cfg, "control", None)
+    listen = getattr(control, "listen", None) if control is not None else None
+    token_file = getattr(control, "token_file", None) if control is not None else None
+    return (str(listen) if listen else None, str(token_file) if token_file else None)
+
+
+def client_from_args(args: argparse.Namespace, *, mutating: bool) -> ControlClient:
+    cfg_listen, cfg_token_file = _config_defaults(getattr(args, "config", None))
+    try:
+        address = parse_address(args.control or cfg_listen or DEFAULT_ADDRESS)
+    except ValueError as exc:
+        raise ControlClientError(str(exc), EXIT_USAGE) from None
+    token = None
+    if mutating:
+        token_file = args.token_file or cfg_token_file
+        if token_file is None:
+            raise ControlClientError(
+                "this command needs the control token: pass --token-file PATH or --config FILE",
+                EXIT_USAGE,
+            )
+        try:
+            token = read_token_file(os.path.expanduser(token_file))
+        except ValueError as exc:
+            raise ControlClientError(str(exc), EXIT_USAGE) from None
+    return ControlClient(address, token=token, timeout_s=args.timeout)
+
+
+def run_action(args: argparse.Namespace, action: str) -> int:
+    """What `vpsie-rebalancer <action> PLAN_ID` does; returns the exit code."""
+    try:
+        client = client_from_args(args, mutating=True)
+        reason = args.reason
+        if reason is not None and len(reason) > MAX_REASON:
+            raise ControlClientError(f"--reason is longer than {MAX_REASON} characters", EXIT_USAGE)
+        result = asyncio.run(client.act(args.plan_id, action, reason=reason))
+    except ControlClientError as exc:
+        print(f"vpsie-rebalancer {action}: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    state = result.get("state", "?")
+    print(f"plan {args.plan_id}: {action} accepted; state is now {state}")
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """What `vpsie-rebalancer status` does; returns the exit code."""
+    try:
+        client = client_from_args(args, mutating=False)
+        result = asyncio.run(client.status())
+    except ControlClientError as exc:
+        print(f"vpsie-rebalancer status: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    if args.json:
+        import orjson
+
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(format_status(result))
+    return 0
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """A few lines for a person: the daemon's role, then one line per plan in flight."""
+    daemon = status.get("daemon") or {}
+    role = daemon.get("role", "unknown")
+    ready = "ready" if daemon.get("ready") else f"not ready ({daemon.get('reason', '?')})"
+    lines = [f"daemon: {role}, {ready}"]
+    plans = status.get("plans") or []
+    if not plans:
+        lines.append("no plans in flight")
+    else:
+        rows = [("PLAN", "STATE", "NODE GROUP", "STRATEGY", "DONE")]
+        for p in plans:
+            done = f"{p.get('replacements_done', '?')}/{p.get('replacements_total', '?')}"
+            rows.append(
+                (
+                    str(p.get("plan_id", "?")),
+                    str(p.get("state", "?")),
+                    str(p.get("node_group", "")),
+                    str(p.get("strategy", "")),
+                    done,
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    waiting = [p.get("plan_id") for p in plans if p.get("state") == "awaiting_approval"]
+    if waiting:
+        lines.append(
+            "awaiting approval: "
+            + ", ".join(str(w) for w in waiting)
+            + " (vpsie-rebalancer approve PLAN_ID)"
+        )
+    return "\n".join(lines) + "\n"
