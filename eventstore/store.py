@@ -63,6 +63,10 @@ class _Pending:
     )
 
 
+class _OutOfDate(EventStoreError):
+    """Another connection wrote to the file: the cached head or versions were stale."""
+
+
 def _check_events(stream: str, expected_version: int, events: Sequence[NewEvent]) -> None:
     if not isinstance(stream, str) or not stream:
         raise ValueError(f"append: stream must be a non-empty string, got {stream!r}")
@@ -97,8 +101,18 @@ def _check_path(path: str) -> None:
         raise EventStoreError(f"{path}: cannot create the event log: {parent} {what}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise EventStoreError(f"{path}: directory {parent} is not writable (WAL needs it)")
-    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+    if not os.path.exists(path):
+        return
+    if not os.access(path, os.R_OK | os.W_OK):
         raise EventStoreError(f"{path}: the event log file is not readable and writable")
+    wal = path + "-wal"
+    if os.path.getsize(path) == 0 and (not os.path.exists(wal) or os.path.getsize(wal) == 0):
+        # SQLite would take an empty file for a new database; a log truncated to nothing
+        # must not silently become a fresh one.
+        raise CorruptLogError(
+            f"{path}: the event log file is empty (truncated?); "
+            "delete it if a new, empty log is really intended"
+        )
 
 
 class EventStore:
@@ -115,6 +129,7 @@ class EventStore:
         self._head_hash = GENESIS
         self._closed = False
         self._writer: asyncio.Task[None] | None = None
+        self.transactions = 0  # append transactions committed since open (group commit shows)
 
     def __repr__(self) -> str:
         return f"EventStore({self._path!r}, head={self._head})"
@@ -310,7 +325,7 @@ class EventStore:
         async with self._lock:
             results: list[int | BaseException]
             try:
-                results = await self._write(batch)
+                results = await self._attempt(batch)
             except Exception as exc:
                 if len(batch) == 1:
                     results = [exc]
@@ -318,7 +333,7 @@ class EventStore:
                     results = []
                     for pending in batch:
                         try:
-                            results.extend(await self._write([pending]))
+                            results.extend(await self._attempt([pending]))
                         except Exception as single:
                             results.append(single)
         for pending, result in zip(batch, results, strict=True):
@@ -328,6 +343,12 @@ class EventStore:
                 pending.done.set_exception(result)
             else:
                 pending.done.set_result(result)
+
+    async def _attempt(self, batch: list[_Pending]) -> list[int | BaseException]:
+        try:
+            return await self._write(batch)
+        except _OutOfDate:
+            return await self._write(batch)  # with the head and versions just reloaded
 
     async def _write(self, batch: list[_Pending]) -> list[int | BaseException]:
         db = self._db
@@ -371,9 +392,13 @@ class EventStore:
             except BaseException:
                 await self._rollback_quietly()
                 raise
+        except sqlite3.IntegrityError as exc:
+            await self._reload_after_failure()
+            raise _OutOfDate(f"{self._path}: another writer changed the log ({exc})") from None
         except sqlite3.Error as exc:
             await self._reload_after_failure()
             raise translate(exc, self._path, f"appending to {batch[0].stream!r}") from None
+        self.transactions += 1
         self._head, self._head_hash = seq, prev
         self._versions = versions
         return results
