@@ -52,6 +52,16 @@ _MAX_BATCH = 512  # appends per group-commit transaction
 _IN_LIMIT = 500  # parameters per IN (...) lookup
 _EVENT_COLUMNS = "seq, stream, version, type, schema_version, data, recorded_at, hash"
 
+# The queries recovery depends on; tests check their plans are index lookups and range scans.
+HEAD_SQL = "SELECT seq, hash FROM events WHERE seq = (SELECT max(seq) FROM events)"
+READ_FROM_SEQ_SQL = f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq >= ? ORDER BY seq LIMIT ?"
+READ_STREAM_SQL = (
+    "SELECT e.seq, e.stream, e.version, e.type, e.schema_version, e.data, e.recorded_at, "
+    "e.hash, p.hash FROM events e LEFT JOIN events p ON p.seq = e.seq - 1 "
+    "WHERE e.stream = ? AND e.version >= ? ORDER BY e.version"
+)
+STREAM_VERSION_SQL = "SELECT version FROM streams WHERE stream = ?"
+
 
 @dataclass(slots=True)
 class _Pending:
@@ -259,9 +269,7 @@ class EventStore:
         return None if h is None else bytes(h)
 
     async def _load_head(self) -> None:
-        async with self._db.execute(
-            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
-        ) as cur:
+        async with self._db.execute(HEAD_SQL) as cur:
             row = await cur.fetchone()
         self._head, self._head_hash = (0, GENESIS) if row is None else (row[0], bytes(row[1]))
         self._versions.clear()
@@ -431,7 +439,7 @@ class EventStore:
         """The version of `stream` (its number of events), 0 when it does not exist."""
         rows = await self._fetch(
             f"reading the version of stream {stream!r}",
-            "SELECT version FROM streams WHERE stream = ?",
+            STREAM_VERSION_SQL,
             (stream,),
         )
         return int(rows[0][0]) if rows else 0
@@ -470,11 +478,9 @@ class EventStore:
         """The events of `stream` from `from_version` on, each checked against the chain."""
         if from_version < 1:
             raise ValueError(f"read_stream {stream!r}: from_version must be >= 1")
-        cols = ", ".join(f"e.{c.strip()}" for c in _EVENT_COLUMNS.split(","))
         rows = await self._fetch(
             f"reading stream {stream!r}",
-            f"SELECT {cols}, p.hash FROM events e LEFT JOIN events p ON p.seq = e.seq - 1 "
-            "WHERE e.stream = ? AND e.version >= ? ORDER BY e.version",
+            READ_STREAM_SQL,
             (stream, from_version),
         )
         out: list[RecordedEvent] = []
@@ -516,7 +522,7 @@ class EventStore:
         while True:
             rows = await self._fetch(
                 doing,
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq >= ? ORDER BY seq LIMIT ?",
+                READ_FROM_SEQ_SQL,
                 (expected, batch),
             )
             for row in rows:
@@ -607,11 +613,7 @@ class EventStore:
             while True:
                 async with self._lock:
                     rows = list(
-                        await self._db.execute_fetchall(
-                            f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq >= ? "
-                            "ORDER BY seq LIMIT ?",
-                            (expected, batch),
-                        )
+                        await self._db.execute_fetchall(READ_FROM_SEQ_SQL, (expected, batch))
                     )
                 for row in rows:
                     seq, stream, version, type_ = row[0], row[1], row[2], row[3]
