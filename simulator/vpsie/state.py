@@ -182,6 +182,10 @@ class VpsieState:
         issued = self._tokens.get(token)
         return issued is not None and self.clock.now() < issued.expires_at
 
+    def issued_tokens(self) -> list[str]:
+        """Every access token handed out (tests look for them where they must not be)."""
+        return list(self._tokens)
+
     def expire_tokens(self) -> None:
         """Every issued access token expires now (tests: the next call gets a 401)."""
         for issued in self._tokens.values():
