@@ -1,0 +1,99 @@
+"""What the simulated scheduler checks before binding a pod to a node.
+
+The real scheduler's filters that matter for draining, reduced to plain functions over the
+stored dicts: resource requests (max of the containers' sum and any init container, plus
+overhead), NoSchedule/NoExecute taints against tolerations, nodeSelector, required node
+affinity, and required pod anti-affinity on `kubernetes.io/hostname`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from simulator.kube.quantities import cpu_millis, mem_bytes
+from simulator.kube.selectors import Requirement, Selector, selector_from_object
+
+HOSTNAME = "kubernetes.io/hostname"
+
+
+def pod_requests(spec: Mapping[str, Any]) -> tuple[int, int]:
+    """(cpu millicores, memory bytes) the scheduler reserves for a pod."""
+
+    def req(c: Mapping[str, Any]) -> tuple[int, int]:
+        r = (c.get("resources") or {}).get("requests") or {}
+        return cpu_millis(r.get("cpu", 0)), mem_bytes(r.get("memory", 0))
+
+    cpu = mem = 0
+    for c in spec.get("containers") or []:
+        a, b = req(c)
+        cpu, mem = cpu + a, mem + b
+    for c in spec.get("initContainers") or []:
+        a, b = req(c)
+        cpu, mem = max(cpu, a), max(mem, b)
+    over = spec.get("overhead") or {}
+    return cpu + cpu_millis(over.get("cpu", 0)), mem + mem_bytes(over.get("memory", 0))
+
+
+def tolerates(tolerations: Iterable[Mapping[str, Any]], taint: Mapping[str, Any]) -> bool:
+    for t in tolerations:
+        effect = t.get("effect") or ""
+        if effect and effect != taint.get("effect"):
+            continue
+        op = t.get("operator") or "Equal"
+        key = t.get("key") or ""
+        if op == "Exists":
+            if not key or key == taint.get("key"):
+                return True
+        elif key == taint.get("key") and (t.get("value") or "") == (taint.get("value") or ""):
+            return True
+    return False
+
+
+def taints_tolerated(node: Mapping[str, Any], pod_spec: Mapping[str, Any]) -> bool:
+    tolerations = pod_spec.get("tolerations") or []
+    for taint in (node.get("spec") or {}).get("taints") or []:
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(
+            tolerations, taint
+        ):
+            return False
+    return True
+
+
+def _node_term_matches(term: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    exprs = term.get("matchExpressions") or []
+    if not exprs:
+        return False
+    mapped = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!exists",
+              "Gt": "gt", "Lt": "lt"}
+    for e in exprs:
+        op = mapped.get(e.get("operator", ""))
+        if op is None:
+            return False
+        r = Requirement(e.get("key", ""), op, frozenset(str(v) for v in e.get("values") or []))
+        if not r.matches(labels):
+            return False
+    return True
+
+
+def node_affinity_ok(node_labels: Mapping[str, str], pod_spec: Mapping[str, Any]) -> bool:
+    for k, v in (pod_spec.get("nodeSelector") or {}).items():
+        if node_labels.get(k) != v:
+            return False
+    required = (((pod_spec.get("affinity") or {}).get("nodeAffinity") or {})
+                .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+    terms = required.get("nodeSelectorTerms") or []
+    return not terms or any(_node_term_matches(t, node_labels) for t in terms)
+
+
+def anti_affinity_terms(pod: Mapping[str, Any]) -> list[tuple[Selector, frozenset[str]]]:
+    """Required anti-affinity on hostname: (selector, namespaces) pairs."""
+    anti = ((pod.get("spec") or {}).get("affinity") or {}).get("podAntiAffinity") or {}
+    out = []
+    ns = pod["metadata"].get("namespace", "default")
+    for term in anti.get("requiredDuringSchedulingIgnoredDuringExecution") or []:
+        if term.get("topologyKey") != HOSTNAME:
+            continue
+        namespaces = frozenset(term.get("namespaces") or [ns])
+        out.append((selector_from_object(term.get("labelSelector")), namespaces))
+    return out
