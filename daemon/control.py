@@ -182,12 +182,10 @@ class ControlServer:
         site: web.BaseSite
         try:
             if a.unix_path:
-                old = os.umask(0o177)
-                try:
-                    site = web.UnixSite(runner, a.unix_path)
-                    await site.start()
-                finally:
-                    os.umask(old)
+                site = web.UnixSite(runner, a.unix_path)
+                await site.start()
+                # Connecting needs write permission on the socket: owner only.
+                os.chmod(a.unix_path, 0o600)
                 self.address = a
             else:
                 site = web.TCPSite(runner, a.host, a.port, reuse_address=True)
