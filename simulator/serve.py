@@ -89,6 +89,14 @@ async def start_simulator(
         kube.load_manifests(loaded.manifests)
     except ValueError as exc:
         raise ScenarioError(f"{loaded.source}: Kubernetes manifests: {exc}") from None
+    for blocked in sorted(loaded.faults.eviction_blocked):
+        namespace, _, selector = blocked.partition("/")
+        try:
+            kube.block_evictions(namespace, selector)
+        except ValueError as exc:
+            raise ScenarioError(
+                f"{loaded.source}: spec.faults.evictionBlocked: {blocked!r}: {exc}"
+            ) from None
     vpsie = build_vpsie_state(
         loaded, clock=clock, rng=random.Random(rng.getrandbits(64)), nodes=kube
     )
