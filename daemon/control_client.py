@@ -6,7 +6,7 @@ mutating calls comes from a file (never argv, never the environment). Both forma
 here, once, and the server (`daemon.control`) reads them with the same functions.
 
 Every failure becomes a `ControlClientError` with a sentence for a person ("cannot reach the
-daemon at http://127.0.0.1:9464: connection refused") and an exit code; the commands print it
+daemon at http://127.0.0.1:8470: connection refused") and an exit code; the commands print it
 and exit non-zero, never a traceback.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 ACTIONS = ("approve", "reject", "pause", "resume", "cancel")
-DEFAULT_ADDRESS = "127.0.0.1:9464"
+DEFAULT_ADDRESS = "127.0.0.1:8470"  # daemon.config DEFAULT_LISTEN
 PLAN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_REASON = 1000
 
@@ -208,7 +208,7 @@ def add_control_arguments(parser: argparse.ArgumentParser, *, mutating: bool) ->
 
 
 def _config_defaults(path: str | None) -> tuple[str | None, str | None]:
-    """(control address, token file) from the config file, when one is given."""
+    """(control address, token file) from the config file's `listen` and `token_file`."""
     if not path:
         return None, None
     import importlib
@@ -217,19 +217,15 @@ def _config_defaults(path: str | None) -> tuple[str | None, str | None]:
         config_module = importlib.import_module("daemon.config")
     except ImportError:
         raise ControlClientError(
-            "--config is not supported by this build yet; pass --control and --token-file",
+            "--config is not supported by this build; pass --control and --token-file",
             EXIT_USAGE,
         ) from None
-    load = getattr(config_module, "load_config", None)
-    if load is None:
-        raise ControlClientError("--config: daemon.config has no load_config", EXIT_USAGE)
     try:
-        cfg = load(Path(path))
-    except Exception as exc:  # the config module's own clear errors
+        cfg = config_module.load_config(Path(path))
+    except Exception as exc:  # ConfigError: names the file, every key and what is wrong
         raise ControlClientError(f"{exc}", EXIT_USAGE) from None
-    control = getattr(cfg, "control", None)
-    listen = getattr(control, "listen", None) if control is not None else None
-    token_file = getattr(control, "token_file", None) if control is not None else None
+    listen = getattr(cfg, "listen", None)
+    token_file = getattr(cfg, "token_file", None)
     return (str(listen) if listen else None, str(token_file) if token_file else None)
 
 

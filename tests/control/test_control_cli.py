@@ -88,3 +88,21 @@ async def test_daemon_not_running_in_a_subprocess(tmp_path: Path) -> None:
         f"vpsie-rebalancer status: cannot reach the daemon at unix:{tmp_path}/none.sock: "
         "no such file or directory"
     )
+
+
+async def test_defaults_come_from_the_config_file(
+    running: Running, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'cluster = "k8s-1"\n'
+        f'kubeconfig = "kubeconfig"\n'
+        f'vpsie_credentials = "vpsie.json"\n'
+        f'listen = "{running.address.host}:{running.address.port}"\n'
+        f'token_file = "{running.token_file}"\n'
+        f'[[node_groups]]\nname = "web"\n'
+    )
+    assert await _cli("approve", "p-wait", "--config", str(config)) == 0
+    assert running.target.calls == [("approve", "p-wait", "cli", "")]
+    assert await _cli("status", "--config", str(tmp_path / "absent.toml")) == 2
+    assert "absent.toml: file not found" in capsys.readouterr().err
