@@ -1,0 +1,410 @@
+"""`KubeClient`: the Kubernetes side of the world (implements `daemon.ports.Cluster`).
+
+kubernetes-asyncio supplies configuration (kubeconfig or in-cluster), authentication, TLS and
+the connection pool; requests go through `ApiClient.call_api` with `_preload_content=False` and
+the JSON is read with orjson (model objects are far too slow for 150,000 pods). Every library
+error is translated here into `adapters.errors`; the bearer token is never put in a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import aiohttp
+import orjson
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.config.config_exception import ConfigException
+
+from adapters.errors import (
+    AuthenticationError,
+    Conflict,
+    EvictionBlocked,
+    MalformedResponse,
+    NotFound,
+    PermanentError,
+    TemporaryError,
+)
+from adapters.kubernetes.translate import (
+    lease_body,
+    lease_info,
+    node_group_spec,
+    node_info,
+    pdb_info,
+    pod_info,
+)
+from statemachine.world import LeaseInfo, NodeGroupSpec, NodeInfo, PdbInfo, PodInfo
+
+SERVICE = "kubernetes"
+NODEGROUPS = "/apis/autoscaler.vpsie.com/v1alpha1/nodegroups"
+CONFLICT_RETRIES = 5
+T = TypeVar("T")
+
+
+class _Gone(TemporaryError):
+    """410: a watch or continue token older than the server remembers."""
+
+
+def _raise_for(status: int, method: str, path: str, body: bytes, retry_after: str | None
+               ) -> None:
+    message = ""
+    try:
+        doc = orjson.loads(body) if body else {}
+        if isinstance(doc, dict):
+            message = str(doc.get("message") or "")
+    except orjson.JSONDecodeError:
+        message = body[:200].decode("utf-8", "replace")
+    what = f"{method} {path}: {message or 'HTTP error'}"
+    if status in (401, 403):
+        raise AuthenticationError(what, service=SERVICE, status=status)
+    if status == 404:
+        raise NotFound(what, service=SERVICE, status=status)
+    if status == 409:
+        raise Conflict(what, service=SERVICE, status=status)
+    if status == 410:
+        raise _Gone(what, service=SERVICE, status=status)
+    if status == 429 or status >= 500:
+        after = None
+        if retry_after:
+            try:
+                after = float(retry_after)
+            except ValueError:
+                after = None
+        raise TemporaryError(what, service=SERVICE, status=status, retry_after=after)
+    raise PermanentError(what, service=SERVICE, status=status)
+
+
+class KubeClient:
+    """The Kubernetes API through kubernetes-asyncio. Use as an async context manager."""
+
+    def __init__(self, *, kubeconfig: str | None = None, context: str | None = None,
+                 page_size: int = 5000, request_timeout_s: float = 30.0,
+                 reporting_controller: str = "rebalancer.vpsie.com/vpsie-rebalancer",
+                 now: Callable[[], float] = time.time) -> None:
+        self._kubeconfig = kubeconfig
+        self._context = context
+        self._page_size = page_size
+        self._timeout = request_timeout_s
+        self._controller = reporting_controller
+        self._now = now
+        self._api: Any = None
+        self.server = ""
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | None, *, context: str | None = None,
+                        **kwargs: Any) -> KubeClient:
+        """A client for `path` (in-cluster service account when None); enter it to connect."""
+        return cls(kubeconfig=path, context=context, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"KubeClient(server={self.server!r})"
+
+    async def __aenter__(self) -> KubeClient:
+        cfg = k8s_client.Configuration()
+        try:
+            if self._kubeconfig is None:
+                k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            else:
+                await k8s_config.load_kube_config(config_file=self._kubeconfig,
+                                                  context=self._context,
+                                                  client_configuration=cfg,
+                                                  persist_config=False)
+        except (ConfigException, OSError, ValueError, TypeError, KeyError) as e:
+            where = self._kubeconfig or "in-cluster configuration"
+            raise PermanentError(f"cannot load {where}: {type(e).__name__}: {e}",
+                                 service=SERVICE) from None
+        self.server = cfg.host or ""
+        self._api = k8s_client.ApiClient(configuration=cfg)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._api is not None:
+            await self._api.close()
+            self._api = None
+
+    # ----- the boundary ----------------------------------------------------------------------
+
+    async def _open(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
+                    body: Any = None, content_type: str = "application/json",
+                    read_timeout_s: float | None = None) -> Any:
+        if self._api is None:
+            raise PermanentError("KubeClient used outside `async with`", service=SERVICE)
+        try:
+            resp = await self._api.call_api(
+                path, method, query_params=list((query or {}).items()),
+                header_params={"Accept": "application/json", "Content-Type": content_type},
+                body=body, auth_settings=["BearerToken"], _preload_content=False,
+                _request_timeout=read_timeout_s or self._timeout)
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            raise TemporaryError(f"{method} {path}: {type(e).__name__}: {e}",
+                                 service=SERVICE) from None
+        except ConfigException as e:
+            raise AuthenticationError(f"{method} {path}: credentials: {e}",
+                                      service=SERVICE) from None
+        if resp.status >= 400:
+            try:
+                data = await resp.read()
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                data = b""
+            finally:
+                resp.release()
+            _raise_for(resp.status, method, path, data, resp.headers.get("Retry-After"))
+        return resp
+
+    async def _request(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
+                       body: Any = None, content_type: str = "application/json") -> Any:
+        resp = await self._open(method, path, query=query, body=body, content_type=content_type)
+        try:
+            data = await resp.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            raise TemporaryError(f"{method} {path}: reading the answer: {type(e).__name__}",
+                                 service=SERVICE) from None
+        finally:
+            resp.release()
+        if not data:
+            return None
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise MalformedResponse(f"{method} {path}: the answer is not JSON",
+                                    service=SERVICE, status=resp.status) from None
+
+    async def _list(self, path: str, query: Mapping[str, Any] | None = None
+                    ) -> tuple[list[dict[str, Any]], str]:
+        """Every item, page by page; restarts once when the continue token expired."""
+        for _ in range(3):
+            items: list[dict[str, Any]] = []
+            params = dict(query or {})
+            params["limit"] = self._page_size
+            try:
+                while True:
+                    doc = await self._request("GET", path, query=params)
+                    if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
+                        raise MalformedResponse(f"GET {path}: not a list", service=SERVICE)
+                    items.extend(doc["items"])
+                    meta = doc.get("metadata") or {}
+                    token = meta.get("continue")
+                    if not token:
+                        return items, str(meta.get("resourceVersion") or "")
+                    params["continue"] = token
+            except _Gone:
+                continue
+        raise TemporaryError(f"GET {path}: the list kept expiring", service=SERVICE)
+
+    # ----- reads -----------------------------------------------------------------------------
+
+    async def list_nodes(self) -> list[NodeInfo]:
+        items, _ = await self._list("/api/v1/nodes")
+        return [node_info(o) for o in items]
+
+    async def get_node(self, name: str) -> NodeInfo | None:
+        try:
+            return node_info(await self._request("GET", f"/api/v1/nodes/{name}"))
+        except NotFound:
+            return None
+
+    async def list_pods(self, node_name: str | None = None) -> list[PodInfo]:
+        query = {"fieldSelector": f"spec.nodeName={node_name}"} if node_name else None
+        items, _ = await self._list("/api/v1/pods", query)
+        return [pod_info(o) for o in items]
+
+    async def list_pdbs(self) -> list[PdbInfo]:
+        items, _ = await self._list("/apis/policy/v1/poddisruptionbudgets")
+        return [pdb_info(o) for o in items]
+
+    async def list_node_group_specs(self) -> list[NodeGroupSpec] | None:
+        try:
+            items, _ = await self._list(NODEGROUPS)
+        except NotFound:
+            return None
+        return [node_group_spec(o) for o in items]
+
+    # ----- node writes -----------------------------------------------------------------------
+
+    async def _patch_node(self, name: str, build: Callable[[dict[str, Any]], dict[str, Any]]
+                          ) -> dict[str, Any]:
+        """Merge-patch conditioned on the resourceVersion just read; on 409 read again."""
+        for attempt in range(CONFLICT_RETRIES):
+            current = await self._request("GET", f"/api/v1/nodes/{name}")
+            patch = build(current)
+            patch.setdefault("metadata", {})["resourceVersion"] = (
+                current.get("metadata") or {}).get("resourceVersion")
+            try:
+                await self._request("PATCH", f"/api/v1/nodes/{name}", body=patch,
+                                    content_type="application/merge-patch+json")
+                return current  # type: ignore[no-any-return]
+            except Conflict:
+                if attempt == CONFLICT_RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def cordon(self, name: str, annotations: Mapping[str, str | None] | None = None
+                     ) -> bool:
+        def build(current: dict[str, Any]) -> dict[str, Any]:
+            patch: dict[str, Any] = {"spec": {"unschedulable": True}}
+            if annotations:
+                patch["metadata"] = {"annotations": dict(annotations)}
+            return patch
+
+        prior = await self._patch_node(name, build)
+        return bool((prior.get("spec") or {}).get("unschedulable"))
+
+    async def uncordon(self, name: str, annotations: Mapping[str, str | None] | None = None
+                       ) -> None:
+        def build(current: dict[str, Any]) -> dict[str, Any]:
+            patch: dict[str, Any] = {"spec": {"unschedulable": None}}
+            if annotations:
+                patch["metadata"] = {"annotations": dict(annotations)}
+            return patch
+
+        await self._patch_node(name, build)
+
+    async def label_node(self, name: str, labels: Mapping[str, str | None]) -> None:
+        await self._patch_node(name, lambda _: {"metadata": {"labels": dict(labels)}})
+
+    async def set_taint(self, name: str, key: str, value: str = "", effect: str = "NoSchedule",
+                        *, present: bool = True) -> None:
+        """Add (or with present=False remove) one taint, keeping the others."""
+
+        def build(current: dict[str, Any]) -> dict[str, Any]:
+            taints = [t for t in (current.get("spec") or {}).get("taints") or []
+                      if not (t.get("key") == key and t.get("effect") == effect)]
+            if present:
+                taints.append({"key": key, "value": value, "effect": effect})
+            return {"spec": {"taints": taints or None}}
+
+        await self._patch_node(name, build)
+
+    # ----- eviction and events ---------------------------------------------------------------
+
+    async def evict(self, namespace: str, name: str) -> None:
+        body = {"apiVersion": "policy/v1", "kind": "Eviction",
+                "metadata": {"name": name, "namespace": namespace}}
+        try:
+            await self._request("POST", f"/api/v1/namespaces/{namespace}/pods/{name}/eviction",
+                                body=body)
+        except TemporaryError as e:
+            if e.status == 429:
+                raise EvictionBlocked(e.message, service=SERVICE, status=429,
+                                      retry_after=e.retry_after) from None
+            raise
+
+    async def emit_event(self, *, regarding_kind: str, regarding_name: str,
+                         regarding_namespace: str, reason: str, note: str,
+                         type_: str = "Normal", action: str = "Rebalance") -> None:
+        namespace = regarding_namespace or "default"
+        now = datetime.fromtimestamp(self._now(), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        regarding: dict[str, Any] = {"kind": regarding_kind, "name": regarding_name}
+        if regarding_namespace:
+            regarding["namespace"] = regarding_namespace
+        if regarding_kind in ("Node", "Pod", "Namespace"):
+            regarding["apiVersion"] = "v1"
+        body = {
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": f"{regarding_name}.{secrets.token_hex(8)}",
+                         "namespace": namespace},
+            "eventTime": now, "reportingController": self._controller,
+            "reportingInstance": self._controller, "action": action[:128],
+            "reason": reason[:128], "note": note[:1024], "type": type_,
+            "regarding": regarding,
+        }
+        await self._request("POST", f"/apis/events.k8s.io/v1/namespaces/{namespace}/events",
+                            body=body)
+
+    # ----- watches ---------------------------------------------------------------------------
+
+    def watch_nodes(self, *, timeout_s: float = 60.0) -> AsyncIterator[tuple[str, NodeInfo]]:
+        return self._watch("/api/v1/nodes", {}, timeout_s, node_info)
+
+    def watch_pods(self, *, node_name: str | None = None, timeout_s: float = 60.0
+                   ) -> AsyncIterator[tuple[str, PodInfo]]:
+        query = {"fieldSelector": f"spec.nodeName={node_name}"} if node_name else {}
+        return self._watch("/api/v1/pods", query, timeout_s, pod_info)
+
+    async def _watch(self, path: str, query: dict[str, str], timeout_s: float,
+                     translate: Callable[[dict[str, Any]], T]) -> AsyncIterator[tuple[str, T]]:
+        """The current objects as ADDED, then changes, until timeout_s; re-lists on 410."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        rv = ""
+        while loop.time() < deadline:
+            if not rv:
+                items, rv = await self._list(path, query)
+                for o in items:
+                    yield "ADDED", translate(o)
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            params = {**query, "watch": "true", "resourceVersion": rv,
+                      "timeoutSeconds": str(max(1, int(left + 0.999)))}
+            try:
+                resp = await self._open("GET", path, query=params, read_timeout_s=left + 5)
+            except _Gone:
+                rv = ""
+                continue
+            try:
+                while True:
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        return
+                    try:
+                        line = await asyncio.wait_for(resp.content.readline(), left)
+                    except TimeoutError:
+                        return
+                    except (aiohttp.ClientError, OSError, ValueError) as e:
+                        raise TemporaryError(f"watch {path}: {type(e).__name__}",
+                                             service=SERVICE) from None
+                    if not line:
+                        break  # the server ended the stream: watch again from rv
+                    try:
+                        event = orjson.loads(line)
+                        kind, obj = event["type"], event["object"]
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        raise MalformedResponse(f"watch {path}: unreadable event",
+                                                service=SERVICE) from None
+                    if kind == "ERROR":
+                        if obj.get("code") == 410:
+                            rv = ""
+                            break
+                        _raise_for(int(obj.get("code") or 500), "GET", path,
+                                   orjson.dumps(obj), None)
+                    rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+                    if kind == "BOOKMARK":
+                        continue
+                    yield kind, translate(obj)
+            finally:
+                resp.release()
+
+    # ----- leases ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _lease_path(namespace: str, name: str = "") -> str:
+        base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return f"{base}/{name}" if name else base
+
+    async def get_lease(self, namespace: str, name: str) -> LeaseInfo | None:
+        try:
+            return lease_info(await self._request("GET", self._lease_path(namespace, name)))
+        except NotFound:
+            return None
+
+    async def create_lease(self, lease: LeaseInfo) -> LeaseInfo:
+        body = lease_body(lease)
+        body["metadata"].pop("resourceVersion", None)
+        return lease_info(await self._request("POST", self._lease_path(lease.namespace),
+                                              body=body))
+
+    async def update_lease(self, lease: LeaseInfo) -> LeaseInfo:
+        return lease_info(await self._request(
+            "PUT", self._lease_path(lease.namespace, lease.name), body=lease_body(lease)))
