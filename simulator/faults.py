@@ -72,6 +72,7 @@ class FaultConfig:
     down: list[DownWindow] = field(default_factory=list)
     never_ready: set[str] = field(default_factory=set)  # worker hostnames (globs)
     eviction_blocked: set[str] = field(default_factory=set)  # "namespace/selector"
+    origin: float | None = None  # simulated time the world started; set by the first middleware
     _down_now: set[str] = field(default_factory=set)
     _used: dict[int, int] = field(default_factory=dict)
 
@@ -148,7 +149,9 @@ def fault_middleware(
 ) -> Middleware:
     """An aiohttp middleware that applies `faults` to every request of `service`."""
     _check_service(service, "fault_middleware")
-    origin = clock.now()
+    if faults.origin is None:
+        faults.origin = clock.now()
+    origin = faults.origin
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
