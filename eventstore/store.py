@@ -164,7 +164,7 @@ class EventStore:
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
         _check_path(p)
         try:
-            db = await aiosqlite.connect(p, isolation_level=None)
+            db = await aiosqlite.connect(p, isolation_level="IMMEDIATE")
         except sqlite3.Error as exc:
             raise translate(exc, p, "opening") from None
         store = cls(db, p, clock)
@@ -354,17 +354,32 @@ class EventStore:
 
     async def _attempt(self, batch: list[_Pending]) -> list[int | BaseException]:
         try:
-            return await self._write(batch)
+            return await self._write(batch, optimistic=True)
         except _OutOfDate:
-            return await self._write(batch)  # with the head and versions just reloaded
+            # The head or a version we assumed was wrong; reloaded, now look everything up.
+            return await self._write(batch, optimistic=False)
 
-    async def _write(self, batch: list[_Pending]) -> list[int | BaseException]:
+    async def _write(self, batch: list[_Pending], *, optimistic: bool) -> list[int | BaseException]:
+        """One transaction for the whole batch.
+
+        A stream missing from the version cache is looked up, except that an append with
+        expected_version 0 optimistically takes it for new: if it exists after all, inserting
+        its version 1 violates UNIQUE (stream, version) and the batch is retried with lookups.
+        That saves a round trip on the first append of every plan.
+        """
         db = self._db
+        missing = list(
+            {
+                p.stream
+                for p in batch
+                if p.stream not in self._versions and not (optimistic and p.expected == 0)
+            }
+        )
+        versions = dict(self._versions)
         try:
-            await db.execute("BEGIN IMMEDIATE")
             try:
-                missing = list({p.stream for p in batch if p.stream not in self._versions})
-                versions = dict(self._versions)
+                if missing:  # look up and insert in one transaction
+                    await db.execute("BEGIN IMMEDIATE")
                 for i in range(0, len(missing), _IN_LIMIT):
                     chunk = missing[i : i + _IN_LIMIT]
                     marks = ",".join("?" * len(chunk))
@@ -393,10 +408,13 @@ class EventStore:
                     versions[p.stream] = actual
                     results.append(actual)
                 if rows:
+                    # With no transaction open, sqlite3 sends BEGIN IMMEDIATE itself just before
+                    # the INSERT (isolation_level="IMMEDIATE"): one round trip to its thread less.
                     await db.executemany(
                         f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows
                     )
-                await db.execute("COMMIT")
+                if db.in_transaction:
+                    await db.execute("COMMIT")
             except BaseException:
                 await self._rollback_quietly()
                 raise
@@ -406,7 +424,8 @@ class EventStore:
         except sqlite3.Error as exc:
             await self._reload_after_failure()
             raise translate(exc, self._path, f"appending to {batch[0].stream!r}") from None
-        self.transactions += 1
+        if rows:
+            self.transactions += 1
         self._head, self._head_hash = seq, prev
         self._versions = versions
         return results

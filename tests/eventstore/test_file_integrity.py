@@ -51,6 +51,9 @@ async def test_reopen_keeps_everything_and_continues_the_chain(tmp_path: Path) -
         assert await s.stream_version("plan-3") == 4
         with pytest.raises(ConcurrencyError):
             await s.append("plan-3", 3, [ev()])
+        with pytest.raises(ConcurrencyError) as info:
+            await s.append("plan-2", 0, [ev()])  # not cached since reopening: still checked
+        assert info.value.actual == 4
         assert await s.append("plan-3", 4, [ev("After")]) == 5
         await s.save_snapshot("recovery", 21, 1, b"s")
     async with await EventStore.open(path) as s:
