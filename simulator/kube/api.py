@@ -59,7 +59,7 @@ def make_kube_app(kube: KubeWorld, *, middlewares: Sequence[Any] = ()) -> web.Ap
     """The aiohttp application serving `kube`; start `kube` separately (`await kube.start()`)."""
     app = web.Application(middlewares=list(middlewares), client_max_size=64 * 2**20)
     app[WORLD_KEY] = kube
-    app.router.add_get("/version", lambda r: _handle_plain(r, VERSION))
+    app.router.add_get("/version", _version)
     for probe in ("/healthz", "/readyz", "/livez"):
         app.router.add_get(probe, _ok)
     app.router.add_route("*", "/api", _dispatch)
@@ -73,8 +73,8 @@ async def _ok(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-async def _handle_plain(request: web.Request, body: Any) -> web.Response:
-    return _json(body)
+async def _version(request: web.Request) -> web.Response:
+    return _json(VERSION)
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:

@@ -312,7 +312,7 @@ class KubeWorld:
         if phase in ("Succeeded", "Failed", "Pending"):
             self._delete_pod(ns, name, grace_s)
             return
-        pdbs = [p for p in self.store.entries("/poddisruptionbudgets", ns)
+        pdbs = [p for p in self.store.entries("policy/poddisruptionbudgets", ns)
                 if _pdb_selector(p.obj).matches(labels)]
         if len(pdbs) > 1:
             raise ApiError(500, "InternalError",
@@ -332,7 +332,7 @@ class KubeWorld:
                     "currently", pdb_name=pdb["metadata"]["name"])
             st["disruptionsAllowed"] -= 1
             st.setdefault("disruptedPods", {})[name] = self.store.now()
-            self.store.touch("/poddisruptionbudgets", pdb)
+            self.store.touch("policy/poddisruptionbudgets", pdb)
         self._delete_pod(ns, name, grace_s)
 
     # ----- controllers ---------------------------------------------------------------------
@@ -373,9 +373,9 @@ class KubeWorld:
         self._schedule()
         dirty_ns, self._dirty_pdb_ns = sorted(self._dirty_pdb_ns), set()
         for ns in dirty_ns:
-            for e in list(self.store.entries("/poddisruptionbudgets", ns)):
+            for e in list(self.store.entries("policy/poddisruptionbudgets", ns)):
                 if self._refresh_pdb(e.obj):
-                    self.store.touch("/poddisruptionbudgets", e.obj)
+                    self.store.touch("policy/poddisruptionbudgets", e.obj)
 
     def _sync_deployment(self, dep: dict[str, Any]) -> None:
         meta = dep["metadata"]
