@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from adapters.errors import AdapterError
-from adapters.kubernetes import KubeClient  # type: ignore[attr-defined]  # WIP: lands soon
+from adapters.kubernetes import KubeClient
 from adapters.metrics import Metrics
 from adapters.systemd_notify import Notifier
 from adapters.vpsie import VpsieClient
@@ -719,7 +719,7 @@ class Service:
             VpsieClient.from_file(
                 self.config.vpsie_credentials, clock=self._clock, rng=self._rng
             ) as vpsie,
-            KubeClient.from_kubeconfig(self.config.kubeconfig) as kube,
+            KubeClient.from_kubeconfig(str(self.config.kubeconfig), now=self._clock.now) as kube,
         ):
             self._cloud = WatchedCloud(vpsie, self._crash)
             self._cluster = WatchedCluster(kube, self._crash)

@@ -1,0 +1,123 @@
+"""`vpsie-rebalancer run --config FILE`: the daemon (what the systemd unit starts).
+
+Logs are JSON lines on stderr (journald keeps them). Exit codes: 0 after a clean stop
+(SIGTERM/SIGINT, or `--once` done), 2 for an unusable configuration, 1 when something the
+daemon needs cannot be opened (event log, credentials, kubeconfig, control address); the
+message names what and where, never a traceback.
+
+Hidden options for rehearsals and tests (docs/running.md): `--time-scale X` runs the daemon's
+clock X times faster (match the simulator's `--speed`), `--time-origin T` anchors it so that
+restarted daemons share one timeline, `--once` does one analysis round per node group, runs
+what results to an end, prints a JSON report of the plans on stdout and exits; `--progress`
+prints one line per state change on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "run the rebalancer daemon (recover, take the lease, analyse, plan, execute)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", required=True, metavar="FILE", help="the configuration file (TOML)"
+    )
+    parser.add_argument(
+        "--progress", action="store_true", help="print one line per state change on stdout"
+    )
+    parser.add_argument("--log-level", default="INFO", help="log level (default INFO)")
+    hidden = argparse.SUPPRESS
+    parser.add_argument("--once", action="store_true", help=hidden)
+    parser.add_argument("--time-scale", type=float, default=None, help=hidden)
+    parser.add_argument("--time-origin", type=float, default=None, help=hidden)
+    parser.add_argument("--lease-duration", type=int, default=15, help=hidden)
+    parser.add_argument("--poll-interval", type=float, default=5.0, help=hidden)
+
+
+def main(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import os
+    import sys
+    import time
+
+    import orjson
+
+    from adapters.errors import AdapterError
+    from adapters.systemd_notify import Notifier
+    from adapters.vpsie.settings import SettingsError, VpsieSettings
+    from daemon.clock import ScaledClock, SystemClock
+    from daemon.config import ConfigError, load_config
+    from daemon.control_client import read_token_file
+    from daemon.jsonlog import configure_logging
+    from daemon.ports import Clock
+    from daemon.progress import ProgressPrinter
+    from daemon.recovery import RecoveryError
+    from daemon.service import Service, crash_point_from_env
+    from eventstore import EventStoreError
+
+    log = logging.getLogger("daemon.run")
+
+    def fail(message: str, code: int) -> int:
+        log.error(message)
+        print(f"run: {message}", file=sys.stderr)
+        return code
+
+    try:
+        level = logging.getLevelName(args.log_level.upper())
+        if not isinstance(level, int):
+            raise ValueError(f"unknown log level {args.log_level!r}")
+        redaction = configure_logging(level)
+    except ValueError as exc:
+        print(f"run: {exc}", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(args.config)
+        crash = crash_point_from_env(os.environ)
+        notifier = Notifier()
+        if args.time_scale is not None and args.time_scale <= 0:
+            raise ValueError(f"--time-scale must be positive, got {args.time_scale}")
+    except ConfigError as exc:
+        return fail(str(exc), 2)
+    except ValueError as exc:
+        return fail(str(exc), 2)
+    try:
+        for secret in VpsieSettings.from_file(config.vpsie_credentials).secrets():
+            redaction.register(secret)
+        if config.token_file is not None:
+            redaction.register(read_token_file(config.token_file))
+    except (SettingsError, ValueError, OSError) as exc:
+        return fail(str(exc), 1)
+
+    clock: Clock
+    if args.time_scale is None or args.time_scale == 1:
+        clock = SystemClock()
+    else:
+        speed = args.time_scale
+        origin = args.time_origin if args.time_origin is not None else time.time()
+        clock = ScaledClock(speed, start=origin + (time.time() - origin) * speed)
+    progress = ProgressPrinter(clock) if args.progress else None
+    service = Service(
+        config,
+        config_path=config.source,
+        clock=clock,
+        once=args.once,
+        crash=crash,
+        progress=progress,
+        notifier=notifier,
+        lease_duration_s=args.lease_duration,
+        poll_interval_s=args.poll_interval,
+    )
+    try:
+        code = asyncio.run(service.run())
+    except (EventStoreError, RecoveryError) as exc:
+        return fail(f"event log {config.database}: {exc}", 1)
+    except (AdapterError, SettingsError, OSError) as exc:
+        return fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return 130
+    if args.once:
+        sys.stdout.write(orjson.dumps(service.report()).decode() + "\n")
+        sys.stdout.flush()
+    return code
