@@ -125,6 +125,18 @@ def _check_path(path: str) -> None:
         )
 
 
+def _snapshot_mismatch(
+    name: str, seq: int, sv: int, data: bytes, stored: bytes, chain: bytes | None
+) -> str:
+    """Why a stored snapshot row does not check out against the chain, or "" when it does."""
+    chain = GENESIS if seq == 0 else chain
+    if chain is None:
+        return f"snapshot {name!r} ends at seq {seq}, which is not in the log"
+    if snapshot_hash(name, seq, sv, bytes(data), bytes(chain)) != bytes(stored):
+        return f"snapshot {name!r} (seq {seq}) does not match its hash: it was changed"
+    return ""
+
+
 class EventStore:
     """The event log. Open with `await EventStore.open(path)`; close with `await close()`."""
 
@@ -606,18 +618,25 @@ class EventStore:
         )
         if not rows:
             return None
-        seq, sv, data, stored, chain = rows[0]
-        data = bytes(data)
-        chain = GENESIS if seq == 0 else chain
-        if chain is None:
-            raise CorruptLogError(f"{self._path}: snapshot {name!r} ends at missing seq {seq}")
-        if snapshot_hash(name, seq, sv, data, bytes(chain)) != bytes(stored):
-            raise CorruptLogError(
-                f"{self._path}: snapshot {name!r} (seq {seq}) does not match its hash"
-            )
+        problem = _snapshot_mismatch(name, *rows[0])
+        if problem:
+            raise CorruptLogError(f"{self._path}: {problem}")
+        seq, sv, data = rows[0][0], rows[0][1], bytes(rows[0][2])
         return Snapshot(name=name, seq=seq, schema_version=sv, data=data)
 
     # -- verification ----------------------------------------------------------------------
+
+    async def _snapshot_problem(self) -> str:
+        async with self._lock:
+            rows = await self._db.execute_fetchall(
+                "SELECT s.name, s.seq, s.schema_version, s.data, s.hash, e.hash FROM snapshots s "
+                "LEFT JOIN events e ON e.seq = s.seq ORDER BY s.name"
+            )
+        for name, *rest in rows:
+            problem = _snapshot_mismatch(name, *rest)
+            if problem:
+                return problem
+        return ""
 
     async def verify(self, *, batch: int = 5000) -> VerifyReport:
         """Walk the whole chain; report the first bad row instead of raising."""
@@ -668,7 +687,10 @@ class EventStore:
                     first_bad_seq=None,
                     problem=f"the streams table disagrees with the events (e.g. {wrong})",
                 )
-            if expected - 1 != self._head:
+            problem = await self._snapshot_problem()
+            if problem:
+                return VerifyReport(ok=False, checked=checked, first_bad_seq=None, problem=problem)
+            if expected - 1 < self._head:
                 return VerifyReport(
                     ok=False,
                     checked=checked,

@@ -113,6 +113,10 @@ async def test_a_tampered_snapshot_is_refused(tmp_path: Path) -> None:
     async with await EventStore.open(path) as s:
         with pytest.raises(CorruptLogError, match="snapshot 'recovery'"):
             await s.load_snapshot("recovery")
+        report = await s.verify()
+        assert not report.ok
+        assert report.checked == 20  # the events themselves are fine
+        assert "snapshot 'recovery' (seq 10) does not match its hash" in report.problem
 
 
 @pytest.mark.parametrize("keep", [0.9, 0.5, 0.05])
