@@ -274,7 +274,9 @@ async def verify_log(store: EventStore) -> LogCheck:
     """The hash chain, then the meaning: every event decodes and folds."""
     report = await store.verify()
     if not report.ok:
-        where = f"first bad event seq {report.first_bad_seq}: " if report.first_bad_seq else ""
+        seq = report.first_bad_seq
+        named = seq is None or f"seq {seq} " in report.problem
+        where = "first bad event: " if named else f"first bad event seq {seq}: "
         return LogCheck(ok=False, checked=report.checked, message=where + report.problem)
     state = FoldState(keep_finished=False)
     checked = 0
