@@ -120,7 +120,8 @@ class ProgressPrinter:
         self._plan_status[event.plan_id] = now
         if before is None:
             return  # first sight of a plan that was already under way: no change to show
-        self._emit(f"plan {event.plan_id[:12]}", before, now, _plan_detail(state, event))
+        who = f"plan {event.plan_id.removeprefix('plan-')[:12]}"
+        self._emit(who, before, now, _plan_detail(state, event))
 
     def _replacement_line(self, state: _PlanView, event: ReplacementEvent) -> None:
         key = (event.plan_id, event.replacement_id)
