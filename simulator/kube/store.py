@@ -108,6 +108,7 @@ class Store:
         self.rng = rng
         self.rv = 1000
         self._collections: dict[str, Collection] = {}
+        self._now_second, self._now_text = -1, ""
 
     def collection(self, key: str) -> Collection:
         c = self._collections.get(key)
@@ -120,7 +121,10 @@ class Store:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
     def now(self) -> str:
-        return rfc3339(self.clock.now())
+        second = int(self.clock.now())
+        if second != self._now_second:
+            self._now_second, self._now_text = second, rfc3339(second)
+        return self._now_text
 
     def get(self, coll: str, ns: str, name: str) -> dict[str, Any] | None:
         e = self.collection(coll).items.get((ns, name))

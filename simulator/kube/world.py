@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import math
 import random
@@ -351,6 +352,17 @@ class KubeWorld:
 
     def reconcile(self) -> None:
         """One pass of every controller, over what changed since the last pass."""
+        # The cyclic collector would rescan the whole (large, acyclic) world many times
+        # while a pass creates thousands of pods; pause it for the pass.
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            self._reconcile()
+        finally:
+            if was:
+                gc.enable()
+
+    def _reconcile(self) -> None:
         if self._all_ds_dirty:
             self._all_ds_dirty = False
             for e in self.store.entries("/daemonsets"):
@@ -489,6 +501,8 @@ class KubeWorld:
             cached = (gen, orjson.dumps(body), pod_requests(spec))
             self._template_cache[ometa["uid"]] = cached
         pod = orjson.loads(cached[1])
+        while self.store.get("/pods", ometa["namespace"], name) is not None:
+            name = f"{name.rsplit('-', 1)[0]}-{self._suffix()}"
         pod["metadata"]["name"] = name
         pod["metadata"]["namespace"] = ometa["namespace"]
         if not pod["metadata"]["annotations"]:
@@ -849,7 +863,8 @@ class KubeWorld:
             "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
 
     def _suffix(self) -> str:
-        return "".join(self.rng.choice(NAME_ALPHABET) for _ in range(5))
+        bits = self.rng.getrandbits(40)
+        return "".join(NAME_ALPHABET[(bits >> (8 * i)) % 27] for i in range(5))
 
     def _later(self, sim_s: float, fn: Callable[[], None]) -> None:
         holder: list[asyncio.TimerHandle] = []
