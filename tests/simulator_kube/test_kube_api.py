@@ -1,0 +1,75 @@
+"""The simulated API's own contract, spoken to with plain aiohttp over 127.0.0.1."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from simulator.clock import SimClock
+from simulator.kube import KubeWorld, make_kube_app
+from simulator.kube.store import HISTORY
+
+
+@pytest.fixture
+async def base() -> AsyncIterator[tuple[KubeWorld, str]]:
+    world = KubeWorld(SimClock(1000), random.Random(5))
+    world.register_node(name="a", labels={}, cpu=2, memory_mb=2048, addresses=["10.0.0.1"])
+    await world.start()
+    runner = web.AppRunner(make_kube_app(world))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield world, f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await world.stop()
+    await runner.cleanup()
+
+
+async def test_stale_update_is_a_409_status(base: tuple[KubeWorld, str]) -> None:
+    _, url = base
+    async with aiohttp.ClientSession() as s:
+        node = await (await s.get(f"{url}/api/v1/nodes/a")).json()
+        await s.patch(f"{url}/api/v1/nodes/a", data=b'{"metadata":{"labels":{"x":"1"}}}',
+                      headers={"Content-Type": "application/merge-patch+json"})
+        r = await s.put(f"{url}/api/v1/nodes/a", json=node)
+        body = await r.json()
+    assert r.status == 409 and body["kind"] == "Status" and body["reason"] == "Conflict"
+
+
+async def test_watch_from_expired_version_gets_410(base: tuple[KubeWorld, str]) -> None:
+    world, url = base
+    node = world.node("a")
+    assert node is not None
+    for _ in range(HISTORY + 5):
+        world.store.touch("/nodes", node)
+    async with aiohttp.ClientSession() as s:
+        r = await s.get(f"{url}/api/v1/nodes?watch=1&resourceVersion=1001&timeoutSeconds=1")
+        event = orjson.loads(await r.content.readline())
+    assert event["type"] == "ERROR" and event["object"]["code"] == 410
+
+
+async def test_table_and_bad_requests(base: tuple[KubeWorld, str]) -> None:
+    _, url = base
+    async with aiohttp.ClientSession() as s:
+        r = await s.get(f"{url}/api/v1/nodes",
+                        headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
+        table = await r.json()
+        assert table["kind"] == "Table" and table["rows"][0]["cells"][:2] == ["a", "Ready"]
+        r = await s.get(f"{url}/api/v1/pods?labelSelector=app%20in%20(")
+        assert r.status == 400 and (await r.json())["kind"] == "Status"
+        r = await s.get(f"{url}/api/v1/widgets")
+        assert r.status == 404
+
+
+def test_manifest_errors_name_the_document() -> None:
+    world = KubeWorld(SimClock(1000), random.Random(1))
+    with pytest.raises(ValueError, match=r"manifest 1 \(Deployment web\)"):
+        world.load_manifests([
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}},
+            {"apiVersion": "apps/v1", "kind": "Deployment",
+             "metadata": {"name": "web", "namespace": "shop"}, "spec": {}}])
+    with pytest.raises(ValueError, match=r"manifest 0 \(Gadget g\): unknown kind"):
+        world.load_manifests([{"apiVersion": "v1", "kind": "Gadget", "metadata": {"name": "g"}}])
