@@ -558,6 +558,7 @@ class _FieldError(Exception):
 Convert = Callable[[Any, str], Any]
 _CONVERTERS: dict[object, Convert] = {}
 _SCALARS = (str, int, float, bool, type(None))
+_ABSENT = object()
 
 
 def from_plain(cls: type[T], value: object, path: str = "") -> T:
@@ -725,25 +726,31 @@ def _build(tp: object) -> Convert:
 
 def _build_dataclass(cls: type) -> Convert:
     hints = typing.get_type_hints(cls)
-    specs: list[tuple[str, Convert | None, bool]] = []
-    for f in fields(cls):
-        has_default = f.default is not MISSING or f.default_factory is not MISSING
-        specs.append((f.name, None, has_default))
-    known = {name for name, _, _ in specs}
-    resolved: list[tuple[str, Convert, bool]] = []
+    names = [f.name for f in fields(cls)]
+    required = {
+        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+    }
+    known = set(names)
+    # (name, converter, the plain type a value may pass through unconverted, or None)
+    resolved: list[tuple[str, Convert, type | None]] = []
 
     def conv_dataclass(v: Any, path: str) -> Any:
         if type(v) is not dict:
             raise _FieldError(path or cls.__name__, f"expected an object, got {_name(v)}")
         if not resolved:
-            resolved.extend((n, _converter(hints[n]), d) for n, _, d in specs)
+            for n in names:
+                hint = hints[n]
+                resolved.append((n, _converter(hint), hint if hint in (str, int, bool) else None))
         kwargs: dict[str, Any] = {}
-        for name, conv, has_default in resolved:
-            sub = f"{path}.{name}" if path else name
-            if name in v:
-                kwargs[name] = conv(v[name], sub)
-            elif not has_default:
-                raise _FieldError(sub, "missing")
+        for name, conv, plain in resolved:
+            x = v.get(name, _ABSENT)
+            if x is not _ABSENT:
+                if type(x) is plain:
+                    kwargs[name] = x
+                else:
+                    kwargs[name] = conv(x, f"{path}.{name}" if path else name)
+            elif name in required:
+                raise _FieldError(f"{path}.{name}" if path else name, "missing")
         if len(v) != len(kwargs):
             extra = sorted(k for k in v if k not in known)
             if extra:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -102,6 +102,13 @@ class PlanState:
     # (at, event type, by, reason) for approvals, rejections, pauses, rollbacks, failures.
     reasons: list[tuple[str, str, str, str]] = field(default_factory=list)
     last_checks: ev.SafetyChecksRun | None = None
+    _specs: dict[str, ReplacementSpec] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._specs = {r.replacement_id: r for r in self.spec.replacements}
+
+    def spec_of(self, replacement_id: str) -> ReplacementSpec:
+        return self._specs[replacement_id]
 
     @property
     def node_group(self) -> str:
@@ -131,8 +138,7 @@ class FoldState:
     keep_finished: bool = True
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Change:
+class Change(NamedTuple):
     """One applied event, as the audit's timeline shows it."""
 
     seq: int
@@ -166,7 +172,7 @@ def apply_event(
     state: FoldState, event: ev.Event, *, stream: str, seq: int, version: int
 ) -> Change:
     """Fold one decoded event in; `IllegalTransition` (state untouched) when not allowed."""
-    type_name = type(event).type_name()
+    type_name = type(event).__name__
     plan = state.plans.get(event.plan_id)
 
     def illegal(current: str, detail: str = "") -> IllegalTransition:
@@ -174,7 +180,7 @@ def apply_event(
             stream=stream, seq=seq, state=current, event=type_name, detail=detail
         )
 
-    if ev.plan_id_of_stream(stream) != event.plan_id:
+    if stream != ev.STREAM_PREFIX + event.plan_id:
         raise illegal(plan.status if plan else "unknown", f"plan_id {event.plan_id!r} in {stream}")
     if isinstance(event, ev.PlanProposed):
         if plan is not None:
@@ -258,7 +264,7 @@ def _apply_plan(
 ) -> Change:
     type_name = type(event).type_name()
     before = plan.status
-    dest = PLAN_NEXT.get((before, type_name))
+    dest = _PLAN_NEXT.get((before, type_name))
     if dest is None:
         raise illegal(before)
     if isinstance(event, ev.PlanCompleted | ev.PlanRolledBack):
@@ -292,7 +298,7 @@ def _apply_plan(
             plan.last_checks = event
         case _:
             pass
-    plan.status = PlanStatus(dest)
+    plan.status = dest
     if plan.status in PLAN_TERMINAL:
         plan.finished_at = event.at
     return Change(
@@ -307,9 +313,13 @@ def _apply_plan(
 
 # --- replacement events --------------------------------------------------------------------
 
+_REPLACEMENT_NEXT = {
+    (ReplacementStatus(s), t): ReplacementStatus(d) for (s, t), d in REPLACEMENT_NEXT.items()
+}
+_PLAN_NEXT = {(PlanStatus(s), t): PlanStatus(d) for (s, t), d in PLAN_NEXT.items()}
 
-def _pod(namespace: str, pod: str) -> str:
-    return f"{namespace}/{pod}"
+Guard = Callable[[ReplacementState, ReplacementSpec, Any], str | None]
+Mutate = Callable[[ReplacementState, ReplacementSpec, Any], None]
 
 
 def _same_target(intent: ev.Event, outcome: ev.Event) -> bool:
@@ -327,122 +337,162 @@ def _same_target(intent: ev.Event, outcome: ev.Event) -> bool:
             return True
 
 
-def _guard_replacement(
-    plan: PlanState,
-    spec: ReplacementSpec,
-    r: ReplacementState,
-    event: ev.ReplacementEvent,
-    state_name: str,
-    illegal: Illegal,
-) -> None:
-    cls = type(event)
-    if cls in ev.INTENT_OUTCOMES and r.pending_intent is not None:
-        pending = type(r.pending_intent).type_name()
-        raise illegal(state_name, f"{pending} is still pending")
-    intent_cls = ev.OUTCOME_OF.get(cls)
-    if intent_cls is not None and not (
-        isinstance(r.pending_intent, intent_cls) and _same_target(r.pending_intent, event)
-    ):
-        raise illegal(state_name, f"no pending {intent_cls.type_name()} that it settles")
-    consolidation = spec.new_size_id is None
-    match event:
-        case ev.NodeGroupCreateRequested() | ev.WorkerAddRequested() if consolidation:
-            raise illegal(state_name, "a consolidation adds no worker")
-        case ev.CordonRequested() if r.status is ReplacementStatus.PLANNED and not consolidation:
-            raise illegal(state_name, "the replacement node is not ready")
-        case ev.CordonRequested(node=node) | ev.UncordonRequested(node=node) if (
-            node != spec.old_node
-        ):
-            raise illegal(state_name, f"{node} is not this replacement's node")
-        case ev.UncordonRequested() if not r.cordoned_by_us:
-            raise illegal(state_name, "this plan did not cordon the node")
-        case ev.WorkerAdded(worker_identifier=worker) if worker in r.known_workers:
-            raise illegal(state_name, f"{worker} was already in the group")
-        case ev.WorkerDeleteRequested(role="old", worker_identifier=worker) if (
-            worker != spec.old_worker or r.status is ReplacementStatus.ROLLING_BACK
-        ):
-            raise illegal(state_name, f"{worker} is not the worker to replace")
-        case ev.WorkerDeleteRequested(role="new", worker_identifier=worker) if (
-            not r.new_worker
-            or worker != r.new_worker
-            or r.status is not ReplacementStatus.ROLLING_BACK
-        ):
-            raise illegal(state_name, f"{worker} is not a worker this replacement added")
-        case ev.ReplacementCompleted() | ev.ReplacementRolledBack() if r.pending_intent:
-            raise illegal(state_name, "an intent is still pending")
-        case _:
-            pass
+def _no_worker_for_consolidation(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
+    return "a consolidation adds no worker" if s.new_size_id is None else None
+
+
+def _cordon_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
+    if r.status is ReplacementStatus.PLANNED and s.new_size_id is not None:
+        return "the replacement node is not ready"
+    return None if e.node == s.old_node else f"{e.node} is not this replacement's node"
+
+
+def _uncordon_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
+    if e.node != s.old_node:
+        return f"{e.node} is not this replacement's node"
+    return None if r.cordoned_by_us else "this plan did not cordon the node"
+
+
+def _added_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
+    worker = e.worker_identifier
+    return f"{worker} was already in the group" if worker in r.known_workers else None
+
+
+def _delete_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
+    worker, rolling_back = e.worker_identifier, r.status is ReplacementStatus.ROLLING_BACK
+    if e.role == "old" and (worker != s.old_worker or rolling_back):
+        return f"{worker} is not the worker to replace"
+    if e.role == "new" and (not r.new_worker or worker != r.new_worker or not rolling_back):
+        return f"{worker} is not a worker this replacement added"
+    return None
+
+
+def _settled_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
+    return "an intent is still pending" if r.pending_intent is not None else None
+
+
+_GUARDS: dict[type[ev.Event], Guard] = {
+    ev.NodeGroupCreateRequested: _no_worker_for_consolidation,
+    ev.WorkerAddRequested: _no_worker_for_consolidation,
+    ev.CordonRequested: _cordon_guard,
+    ev.UncordonRequested: _uncordon_guard,
+    ev.WorkerAdded: _added_guard,
+    ev.WorkerDeleteRequested: _delete_guard,
+    ev.ReplacementCompleted: _settled_guard,
+    ev.ReplacementRolledBack: _settled_guard,
+}
+
+
+def _set_error(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
+    r.last_error = e.reason
+
+
+def _worker_deleted(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
+    if e.worker_identifier == s.old_worker:
+        r.old_deleted = True
+    else:
+        r.new_deleted = True
+
+
+def _eviction_blocked(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
+    r.eviction_blocks += 1
+    r.last_error = e.reason
+
+
+def _pod_evicted(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
+    r.evicted = (*r.evicted, f"{e.namespace}/{e.pod}")
+
+
+def _worker_added(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
+    r.new_worker, r.new_hostname, r.new_ip = e.worker_identifier, e.hostname, e.ip
+
+
+def _add_requested(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
+    r.group_id, r.known_workers = e.group_id, e.known_workers
+
+
+def _set(attr: str, source: str) -> Mutate:
+    def mutate(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
+        setattr(r, attr, getattr(e, source))
+
+    return mutate
+
+
+def _join_timed_out(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
+    r.last_error = f"new node not Ready after {e.waited_s:g} s"
+
+
+def _drain_timed_out(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
+    r.last_error = f"drain timed out with {len(e.remaining)} pods left"
+
+
+def _cordoned(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
+    r.cordoned_by_us = not r.prior_unschedulable
+
+
+def _uncordoned(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
+    r.cordoned_by_us = False
+
+
+_MUTATIONS: dict[type[ev.Event], Mutate] = {
+    ev.NodeGroupCreated: _set("group_id", "group_id"),
+    ev.WorkerAddRequested: _add_requested,
+    ev.WorkerAdded: _worker_added,
+    ev.NodeJoined: _set("new_node", "node_name"),
+    ev.NodeJoinTimedOut: _join_timed_out,
+    ev.CordonRequested: _set("prior_unschedulable", "prior_unschedulable"),
+    ev.NodeCordoned: _cordoned,
+    ev.DrainStarted: _set("drain_pods", "pods"),
+    ev.PodEvicted: _pod_evicted,
+    ev.EvictionBlocked: _eviction_blocked,
+    ev.DrainTimedOut: _drain_timed_out,
+    ev.NodeUncordoned: _uncordoned,
+    ev.WorkerDeleted: _worker_deleted,
+    ev.NodeGroupCreateFailed: _set_error,
+    ev.WorkerAddFailed: _set_error,
+    ev.CordonFailed: _set_error,
+    ev.WorkerDeleteFailed: _set_error,
+    ev.ReplacementRollbackStarted: _set("rollback_reason", "reason"),
+    ev.ReplacementFailed: _set("failure_reason", "reason"),
+    ev.ReplacementCompleted: _set("monthly_saving", "monthly_saving"),
+}
 
 
 def _apply_replacement(
     plan: PlanState, event: ev.ReplacementEvent, seq: int, illegal: Illegal
 ) -> Change:
-    type_name = type(event).type_name()
+    cls = type(event)
     r = plan.replacements.get(event.replacement_id)
     if r is None:
         raise illegal(plan.status, f"no replacement {event.replacement_id!r} in the plan")
     if plan.status not in PLAN_RUNNING:
         raise illegal(f"plan {plan.status}")
     before = r.status
-    dest = REPLACEMENT_NEXT.get((before, type_name))
+    dest = _REPLACEMENT_NEXT.get((before, cls.__name__))
     if dest is None:
         raise illegal(before)
-    spec = next(s for s in plan.spec.replacements if s.replacement_id == r.replacement_id)
-    _guard_replacement(plan, spec, r, event, before, illegal)
+    spec = plan.spec_of(r.replacement_id)
+    is_intent = cls in ev.INTENT_OUTCOMES
+    intent_cls = ev.OUTCOME_OF.get(cls)
+    if is_intent and r.pending_intent is not None:
+        raise illegal(before, f"{type(r.pending_intent).__name__} is still pending")
+    if intent_cls is not None and not (
+        isinstance(r.pending_intent, intent_cls) and _same_target(r.pending_intent, event)
+    ):
+        raise illegal(before, f"no pending {intent_cls.__name__} that it settles")
+    guard = _GUARDS.get(cls)
+    problem = guard(r, spec, event) if guard is not None else None
+    if problem is not None:
+        raise illegal(before, problem)
 
-    if type(event) in ev.INTENT_OUTCOMES:
+    if is_intent:
         r.pending_intent = event
-    elif type(event) in ev.OUTCOME_OF:
+    elif intent_cls is not None:
         r.pending_intent = None
-    match event:
-        case ev.NodeGroupCreateRequested():
-            pass
-        case ev.NodeGroupCreated(group_id=group_id):
-            r.group_id = group_id
-        case ev.WorkerAddRequested(group_id=group_id, known_workers=known):
-            r.group_id, r.known_workers = group_id, known
-        case ev.WorkerAdded(worker_identifier=worker, hostname=hostname, ip=ip):
-            r.new_worker, r.new_hostname, r.new_ip = worker, hostname, ip
-        case ev.NodeJoined(node_name=node):
-            r.new_node = node
-        case ev.NodeJoinTimedOut(waited_s=waited):
-            r.last_error = f"new node not Ready after {waited:g} s"
-        case ev.CordonRequested(prior_unschedulable=prior):
-            r.prior_unschedulable = prior
-        case ev.NodeCordoned():
-            r.cordoned_by_us = not r.prior_unschedulable
-        case ev.DrainStarted(pods=pods):
-            r.drain_pods = pods
-        case ev.PodEvicted(namespace=ns, pod=pod):
-            r.evicted = (*r.evicted, _pod(ns, pod))
-        case ev.EvictionBlocked(reason=reason):
-            r.eviction_blocks += 1
-            r.last_error = reason
-        case ev.DrainTimedOut(remaining=remaining):
-            r.last_error = f"drain timed out with {len(remaining)} pods left"
-        case ev.NodeUncordoned():
-            r.cordoned_by_us = False
-        case ev.WorkerDeleted(worker_identifier=worker):
-            if worker == spec.old_worker:
-                r.old_deleted = True
-            else:
-                r.new_deleted = True
-        case (
-            ev.NodeGroupCreateFailed(reason=reason)
-            | ev.WorkerAddFailed(reason=reason)
-            | ev.CordonFailed(reason=reason)
-            | ev.WorkerDeleteFailed(reason=reason)
-        ):
-            r.last_error = reason
-        case ev.ReplacementRollbackStarted(reason=reason):
-            r.rollback_reason = reason
-        case ev.ReplacementFailed(reason=reason):
-            r.failure_reason = reason
-        case ev.ReplacementCompleted(monthly_saving=saving):
-            r.monthly_saving = saving
-        case _:
-            pass
-    r.status = ReplacementStatus(dest)
+    mutate = _MUTATIONS.get(cls)
+    if mutate is not None:
+        mutate(r, spec, event)
+    r.status = dest
     if not r.started_at:
         r.started_at = event.at
     r.updated_at = event.at
