@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-origin", type=float, default=None, help=hidden)
     parser.add_argument("--lease-duration", type=int, default=15, help=hidden)
     parser.add_argument("--poll-interval", type=float, default=5.0, help=hidden)
+    # A fixed lease identity lets a restarted daemon take its own lease back at once; only
+    # for rehearsals where a single daemon runs (two daemons sharing it would both lead).
+    parser.add_argument("--identity", default=None, help=hidden)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -106,6 +109,7 @@ def main(args: argparse.Namespace) -> int:
         crash=crash,
         progress=progress,
         notifier=notifier,
+        identity=args.identity,
         lease_duration_s=args.lease_duration,
         poll_interval_s=args.poll_interval,
     )

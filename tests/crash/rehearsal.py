@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -383,6 +384,7 @@ class Rehearsal:
     before: Picture
     runs: list[DaemonRun] = field(default_factory=list)
     socket: Path | None = None
+    zygote: Zygote | None = None
     lease_s: int = 60  # at 100x, 0.6 s real: a renewal survives a busy moment
 
     @property
@@ -400,25 +402,8 @@ class Rehearsal:
         """Write the daemon's configuration with `config_text(**policy)`."""
         self.write_config(config_text(listen=f"unix:{self.socket}", **policy))
 
-    async def run_daemon(
-        self,
-        *,
-        crash_at: str | None = None,
-        timeout_s: float = 90.0,
-        extra_args: tuple[str, ...] = (),
-        env: Mapping[str, str] | None = None,
-    ) -> DaemonRun:
-        log_path = self.dir / f"daemon-{len(self.runs):03d}.log"
-        environ = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
-        environ.pop("NOTIFY_SOCKET", None)
-        if crash_at is not None:
-            environ[CRASH_ENV] = crash_at
-        if env:
-            environ.update(env)
-        cmd = [
-            sys.executable,
-            "-m",
-            "daemon.cli",
+    def daemon_argv(self, *extra: str) -> list[str]:
+        return [
             "run",
             "--config",
             str(self.config_path),
@@ -431,29 +416,39 @@ class Rehearsal:
             str(self.lease_s),
             "--poll-interval",
             "2",
-            *extra_args,
+            "--identity",
+            "rehearsal-daemon",
+            *extra,
         ]
+
+    async def run_daemon(
+        self,
+        *,
+        crash_at: str | None = None,
+        timeout_s: float = 90.0,
+        extra_args: tuple[str, ...] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> DaemonRun:
+        """One `run --once` to its end (or its self-inflicted SIGKILL)."""
+        index = len(self.runs)
+        log_path = self.dir / f"daemon-{index:03d}.log"
+        out_path = self.dir / f"daemon-{index:03d}.out"
+        environ = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+        environ.pop("NOTIFY_SOCKET", None)
+        if crash_at is not None:
+            environ[CRASH_ENV] = crash_at
+        if env:
+            environ.update(env)
+        argv = self.daemon_argv(*extra_args)
         started = time.perf_counter()
-        with log_path.open("wb") as log:
-            proc = await asyncio.create_subprocess_exec(
-                *cmd,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log,
-                env=environ,
-                cwd=str(REPO),
-            )
-            try:
-                out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-                raise AssertionError(
-                    f"the daemon did not finish within {timeout_s} s; its log: {log_path}"
-                ) from None
+        if self.zygote is not None:
+            code = await self.zygote.run(argv, environ, out_path, log_path, timeout_s)
+        else:
+            code = await _subprocess(argv, environ, out_path, log_path, timeout_s)
         run = DaemonRun(
             crash_at=crash_at,
-            returncode=proc.returncode if proc.returncode is not None else -1,
-            stdout=out.decode(),
+            returncode=code,
+            stdout=out_path.read_text(),
             log_path=log_path,
             real_s=time.perf_counter() - started,
         )
@@ -463,6 +458,82 @@ class Rehearsal:
     async def settle(self, sim_seconds: float = 30.0) -> None:
         """Let the world's controllers catch up (pods start, PDB status refreshes)."""
         await self.sim.clock.sleep(sim_seconds)
+
+
+async def _subprocess(
+    argv: list[str], env: Mapping[str, str], out: Path, err: Path, timeout_s: float
+) -> int:
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            *argv,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            cwd=str(REPO),
+        )
+        try:
+            return await asyncio.wait_for(proc.wait(), timeout_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise AssertionError(f"the daemon did not finish within {timeout_s} s: {err}") from None
+
+
+class Zygote:
+    """Client of tests/crash/zygote.py: forks daemons from a pre-loaded interpreter."""
+
+    def __init__(self) -> None:
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.crash.zygote",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=str(REPO),
+        )
+        await self._line(60.0)
+
+    async def _line(self, timeout_s: float) -> dict[str, Any]:
+        assert self._proc is not None and self._proc.stdout is not None
+        raw = await asyncio.wait_for(self._proc.stdout.readline(), timeout_s)
+        if not raw:
+            raise AssertionError("the zygote died")
+        value: dict[str, Any] = orjson.loads(raw)
+        return value
+
+    async def run(
+        self, argv: list[str], env: Mapping[str, str], out: Path, err: Path, timeout_s: float
+    ) -> int:
+        assert self._proc is not None and self._proc.stdin is not None
+        request = {"argv": argv, "env": dict(env), "stdout": str(out), "stderr": str(err)}
+        self._proc.stdin.write(orjson.dumps(request) + b"\n")
+        await self._proc.stdin.drain()
+        pid = int((await self._line(30.0))["pid"])
+        try:
+            done = await self._line(timeout_s)
+        except TimeoutError:
+            os.kill(pid, signal.SIGKILL)
+            await self._line(30.0)
+            raise AssertionError(f"the daemon did not finish within {timeout_s} s: {err}") from None
+        return int(done["returncode"])
+
+    async def close(self) -> None:
+        if self._proc is None:
+            return
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        try:
+            await asyncio.wait_for(self._proc.wait(), 10)
+        except TimeoutError:
+            self._proc.kill()
+            await self._proc.wait()
+        self._proc = None
 
 
 def time_origin(sim: RunningSimulator) -> float:
@@ -487,7 +558,9 @@ async def rehearsal(
     speed: float = 100.0,
     seed: int = 0,
     sample_interval_s: float = 0.02,
+    fork: bool = True,
 ) -> AsyncIterator[Rehearsal]:
+    """A world to rehearse in; `fork` starts daemons from a pre-loaded zygote (fast)."""
     _mkdir(directory)
     loaded = parse_scenario(scenario or scenario_text(), source="rehearsal.yaml")
     async with (
@@ -521,9 +594,14 @@ async def rehearsal(
             socket_dir = Path(tempfile.mkdtemp(prefix="vr-"))
             reh.socket = socket_dir / "control.sock"
             reh.write_config(config or config_text(listen=f"unix:{reh.socket}"))
+            if fork:
+                reh.zygote = Zygote()
+                await reh.zygote.start()
             sampler.start()
             try:
                 yield reh
             finally:
                 await sampler.stop()
+                if reh.zygote is not None:
+                    await reh.zygote.close()
                 shutil.rmtree(socket_dir, ignore_errors=True)
