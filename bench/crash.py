@@ -83,13 +83,17 @@ async def bench(kills_wanted: int, seed: int, speed: float, max_n: int, keep: bo
         print(f"  {violations[name]:5d}  {name}")
     for line in examples[:20]:
         print(f"  e.g. {line}")
+    _tidy(base, keep)
+    return 1 if sum(violations.values()) else 0
+
+
+def _tidy(base: Path, keep: bool) -> None:
     if keep:
         print(f"logs and databases kept in {base}")
     elif not any(base.iterdir()):
         base.rmdir()
     else:
         print(f"worlds with violations kept in {base}")
-    return 1 if sum(violations.values()) else 0
 
 
 def main() -> int:
