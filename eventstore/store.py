@@ -22,7 +22,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -200,13 +200,14 @@ class EventStore:
             await db.execute(f"PRAGMA synchronous={synchronous}")
             await db.execute("PRAGMA busy_timeout=5000")
             doing = "checking the schema"
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                await self._ensure_schema()
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+            if not await self._schema_is_current():  # a plain open writes nothing
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    await self._ensure_schema()
+                    await db.execute("COMMIT")
+                except BaseException:
+                    await db.execute("ROLLBACK")
+                    raise
             doing = "reading the head of the log"
             await self._load_head()
         except sqlite3.Error as exc:
@@ -217,7 +218,15 @@ class EventStore:
             row = await cur.fetchone()
         return None if row is None else row[0]
 
+    async def _schema_is_current(self) -> bool:
+        user_version = int(await self._scalar("PRAGMA user_version"))
+        app_id = int(await self._scalar("PRAGMA application_id"))
+        if app_id == APPLICATION_ID and user_version > CURRENT_VERSION:
+            raise SchemaTooNewError(self._path, user_version, CURRENT_VERSION)
+        return app_id == APPLICATION_ID and user_version == CURRENT_VERSION
+
     async def _ensure_schema(self) -> None:
+        """Create or migrate the layout; runs inside BEGIN IMMEDIATE, so it re-reads all."""
         user_version = int(await self._scalar("PRAGMA user_version"))
         app_id = int(await self._scalar("PRAGMA application_id"))
         tables = [
@@ -236,9 +245,9 @@ class EventStore:
         if user_version == 0:
             for statement in SCHEMA_V2:
                 await self._db.execute(statement)
-            await self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
         elif user_version == 1:
             await self._migrate_v1_to_v2()
+        await self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
         await self._db.execute(f"PRAGMA user_version={CURRENT_VERSION}")
 
     async def _migrate_v1_to_v2(self) -> None:
@@ -272,7 +281,6 @@ class EventStore:
             )
         for statement in V2_TRIGGERS:
             await db.execute(statement)
-        await db.execute(f"PRAGMA application_id={APPLICATION_ID}")
 
     async def _chain_hash_at(self, seq: int) -> bytes | None:
         if seq == 0:
@@ -474,6 +482,21 @@ class EventStore:
             (stream,),
         )
         return int(rows[0][0]) if rows else 0
+
+    async def stream_versions(self, streams: Iterable[str]) -> dict[str, int]:
+        """The versions of several streams in one query; 0 for those that do not exist."""
+        names = sorted(set(streams))
+        found: dict[str, int] = dict.fromkeys(names, 0)
+        for i in range(0, len(names), _IN_LIMIT):
+            chunk = names[i : i + _IN_LIMIT]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._fetch(
+                f"reading the versions of {len(names)} streams",
+                f"SELECT stream, version FROM streams WHERE stream IN ({marks})",
+                chunk,
+            )
+            found.update((str(s), int(v)) for s, v in rows)
+        return found
 
     async def streams(self) -> list[tuple[str, int]]:
         """Every stream with its version, ordered by name."""

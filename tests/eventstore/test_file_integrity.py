@@ -64,6 +64,22 @@ async def test_reopen_keeps_everything_and_continues_the_chain(tmp_path: Path) -
         assert snap is not None and snap.seq == 21
 
 
+def wal_size(path: Path) -> int:
+    wal = Path(f"{path}-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+async def test_opening_and_reading_an_existing_log_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    await write_log(path)
+    before = path.read_bytes()
+    async with await EventStore.open(path) as s:
+        assert len([e async for e in s.read_all()]) == 20
+        assert (await s.verify()).ok
+    assert path.read_bytes() == before
+    assert wal_size(path) == 0
+
+
 async def test_a_flipped_payload_byte_is_named_by_verify_and_refused_on_read(
     tmp_path: Path,
 ) -> None:

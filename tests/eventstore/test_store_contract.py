@@ -57,6 +57,11 @@ async def test_append_assigns_seq_version_and_clock_time(
     assert await store.head() == 4
     assert await store.stream_version("plan-a") == 3
     assert await store.streams() == [("plan-a", 3), ("plan-b", 1)]
+    assert await store.stream_versions(["plan-b", "plan-a", "nope"]) == {
+        "plan-a": 3,
+        "plan-b": 1,
+        "nope": 0,
+    }
     assert [e.version for e in await store.read_stream("plan-a")] == [1, 2, 3]
     assert [e.type for e in await store.read_stream("plan-a", from_version=2)] == ["A2", "A3"]
 
