@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import random
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -159,7 +160,7 @@ class Transport:
                 call, method, path, payload=payload, params=params,
                 headers={"Vpsie-Auth": self.settings.token},
             )  # fmt: skip
-        await self._ensure_bearer(call)
+        await self._logged_in(self._ensure_bearer(call))
         try:
             return await self._send(
                 call, method, path, payload=payload, params=params,
@@ -169,11 +170,22 @@ class Transport:
             if exc.status != 401:
                 raise
             log.debug("vpsie %s: token refused; logging in again once", call)
-            await self._login(call, force=True)
+            await self._logged_in(self._login(call, force=True))
             return await self._send(
                 call, method, path, payload=payload, params=params,
                 headers={"Authorization": f"Bearer {self._bearer}"},
             )  # fmt: skip
+
+    async def _logged_in(self, login: Awaitable[None]) -> None:
+        """A login that failed for a passing reason: the request itself was never sent."""
+        try:
+            await login
+        except NotSent:
+            raise
+        except TemporaryError as exc:
+            raise NotSent(
+                exc.message, service=SERVICE, status=exc.status, retry_after=exc.retry_after
+            ) from None
 
     async def _ensure_bearer(self, call: str) -> None:
         if not self._bearer or self._clock.monotonic() >= self._bearer_renew_at:

@@ -191,3 +191,13 @@ async def test_client_side_rate_limit(world: VpsieWorld) -> None:
         await client.list_clusters()
     # 21 requests (the login too): 11 beyond the burst, a second apart.
     assert world.clock.monotonic() == pytest.approx(11, abs=0.01)
+
+
+async def test_a_failed_login_lets_even_add_worker_retry(world: VpsieWorld) -> None:
+    world.state.faults.add_rule(
+        FaultRule(service="vpsie", path="*/auth/from/api", error_rate=1.0, times=1)
+    )
+    client = world.make_client()
+    await client.add_worker(world.cluster, world.state.groups[0].id)
+    assert len(world.clock.sleeps) == 1  # the add itself was never sent before the login worked
+    assert len(world.state.workers) == 4 and world.state.logins == 1
