@@ -100,6 +100,10 @@ def _check_events(stream: str, expected_version: int, events: Sequence[NewEvent]
             raise TypeError(f"{where} ({e.type}): data must be bytes, got {type(e.data).__name__}")
 
 
+def _probe(path: str) -> None:
+    sqlite3.connect(path).close()
+
+
 def _check_path(path: str) -> None:
     if path == ":memory:":
         return
@@ -176,6 +180,10 @@ class EventStore:
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
         _check_path(p)
         try:
+            if p != ":memory:":
+                # A failing aiosqlite.connect leaves its thread to finish after we return (and
+                # complain if the loop is gone by then); find such failures with plain sqlite3.
+                await asyncio.to_thread(_probe, p)
             db = await aiosqlite.connect(p, isolation_level="IMMEDIATE")
         except sqlite3.Error as exc:
             raise translate(exc, p, "opening") from None

@@ -188,6 +188,11 @@ async def test_unusable_paths_are_named(tmp_path: Path, make: object, words: str
     assert os.fspath(path) in str(info.value) or os.fspath(tmp_path) in str(info.value)
 
 
+async def test_a_path_sqlite_cannot_open_is_named() -> None:
+    with pytest.raises(EventStoreError, match=r"/proc/events\.db: opening: unable to open"):
+        await EventStore.open("/proc/events.db")
+
+
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     await write_log(path, plans=1, per_plan=1)
