@@ -490,7 +490,7 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
 
 
 class EncodedEvent(NamedTuple):
-    """What the event store's `NewEvent` takes: `NewEvent(*encode(event))`."""
+    """What the event store's `NewEvent` takes: `NewEvent(**encode(event)._asdict())`."""
 
     type: str
     schema_version: int
