@@ -1,0 +1,344 @@
+"""Cordon, drain and uncordon an old node, and wait for its pods to be served elsewhere.
+
+Cordon is a patch; `CordonRequested` records whether the node was already unschedulable, and
+our cordon carries `CORDONED_BY_ANNOTATION` (the plan id), so a rollback uncordons only nodes
+this plan cordoned and a person can tell our cordons from anyone else's. A node that is
+unschedulable with our own annotation is ours (a cordon whose answer was lost), not "prior".
+
+Drain goes through the Eviction API only: a PodDisruptionBudget's refusal (HTTP 429) is
+recorded as `EvictionBlocked` and retried with exponential backoff (`eviction_backoff_s`)
+until the plan's `drain_timeout_s`, after which `DrainTimedOut` ends the step and the plan
+rolls back. Pods are never deleted directly, never force-deleted. DaemonSet pods, mirror pods
+and pods that have finished are left alone. Evictions of one replacement are one at a time:
+each is an intent with an outcome.
+
+After the node is empty, the drain waits until every controller that had pods on it has as
+many Running and Ready pods elsewhere as before the drain and none Pending
+(`ReschedulingConfirmed`); only then may the old worker be deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from typing import Any
+
+from adapters.errors import EvictionBlocked, NotFound, PermanentError, TemporaryError
+from daemon.execution import Runtime, StepFailed
+from statemachine import events as ev
+from statemachine.machines import ReplacementStatus
+from statemachine.world import CORDONED_BY_ANNOTATION, NodeInfo, PodInfo
+
+_RS = ReplacementStatus
+
+Owner = tuple[str, str, str]  # namespace, kind, name
+
+
+def evictable(pod: PodInfo) -> bool:
+    """Whether a drain evicts this pod (the same rules as `kubectl drain`)."""
+    return not (pod.is_daemonset or pod.is_mirror or pod.phase in ("Succeeded", "Failed"))
+
+
+def _ref(pod: PodInfo) -> str:
+    return f"{pod.namespace}/{pod.name}"
+
+
+def _owner(pod: PodInfo) -> Owner | None:
+    return (pod.namespace, pod.owner_kind, pod.owner_name) if pod.owner_kind else None
+
+
+def ours(node: NodeInfo, plan_id: str) -> bool:
+    """Whether the node is cordoned by this plan."""
+    return node.unschedulable and node.annotations.get(CORDONED_BY_ANNOTATION) == plan_id
+
+
+async def cordon(rt: Runtime, rid: str) -> None:
+    """READY (or PLANNED for a removal) -> CORDONED."""
+    spec = rt.spec_of(rid)
+    name = spec.old_node
+    while True:
+        r = rt.replacement(rid)
+        if r.status in (_RS.READY, _RS.PLANNED):
+            if r.status is _RS.PLANNED and spec.new_size_id is not None:
+                raise StepFailed(f"replacement {rid}: the new node is not ready; not cordoning")
+            rt.check()
+            deadline = rt.monotonic() + rt.ctx.call_retry_s
+            node = await rt.call(
+                f"read node {name}", lambda: rt.ctx.cluster.get_node(name), deadline=deadline
+            )
+            if node is None:
+                raise StepFailed(f"the node to replace, {name}, is gone from Kubernetes")
+            prior = node.unschedulable and not ours(node, rt.plan_id)
+            await rt.record(
+                ev.CordonRequested(
+                    plan_id=rt.plan_id,
+                    at=rt.at(),
+                    replacement_id=rid,
+                    node=name,
+                    prior_unschedulable=prior,
+                )
+            )
+            if not prior:
+                try:
+                    await rt.call(
+                        f"cordon node {name}",
+                        lambda: rt.ctx.cluster.cordon(
+                            name, annotations={CORDONED_BY_ANNOTATION: rt.plan_id}
+                        ),
+                        deadline=deadline,
+                        interruptible=False,
+                    )
+                except StepFailed as exc:
+                    await rt.record(
+                        ev.CordonFailed(
+                            plan_id=rt.plan_id,
+                            at=rt.at(),
+                            replacement_id=rid,
+                            node=name,
+                            reason=exc.reason,
+                        )
+                    )
+                    raise
+            await rt.record(
+                ev.NodeCordoned(plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, node=name)
+            )
+        elif r.status is _RS.CORDONING:
+            raise StepFailed(f"replacement {rid}: cordoning with an unsettled intent")
+        else:
+            return
+
+
+async def uncordon(rt: Runtime, rid: str) -> None:
+    """Undo this plan's cordon (only when the node still carries our annotation)."""
+    spec = rt.spec_of(rid)
+    name = spec.old_node
+    deadline = rt.monotonic() + rt.ctx.rollback_timeout_s
+    node = await rt.call(
+        f"read node {name}", lambda: rt.ctx.cluster.get_node(name), deadline=deadline
+    )
+    if node is None or node.annotations.get(CORDONED_BY_ANNOTATION) != rt.plan_id:
+        return  # gone, or someone else owns its cordon now
+    await rt.record(
+        ev.UncordonRequested(plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, node=name)
+    )
+    await uncordon_call(rt, name, deadline)
+    await rt.record(
+        ev.NodeUncordoned(plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, node=name)
+    )
+
+
+async def uncordon_call(rt: Runtime, name: str, deadline: float) -> None:
+    async def call() -> None:
+        with contextlib.suppress(NotFound):  # a node that is gone is not cordoned
+            await rt.ctx.cluster.uncordon(name, annotations={CORDONED_BY_ANNOTATION: None})
+
+    await rt.call(f"uncordon node {name}", call, deadline=deadline, interruptible=False)
+
+
+async def _pods_on(rt: Runtime, node: str, deadline: float) -> list[PodInfo]:
+    return await rt.call(
+        f"list the pods of node {node}",
+        lambda: rt.ctx.cluster.list_pods(node),
+        deadline=deadline,
+    )
+
+
+class Drainer:
+    """Drains one replacement's old node; keeps the pre-drain picture for the rescheduling
+    check (after a restart it is rebuilt from what is still known)."""
+
+    def __init__(self, rt: Runtime, rid: str) -> None:
+        self.rt = rt
+        self.rid = rid
+        self.node = rt.spec_of(rid).old_node
+        # Ready pods per controller across the cluster, just before the drain started.
+        self.baseline: Counter[Owner] = Counter()
+        self.owners: set[Owner] = set()
+
+    async def run(self) -> None:
+        """CORDONED -> DRAINED, with the evicted pods confirmed Ready elsewhere."""
+        rt = self.rt
+        while True:
+            r = rt.replacement(self.rid)
+            match r.status:
+                case _RS.CORDONED:
+                    rt.check()
+                    await self._start()
+                case _RS.DRAINING:
+                    await self._evict_all()
+                case _RS.DRAINED:
+                    await self._confirm_rescheduled()
+                    return
+                case _:
+                    return
+
+    async def _start(self) -> None:
+        rt = self.rt
+        deadline = rt.monotonic() + rt.ctx.call_retry_s
+        everything = await rt.call(
+            "list the pods", lambda: rt.ctx.cluster.list_pods(), deadline=deadline
+        )
+        on_node = [p for p in everything if p.node_name == self.node and evictable(p)]
+        self.owners = {o for p in on_node if (o := _owner(p)) is not None}
+        self.baseline = Counter(
+            o
+            for p in everything
+            if (o := _owner(p)) in self.owners and p.phase == "Running" and p.ready
+        )
+        await rt.record(
+            ev.DrainStarted(
+                plan_id=rt.plan_id,
+                at=rt.at(),
+                replacement_id=self.rid,
+                node=self.node,
+                pods=tuple(sorted(_ref(p) for p in on_node)),
+            )
+        )
+
+    async def _evict_all(self) -> None:
+        rt = self.rt
+        timeout = rt.spec.drain_timeout_s
+        deadline = rt.monotonic() + timeout
+        low, high = rt.ctx.eviction_backoff_s
+        backoff = low
+        attempts: Counter[str] = Counter()
+        while True:
+            pods = [p for p in await _pods_on(rt, self.node, deadline) if evictable(p)]
+            if not self.owners:
+                self.owners = {o for p in pods if (o := _owner(p)) is not None}
+            waiting = [p for p in pods if not p.deleting]
+            if not pods:
+                await rt.record(
+                    ev.NodeDrained(
+                        plan_id=rt.plan_id, at=rt.at(), replacement_id=self.rid, node=self.node
+                    )
+                )
+                return
+            blocked: list[str] = []
+            for pod in waiting:
+                rt.check()
+                attempts[_ref(pod)] += 1
+                if not await self._evict(pod, attempts[_ref(pod)]):
+                    blocked.append(_ref(pod))
+            if rt.monotonic() >= deadline:
+                remaining = tuple(sorted(_ref(p) for p in pods))
+                await rt.record(
+                    ev.DrainTimedOut(
+                        plan_id=rt.plan_id,
+                        at=rt.at(),
+                        replacement_id=self.rid,
+                        node=self.node,
+                        remaining=remaining,
+                    )
+                )
+                why = (
+                    f"evictions of {', '.join(blocked)} kept being refused (PodDisruptionBudget)"
+                    if blocked
+                    else f"{', '.join(remaining)} did not terminate"
+                )
+                raise StepFailed(f"drain of {self.node} timed out after {timeout:g} s: {why}")
+            left = max(0.0, deadline - rt.monotonic())
+            if blocked:
+                await rt.sleep(min(backoff, left))
+                backoff = min(backoff * 2, high)
+            else:
+                await rt.sleep(min(rt.ctx.poll_interval_s, left))
+
+    async def _evict(self, pod: PodInfo, attempt: int) -> bool:
+        """One bracketed eviction; False when it was refused (retry later)."""
+        rt = self.rt
+        base: dict[str, Any] = {"plan_id": rt.plan_id, "replacement_id": self.rid}
+        await rt.record(
+            ev.PodEvictionRequested(**base, at=rt.at(), namespace=pod.namespace, pod=pod.name)
+        )
+        try:
+            await rt.ctx.cluster.evict(pod.namespace, pod.name)
+        except NotFound:
+            pass  # already gone: evicted as far as we are concerned
+        except EvictionBlocked as exc:
+            await rt.record(
+                ev.EvictionBlocked(
+                    **base,
+                    at=rt.at(),
+                    namespace=pod.namespace,
+                    pod=pod.name,
+                    attempt=attempt,
+                    reason=exc.message,
+                )
+            )
+            return False
+        except TemporaryError as exc:
+            await rt.record(
+                ev.EvictionBlocked(
+                    **base,
+                    at=rt.at(),
+                    namespace=pod.namespace,
+                    pod=pod.name,
+                    attempt=attempt,
+                    reason=f"temporary error: {exc}",
+                )
+            )
+            return False
+        except PermanentError as exc:
+            await rt.record(
+                ev.EvictionBlocked(
+                    **base,
+                    at=rt.at(),
+                    namespace=pod.namespace,
+                    pod=pod.name,
+                    attempt=attempt,
+                    reason=f"refused: {exc}",
+                )
+            )
+            raise StepFailed(f"cannot evict {pod.namespace}/{pod.name}: {exc}") from None
+        await rt.record(ev.PodEvicted(**base, at=rt.at(), namespace=pod.namespace, pod=pod.name))
+        return True
+
+    async def _confirm_rescheduled(self) -> None:
+        """Wait until the drained controllers' pods are Running and Ready elsewhere."""
+        rt = self.rt
+        r = rt.replacement(self.rid)
+        timeout = rt.spec.drain_timeout_s
+        deadline = rt.monotonic() + timeout
+        namespaces = {ref.partition("/")[0] for ref in r.drain_pods}
+        while True:
+            everything = await rt.call(
+                "list the pods", lambda: rt.ctx.cluster.list_pods(), deadline=deadline
+            )
+            short = self._short(everything, namespaces)
+            if not short:
+                await rt.record(
+                    ev.ReschedulingConfirmed(
+                        plan_id=rt.plan_id,
+                        at=rt.at(),
+                        replacement_id=self.rid,
+                        pods=r.drain_pods,
+                    )
+                )
+                return
+            if rt.monotonic() >= deadline:
+                raise StepFailed(
+                    f"the pods drained from {self.node} are not Running and Ready elsewhere "
+                    f"after {timeout:g} s: {'; '.join(short)}"
+                )
+            await rt.sleep(min(rt.ctx.poll_interval_s, max(0.0, deadline - rt.monotonic())))
+
+    def _short(self, pods: list[PodInfo], namespaces: set[str]) -> list[str]:
+        """What is still missing, as text (empty: everything is back)."""
+        owners = self.owners or {
+            o for p in pods if p.namespace in namespaces and (o := _owner(p)) is not None
+        }
+        problems = []
+        for owner in sorted(owners):
+            mine = [p for p in pods if _owner(p) == owner and not p.deleting]
+            serving = [
+                p for p in mine if p.node_name != self.node and p.phase == "Running" and p.ready
+            ]
+            waiting = [p for p in mine if p.phase == "Pending" or not p.ready]
+            want = self.baseline.get(owner, 0)
+            if len(serving) < want or waiting:
+                problems.append(
+                    f"{owner[1]} {owner[0]}/{owner[2]}: {len(serving)} ready of {want}, "
+                    f"{len(waiting)} not ready"
+                )
+        return problems

@@ -1,0 +1,214 @@
+"""What every step of the executor shares: the context, deadlines, retries and interruption.
+
+A step (provision, cordon, drain, delete, roll back) runs against a `Runtime`: the plan's
+journal, the injected ports and clock, and a question it asks at every safe point, "should I
+stop here?" (a stop was requested, the plan was paused or cancelled, or another replacement of
+the plan failed). The answer unwinds the step with `Interrupted`; the state stays as recorded
+and a later `run()` continues from it. Nothing is ever interrupted between an intent and its
+outcome: the calls inside a bracket run to an answer or to their deadline.
+
+Temporary adapter errors are retried with exponential backoff (honouring `retry_after`)
+until the step's deadline; permanent ones, and deadlines, end the step with `StepFailed`,
+whose reason is written so that a person can act on it.
+
+`WorkerClaims` is what makes "the new worker is the one not claimed by another replacement"
+true across plans: every running plan's journal is registered in one process-wide registry,
+and a replacement takes a worker as its own only under the registry's lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from adapters.errors import NotFound, PermanentError, TemporaryError
+from daemon.clock import rfc3339
+from daemon.journal import PlanJournal
+from daemon.ports import Clock, Cloud, Cluster
+from statemachine import events as ev
+from statemachine.fold import PlanState, ReplacementState
+from statemachine.plan import CheckResult, PlanSpec, ReplacementSpec
+
+T = TypeVar("T")
+
+Recheck = Callable[[PlanState], Awaitable[Sequence[CheckResult]]]
+
+
+class StepFailed(Exception):
+    """A step cannot complete; `reason` says what happened and what to look at."""
+
+    def __init__(self, reason: str, *, permanent: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
+class Interrupted(Exception):
+    """Stop at this safe point: the state is recorded and a later run continues from it."""
+
+
+class WorkerClaims:
+    """The running plans of this process, and the VPSie workers their replacements added."""
+
+    def __init__(self) -> None:
+        self._journals: dict[str, PlanJournal] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._claim_lock = asyncio.Lock()
+        self._group_locks: dict[int, asyncio.Lock] = {}
+
+    def register(self, journal: PlanJournal) -> None:
+        self._journals[journal.plan_id] = journal
+
+    def unregister(self, journal: PlanJournal) -> None:
+        if self._journals.get(journal.plan_id) is journal:
+            del self._journals[journal.plan_id]
+
+    def claimed(self, plan_id: str, replacement_id: str) -> set[str]:
+        """Workers other replacements (of any registered plan) took as theirs."""
+        found: set[str] = set()
+        for journal in self._journals.values():
+            if not journal.exists:
+                continue
+            for r in journal.state.replacements.values():
+                if r.new_worker and (journal.plan_id, r.replacement_id) != (
+                    plan_id,
+                    replacement_id,
+                ):
+                    found.add(r.new_worker)
+        return found
+
+    def _bind(self) -> None:
+        # Locks are made per event loop: tests (and restarts) run several loops in one process.
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            self._claim_lock = asyncio.Lock()
+            self._group_locks = {}
+
+    def claim_lock(self) -> asyncio.Lock:
+        """Held while choosing a new worker and recording it as claimed."""
+        self._bind()
+        return self._claim_lock
+
+    def group_lock(self, size_id: int) -> asyncio.Lock:
+        """Held while finding or creating the VPSie node group of one size."""
+        self._bind()
+        return self._group_locks.setdefault(size_id, asyncio.Lock())
+
+
+PROCESS_CLAIMS = WorkerClaims()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutionContext:
+    """The world a plan runs against, and how patiently. Durations are clock seconds."""
+
+    cloud: Cloud
+    cluster: Cluster
+    clock: Clock
+    poll_interval_s: float = 5.0
+    eviction_backoff_s: tuple[float, float] = (5.0, 60.0)
+    # Re-run the safety checks before each batch and before resuming after a crash.
+    recheck: Recheck | None = None
+    # Backoff between retries of temporary adapter errors (first, maximum).
+    retry_backoff_s: tuple[float, float] = (1.0, 30.0)
+    # How long one bracketed call (cordon, delete, uncordon) is retried at most.
+    call_retry_s: float = 120.0
+    # How long a worker VPSie accepted may take to appear in its list before the add is
+    # taken as not made (also the wait before reconciling an add after a crash).
+    worker_visible_s: float = 60.0
+    # The most a rollback step is retried before the plan fails and needs a person.
+    rollback_timeout_s: float = 600.0
+    claims: WorkerClaims = PROCESS_CLAIMS
+
+
+class Runtime:
+    """One run of one plan: journal, ports, clock and the interruption check."""
+
+    def __init__(
+        self,
+        journal: PlanJournal,
+        ctx: ExecutionContext,
+        interrupt: Callable[[], str | None],
+    ) -> None:
+        self.journal = journal
+        self.ctx = ctx
+        self._interrupt = interrupt
+
+    @property
+    def state(self) -> PlanState:
+        return self.journal.state
+
+    @property
+    def spec(self) -> PlanSpec:
+        return self.journal.state.spec
+
+    @property
+    def plan_id(self) -> str:
+        return self.journal.plan_id
+
+    def replacement(self, rid: str) -> ReplacementState:
+        return self.journal.state.replacements[rid]
+
+    def spec_of(self, rid: str) -> ReplacementSpec:
+        return next(s for s in self.spec.replacements if s.replacement_id == rid)
+
+    def at(self) -> str:
+        return rfc3339(self.ctx.clock.now())
+
+    def monotonic(self) -> float:
+        return self.ctx.clock.monotonic()
+
+    def check(self) -> None:
+        reason = self._interrupt()
+        if reason:
+            raise Interrupted(reason)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep on the injected clock, stopping at once if asked to."""
+        self.check()
+        await self.ctx.clock.sleep(seconds)
+        self.check()
+
+    async def record(self, *events: ev.Event) -> None:
+        await self.journal.record(*events)
+
+    async def call(
+        self,
+        what: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        deadline: float,
+        interruptible: bool = True,
+    ) -> T:
+        """`fn()`, retrying temporary errors until `deadline` (monotonic clock seconds).
+
+        StepFailed on a permanent error (NotFound included: callers that accept it catch it
+        themselves by passing a function that does) or when the deadline passes.
+        """
+        first, most = self.ctx.retry_backoff_s
+        delay = first
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return await fn()
+            except NotFound as exc:
+                raise StepFailed(f"{what}: {exc}") from None
+            except PermanentError as exc:
+                raise StepFailed(f"{what}: {exc}") from None
+            except TemporaryError as exc:
+                left = deadline - self.monotonic()
+                if left <= 0:
+                    raise StepFailed(
+                        f"{what}: still failing after {attempts} attempts: {exc}",
+                        permanent=False,
+                    ) from None
+                wait = min(exc.retry_after if exc.retry_after else delay, left)
+                if interruptible:
+                    await self.sleep(wait)
+                else:
+                    await self.ctx.clock.sleep(wait)
+                delay = min(delay * 2, most)

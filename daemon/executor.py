@@ -1,0 +1,360 @@
+"""The executor: drives one plan's replacements through their state machines to an end.
+
+`PlanRunner(journal, ctx).run()` starts from whatever the log says. It first settles every
+intent the log left open (`daemon.reconcile`), re-runs the safety checks if work was in
+flight (`ctx.recheck`), then executes forward or rolls back (`daemon.rollback`) until the plan
+is completed, rolled back or failed. It returns early, with everything recorded, when the plan
+is paused, when a stop is requested (SIGTERM: the current step finishes first), or when the
+lease is lost; calling `run()` again (in this process or the next) carries on.
+
+Every change goes through the journal: an intent is committed before each call to the world
+and an outcome after it, so a crash at any instant leaves a log that `reconcile` can settle.
+
+Strategies, as planned (`PlanSpec.strategy`, `batches`, `max_concurrent`):
+
+- rolling: batch by batch, up to `max_concurrent` replacements at once, each add -> Ready ->
+  cordon -> drain -> delete;
+- surge: every new node first; if any fails to become Ready, nothing is drained and the plan
+  rolls back; then batch by batch cordon -> drain -> delete;
+- blue-green: every new node, then every old node cordoned, `soak_s` of soak, drains, deletes;
+  a failure before the deletes rolls everything back.
+
+The safety checks run again before each batch that has not started, and when a run resumes
+work in flight; a failed check rolls the plan back. Nothing here reads the real clock or
+sleeps for real: only `ctx.clock`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal
+
+from daemon.drain import Drainer, cordon
+from daemon.execution import (
+    PROCESS_CLAIMS,
+    ExecutionContext,
+    Interrupted,
+    Runtime,
+    StepFailed,
+    WorkerClaims,
+)
+from daemon.journal import PlanJournal
+from daemon.provisioning import provision, terminate
+from daemon.reconcile import reconcile_pending
+from daemon.rollback import roll_back_plan
+from statemachine import events as ev
+from statemachine.fold import PlanState
+from statemachine.machines import IllegalTransition, PlanStatus, ReplacementStatus
+from statemachine.plan import Action, CheckResult, CheckStatus, Strategy
+
+__all__ = [
+    "PROCESS_CLAIMS",
+    "ExecutionContext",
+    "InvalidRequest",
+    "PlanRunner",
+    "WorkerClaims",
+]
+
+_RS = ReplacementStatus
+_PS = PlanStatus
+
+Work = Callable[[str], Awaitable[None]]
+
+
+class InvalidRequest(ValueError):
+    """pause/resume/cancel asked of a plan in a state that does not allow it."""
+
+
+class PlanRunner:
+    """Runs one plan; one runner per plan at a time (the journal has one writer)."""
+
+    def __init__(self, journal: PlanJournal, ctx: ExecutionContext) -> None:
+        self._journal = journal
+        self._ctx = ctx
+        self._stop = False
+        self._abort = ""  # set when one replacement failed: the others stop at a safe point
+        self._forward = Runtime(journal, ctx, self._forward_interrupt)
+        self._backward = Runtime(journal, ctx, self._stop_interrupt)
+
+    def __repr__(self) -> str:
+        return f"PlanRunner({self._journal!r})"
+
+    @property
+    def state(self) -> PlanState:
+        return self._journal.state
+
+    def request_stop(self) -> None:
+        """Finish the current step (its outcome recorded), then return from run()."""
+        self._stop = True
+
+    def _stop_interrupt(self) -> str | None:
+        return "stop requested" if self._stop else None
+
+    def _forward_interrupt(self) -> str | None:
+        if self._stop:
+            return "stop requested"
+        status = self._journal.state.status
+        if status is not _PS.EXECUTING:
+            return f"plan is {status.value}"
+        return self._abort or None
+
+    def _at(self) -> str:
+        return self._forward.at()
+
+    # -- control ----------------------------------------------------------------------------
+
+    async def pause(self, by: str, reason: str) -> None:
+        state = self.state
+        if state.status is not _PS.EXECUTING:
+            raise InvalidRequest(f"plan {state.plan_id} is {state.status.value}, not executing")
+        await self._journal.record(
+            ev.PlanPaused(plan_id=state.plan_id, at=self._at(), by=by, reason=reason)
+        )
+
+    async def resume(self, by: str) -> None:
+        state = self.state
+        if state.status is not _PS.PAUSED:
+            raise InvalidRequest(f"plan {state.plan_id} is {state.status.value}, not paused")
+        await self._journal.record(ev.PlanResumed(plan_id=state.plan_id, at=self._at(), by=by))
+
+    async def cancel(self, by: str, reason: str) -> None:
+        """Before execution: PlanCancelled. During it: roll back what this plan did."""
+        state = self.state
+        why = f"cancelled by {by}" + (f": {reason}" if reason else "")
+        match state.status:
+            case _PS.PROPOSED | _PS.AWAITING_APPROVAL | _PS.APPROVED:
+                await self._journal.record(
+                    ev.PlanCancelled(plan_id=state.plan_id, at=self._at(), by=by, reason=reason)
+                )
+            case _PS.EXECUTING | _PS.PAUSED:
+                await self._journal.record(
+                    ev.PlanRollbackStarted(plan_id=state.plan_id, at=self._at(), reason=why)
+                )
+            case _PS.ROLLING_BACK:
+                pass
+            case _:
+                raise InvalidRequest(f"plan {state.plan_id} is {state.status.value}")
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def run(self) -> PlanState:
+        """Reconcile, then forward or roll back, to an end or to a stop; returns the state."""
+        self._ctx.claims.register(self._journal)
+        try:
+            await self._run()
+        finally:
+            self._ctx.claims.unregister(self._journal)
+        return self.state
+
+    async def _run(self) -> None:
+        journal = self._journal
+        self._abort = ""
+        if self.state.status is _PS.APPROVED and not self._stop:
+            with contextlib.suppress(IllegalTransition):  # cancelled meanwhile
+                await journal.record(
+                    ev.PlanExecutionStarted(plan_id=journal.plan_id, at=self._at())
+                )
+        if self.state.status not in (_PS.EXECUTING, _PS.ROLLING_BACK):
+            return
+        try:
+            await reconcile_pending(self._backward)
+        except StepFailed as exc:
+            await self._fail(f"could not settle what was in flight: {exc.reason}")
+            return
+        except Interrupted:
+            return
+        if self.state.status is _PS.EXECUTING:
+            try:
+                if self._in_flight():
+                    await self._checkpoint("resume")
+                await self._execute()
+            except Interrupted:
+                pass
+        if self._stop:
+            return
+        state = self.state
+        if state.status is _PS.EXECUTING and all(
+            r.status is _RS.DONE for r in state.replacements.values()
+        ):
+            saving = sum(
+                (r.monthly_saving or Decimal(0) for r in state.replacements.values()),
+                Decimal(0),
+            )
+            await journal.record(
+                ev.PlanCompleted(
+                    plan_id=journal.plan_id, at=self._at(), realised_monthly_saving=saving
+                )
+            )
+        elif state.status is _PS.ROLLING_BACK:
+            try:
+                await roll_back_plan(self._backward, "")
+            except Interrupted:
+                return
+
+    def _in_flight(self) -> bool:
+        return any(
+            r.status not in (_RS.PLANNED, _RS.DONE, _RS.ROLLED_BACK, _RS.FAILED)
+            for r in self.state.replacements.values()
+        )
+
+    async def _fail(self, reason: str) -> None:
+        state = self.state
+        for rid, r in state.replacements.items():
+            if r.status not in (_RS.PLANNED, _RS.DONE, _RS.ROLLED_BACK, _RS.FAILED):
+                await self._journal.record(
+                    ev.ReplacementFailed(
+                        plan_id=state.plan_id, at=self._at(), replacement_id=rid, reason=reason
+                    )
+                )
+        await self._journal.record(
+            ev.PlanFailed(plan_id=state.plan_id, at=self._at(), reason=reason)
+        )
+
+    # -- safety checks ------------------------------------------------------------------------
+
+    async def _checkpoint(self, step: str) -> None:
+        """Re-run the safety checks; a failure starts the rollback (and unwinds)."""
+        recheck = self._ctx.recheck
+        if recheck is None:
+            return
+        rt = self._forward
+        rt.check()
+        deadline = rt.monotonic() + self._ctx.call_retry_s
+        first, most = self._ctx.retry_backoff_s
+        delay = first
+        while True:
+            try:
+                checks = tuple(await recheck(self.state))
+                break
+            except Exception as exc:
+                if rt.monotonic() >= deadline:
+                    checks = (
+                        CheckResult(
+                            name="recheck",
+                            status=CheckStatus.FAILED,
+                            message=f"the safety checks could not run: {exc}",
+                        ),
+                    )
+                    break
+                await rt.sleep(min(delay, max(0.0, deadline - rt.monotonic())))
+                delay = min(delay * 2, most)
+        failed = [c for c in checks if c.status is CheckStatus.FAILED]
+        reasons = tuple(f"{c.name}: {c.message}" for c in failed)
+        await self._journal.record(
+            ev.SafetyChecksRun(
+                plan_id=self._journal.plan_id,
+                at=self._at(),
+                checks=checks,
+                action=Action.REJECT if failed else Action.PROCEED,
+                reasons=reasons,
+                step=step,
+            )
+        )
+        if failed:
+            await self._start_rollback(f"safety checks failed before {step}: {'; '.join(reasons)}")
+            raise Interrupted("safety checks failed")
+
+    async def _start_rollback(self, reason: str) -> None:
+        if self.state.status in (_PS.EXECUTING, _PS.PAUSED):
+            await self._journal.record(
+                ev.PlanRollbackStarted(plan_id=self._journal.plan_id, at=self._at(), reason=reason)
+            )
+
+    # -- strategies ---------------------------------------------------------------------------
+
+    def _open(self, rids: Sequence[str]) -> list[str]:
+        done = (_RS.DONE, _RS.ROLLED_BACK, _RS.FAILED)
+        return [rid for rid in rids if self.state.replacements[rid].status not in done]
+
+    def _untouched(self, rids: Sequence[str]) -> bool:
+        return all(self.state.replacements[rid].status is _RS.PLANNED for rid in rids)
+
+    async def _execute(self) -> None:
+        spec = self.state.spec
+        everything = [r.replacement_id for r in spec.replacements]
+        match spec.strategy:
+            case Strategy.ROLLING:
+                for number, batch in enumerate(spec.batches, start=1):
+                    todo = self._open(batch)
+                    if not todo:
+                        continue
+                    if self._untouched(todo):
+                        await self._checkpoint(f"batch {number}")
+                    await self._together(todo, self._replace, spec.max_concurrent)
+            case Strategy.SURGE:
+                if self._untouched(everything):
+                    await self._checkpoint("surge")
+                await self._together(self._open(everything), self._provision, len(everything))
+                for number, batch in enumerate(spec.batches, start=1):
+                    todo = self._open(batch)
+                    if not todo:
+                        continue
+                    if all(self.state.replacements[rid].status is _RS.READY for rid in todo):
+                        await self._checkpoint(f"batch {number}")
+                    await self._together(todo, self._retire, spec.max_concurrent)
+            case Strategy.BLUE_GREEN:
+                if self._untouched(everything):
+                    await self._checkpoint("blue-green")
+                todo = self._open(everything)
+                await self._together(todo, self._provision, len(everything))
+                needs_soak = any(
+                    self.state.replacements[rid].status in (_RS.READY, _RS.PLANNED) for rid in todo
+                )
+                await self._together(todo, self._cordon, len(everything))
+                if needs_soak and spec.soak_s > 0:
+                    await self._forward.sleep(spec.soak_s)
+                await self._together(self._open(todo), self._drain, spec.max_concurrent)
+                await self._together(self._open(todo), self._terminate, spec.max_concurrent)
+
+    async def _together(self, rids: Sequence[str], work: Work, limit: int) -> None:
+        """`work` on each replacement, at most `limit` at once. The first failure stops the
+        others at their next safe point and starts the plan's rollback."""
+        if not rids:
+            return
+        gate = asyncio.Semaphore(max(1, limit))
+        failures: list[str] = []
+
+        async def one(rid: str) -> None:
+            async with gate:
+                self._forward.check()
+                try:
+                    await work(rid)
+                except StepFailed as exc:
+                    failures.append(exc.reason)
+                    self._abort = self._abort or f"replacement {rid} failed"
+
+        results = await asyncio.gather(*(one(rid) for rid in rids), return_exceptions=True)
+        errors = [
+            r for r in results if isinstance(r, BaseException) and not isinstance(r, Interrupted)
+        ]
+        if errors:
+            raise errors[0]
+        if failures:
+            await self._start_rollback("; ".join(failures))
+            raise Interrupted("rolling back")
+        if any(isinstance(r, Interrupted) for r in results):
+            raise Interrupted("interrupted")
+
+    async def _provision(self, rid: str) -> None:
+        await provision(self._forward, rid)
+
+    async def _cordon(self, rid: str) -> None:
+        await cordon(self._forward, rid)
+
+    async def _drain(self, rid: str) -> None:
+        await Drainer(self._forward, rid).run()
+
+    async def _terminate(self, rid: str) -> None:
+        await terminate(self._forward, rid)
+
+    async def _retire(self, rid: str) -> None:
+        """Cordon, drain and delete the old node of a replacement whose new node is Ready."""
+        await self._cordon(rid)
+        await self._drain(rid)
+        await self._terminate(rid)
+
+    async def _replace(self, rid: str) -> None:
+        await self._provision(rid)
+        await self._retire(rid)

@@ -1,0 +1,119 @@
+"""One plan's journal: the only way the executor changes a plan's state.
+
+`record(*events)` first folds the events into a copy of the plan's state (an event the
+machines refuse raises `IllegalTransition` and nothing is written), then appends them to the
+plan's stream with the stream version it last saw as `expected_version`, and only after the
+append has committed replaces the state with the copy and tells the subscribers. So the state
+a caller reads is always a fold of what is durable, and nothing is acted on before it is.
+
+One writer per plan: records are serialised by an asyncio.Lock, so the concurrent
+replacements of one plan cannot interleave a read-modify-append. A second process writing the
+same stream shows as `eventstore.ConcurrencyError`.
+
+Subscribers (`subscribe(callback)`) are called with the new state and each event, in order;
+they are for progress lines, metrics and Kubernetes Events, must not block, and an exception
+in one is logged and ignored (a broken reporter never stops a replacement).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Callable
+
+from eventstore import EventStore, NewEvent
+from statemachine import events as ev
+from statemachine.fold import FoldState, PlanState, apply, apply_event
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[[PlanState, ev.Event], None]
+
+
+class PlanJournal:
+    """A plan's stream, folded; `record` appends then applies."""
+
+    def __init__(self, store: EventStore, plan_id: str, fold: FoldState) -> None:
+        self._store = store
+        self._plan_id = plan_id
+        self._stream = ev.stream_for(plan_id)
+        self._fold = fold
+        self._lock = asyncio.Lock()
+        self._subscribers: list[Subscriber] = []
+
+    def __repr__(self) -> str:
+        state = self._fold.plans.get(self._plan_id)
+        status = state.status.value if state is not None else "none"
+        return f"PlanJournal({self._plan_id!r}, {status})"
+
+    @classmethod
+    async def load(cls, store: EventStore, plan_id: str) -> PlanJournal:
+        """Fold the plan's stream (empty for a plan not proposed yet)."""
+        fold = FoldState(keep_finished=True)
+        for recorded in await store.read_stream(ev.stream_for(plan_id)):
+            apply(fold, recorded)
+        return cls(store, plan_id, fold)
+
+    @property
+    def plan_id(self) -> str:
+        return self._plan_id
+
+    @property
+    def exists(self) -> bool:
+        """Whether the plan has been proposed (its stream is not empty)."""
+        return self._plan_id in self._fold.plans
+
+    @property
+    def state(self) -> PlanState:
+        state = self._fold.plans.get(self._plan_id)
+        if state is None:
+            raise LookupError(f"plan {self._plan_id} has no events yet (record PlanProposed)")
+        return state
+
+    @property
+    def version(self) -> int:
+        state = self._fold.plans.get(self._plan_id)
+        return state.version if state is not None else 0
+
+    def subscribe(self, callback: Subscriber) -> None:
+        self._subscribers.append(callback)
+
+    async def record(self, *events: ev.Event) -> None:
+        """Append `events` atomically, then fold them in; IllegalTransition: nothing written."""
+        if not events:
+            return
+        async with self._lock:
+            expected = self.version
+            # Specs are immutable and can be large: share them instead of copying.
+            memo: dict[int, object] = {id(p.spec): p.spec for p in self._fold.plans.values()}
+            candidate = copy.deepcopy(self._fold, memo)
+            for offset, event in enumerate(events, start=1):
+                if event.plan_id != self._plan_id:
+                    raise ValueError(
+                        f"{type(event).type_name()} of plan {event.plan_id!r} recorded in the "
+                        f"journal of plan {self._plan_id!r}"
+                    )
+                version = expected + offset
+                apply_event(candidate, event, stream=self._stream, seq=version, version=version)
+            encoded = [
+                NewEvent(type=e.type, schema_version=e.schema_version, data=e.data)
+                for e in map(ev.encode, events)
+            ]
+            await self._store.append(self._stream, expected, encoded)
+            self._fold = candidate
+            state = candidate.plans[self._plan_id]
+            for event in events:
+                self._notify(state, event)
+
+    def _notify(self, state: PlanState, event: ev.Event) -> None:
+        for callback in self._subscribers:
+            try:
+                callback(state, event)
+            except Exception:
+                log.exception(
+                    "journal subscriber %r failed on %s",
+                    callback,
+                    type(event).type_name(),
+                    extra={"plan_id": self._plan_id},
+                )

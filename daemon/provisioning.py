@@ -1,0 +1,418 @@
+"""VPSie workers: the node group of the target size, adding a worker, its Node, deleting one.
+
+VPSie's "add worker" is asynchronous and returns no id, so a worker is identified by
+difference: `WorkerAddRequested` records every worker identifier of the cluster before the
+call (`known_workers`); afterwards the new worker is one that is in the target group, not in
+that set, and not claimed by another replacement of a running plan. Choosing it and recording
+`WorkerAdded` happen under `WorkerClaims.claim_lock()`, so two replacements adding to the same
+group at once never take the same worker. An add is never repeated for one intent: a call that
+failed in a way that may have reached VPSie (a temporary error) is settled by looking, and only
+a settled "not made" lets a new intent try again.
+
+The new worker's Node is matched by hostname (node name or `kubernetes.io/hostname`), then by
+IP, and must turn Ready within the plan's `provision_timeout_s`; it is then labelled as a
+member of the plan's node group (and carries the old node's own labels, so pods that select
+them can move).
+"""
+
+from __future__ import annotations
+
+from adapters.errors import Conflict, PermanentError, TemporaryError
+from daemon.execution import Runtime, StepFailed
+from statemachine import events as ev
+from statemachine.machines import ReplacementStatus
+from statemachine.world import (
+    DATACENTER_LABEL,
+    HOSTNAME_LABEL,
+    MANAGED_LABEL,
+    NODEGROUP_LABEL,
+    VPSIE_NODE_LABEL,
+    NodeInfo,
+    VpsieWorker,
+)
+
+_RS = ReplacementStatus
+
+# Label prefixes the kubelet and the cloud own; everything else on the old node is carried over.
+_SYSTEM_LABEL_DOMAINS = ("kubernetes.io/", "k8s.io/")
+
+
+def group_name(node_group: str, size_id: int) -> str:
+    """The VPSie group created for a size: one group per size per cluster."""
+    return f"{node_group}-{size_id}"
+
+
+async def ensure_group(rt: Runtime, rid: str) -> int:
+    """The numeric id of the VPSie group of the target size; created (bracketed) if missing."""
+    spec = rt.spec_of(rid)
+    assert spec.new_size_id is not None
+    size_id = spec.new_size_id
+    cluster = rt.spec.cluster
+    deadline = rt.monotonic() + rt.ctx.call_retry_s
+    async with rt.ctx.claims.group_lock(size_id):
+        groups = await rt.call(
+            "list the VPSie node groups",
+            lambda: rt.ctx.cloud.list_node_groups(cluster),
+            deadline=deadline,
+        )
+        found = next((g for g in groups if g.size_id == size_id), None)
+        if found is not None:
+            return found.id
+        name = group_name(rt.spec.node_group, size_id)
+        await rt.record(
+            ev.NodeGroupCreateRequested(
+                plan_id=rt.plan_id,
+                at=rt.at(),
+                replacement_id=rid,
+                cluster=cluster,
+                group_name=name,
+                size_id=size_id,
+            )
+        )
+        problem = ""
+        try:
+            await rt.ctx.cloud.create_node_group(cluster, name, size_id)
+        except Conflict:
+            pass  # someone created the group of this size meanwhile: re-listing finds it
+        except (TemporaryError, PermanentError) as exc:
+            problem = str(exc)
+        group_id = await settle_group(rt, size_id)
+        if group_id is not None:
+            await rt.record(
+                ev.NodeGroupCreated(
+                    plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, group_id=group_id
+                )
+            )
+            return group_id
+        reason = (
+            f"could not create the VPSie node group {name!r} of size {size_id}: "
+            f"{problem or 'VPSie accepted it but does not list it'}"
+        )
+        await rt.record(
+            ev.NodeGroupCreateFailed(
+                plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, reason=reason, permanent=True
+            )
+        )
+        raise StepFailed(reason)
+
+
+async def settle_group(rt: Runtime, size_id: int) -> int | None:
+    """Re-list the groups to learn the id of the one of `size_id` (None: there is none)."""
+    groups = await rt.call(
+        "list the VPSie node groups",
+        lambda: rt.ctx.cloud.list_node_groups(rt.spec.cluster),
+        deadline=rt.monotonic() + rt.ctx.call_retry_s,
+        interruptible=False,
+    )
+    found = next((g for g in groups if g.size_id == size_id), None)
+    return found.id if found is not None else None
+
+
+def _candidates(
+    rt: Runtime, rid: str, intent: ev.WorkerAddRequested, workers: list[VpsieWorker]
+) -> list[VpsieWorker]:
+    known = set(intent.known_workers)
+    claimed = rt.ctx.claims.claimed(rt.plan_id, rid)
+    for r in rt.state.replacements.values():
+        if r.replacement_id != rid and r.new_worker:
+            claimed.add(r.new_worker)
+    olds = {s.old_worker for s in rt.spec.replacements}
+    found = [
+        w
+        for w in workers
+        if w.identifier not in known
+        and w.identifier not in claimed
+        and w.identifier not in olds
+        and (w.group_id is None or w.group_id == intent.group_id)
+    ]
+    return sorted(found, key=lambda w: (w.created_on, w.identifier))
+
+
+async def settle_add(rt: Runtime, rid: str, intent: ev.WorkerAddRequested) -> bool:
+    """Look for the worker `intent` added, for up to `worker_visible_s`; record WorkerAdded
+    and return True when found, return False (nothing recorded) when it never appeared."""
+    deadline = rt.monotonic() + rt.ctx.worker_visible_s
+    while True:
+        async with rt.ctx.claims.claim_lock():
+            workers = await rt.call(
+                "list the VPSie workers",
+                lambda: rt.ctx.cloud.list_workers(intent.cluster),
+                deadline=rt.monotonic() + rt.ctx.call_retry_s,
+                interruptible=False,
+            )
+            found = _candidates(rt, rid, intent, workers)
+            if found:
+                worker = found[0]
+                await rt.record(
+                    ev.WorkerAdded(
+                        plan_id=rt.plan_id,
+                        at=rt.at(),
+                        replacement_id=rid,
+                        worker_identifier=worker.identifier,
+                        hostname=worker.hostname,
+                        ip=worker.ip or worker.private_ip,
+                    )
+                )
+                return True
+        if rt.monotonic() >= deadline:
+            return False
+        await rt.ctx.clock.sleep(min(rt.ctx.poll_interval_s, rt.ctx.worker_visible_s))
+
+
+async def add_worker(rt: Runtime, rid: str, group_id: int, deadline: float) -> None:
+    """PLANNED -> JOINING: one bracketed add, retried (with a fresh intent) only when the
+    previous one is settled as not made."""
+    spec = rt.spec_of(rid)
+    assert spec.new_size_id is not None
+    cluster = rt.spec.cluster
+    first, most = rt.ctx.retry_backoff_s
+    delay = first
+    while True:
+        rt.check()
+        workers = await rt.call(
+            "list the VPSie workers", lambda: rt.ctx.cloud.list_workers(cluster), deadline=deadline
+        )
+        intent = ev.WorkerAddRequested(
+            plan_id=rt.plan_id,
+            at=rt.at(),
+            replacement_id=rid,
+            idempotency_key=f"{rt.plan_id}/{rid}/add/{rt.journal.version + 1}",
+            cluster=cluster,
+            group_id=group_id,
+            size_id=spec.new_size_id,
+            known_workers=tuple(sorted(w.identifier for w in workers)),
+        )
+        await rt.record(intent)
+        temporary: TemporaryError | None = None
+        try:
+            await rt.ctx.cloud.add_worker(cluster, group_id)
+        except TemporaryError as exc:
+            temporary = exc  # it may have reached VPSie: look before trying again
+        except PermanentError as exc:
+            reason = f"VPSie refused to add a worker to group {group_id}: {exc}"
+            await _add_failed(rt, rid, reason, permanent=True)
+            raise StepFailed(reason) from None
+        if await settle_add(rt, rid, intent):
+            return
+        if temporary is None:
+            reason = (
+                f"VPSie accepted a worker for group {group_id} but none appeared within "
+                f"{rt.ctx.worker_visible_s:g} s"
+            )
+            await _add_failed(rt, rid, reason, permanent=True)
+            raise StepFailed(reason)
+        await _add_failed(rt, rid, f"add_worker: {temporary}", permanent=False)
+        if rt.monotonic() >= deadline:
+            raise StepFailed(f"could not add a worker to group {group_id}: {temporary}")
+        await rt.sleep(min(delay, max(0.0, deadline - rt.monotonic())))
+        delay = min(delay * 2, most)
+
+
+async def _add_failed(rt: Runtime, rid: str, reason: str, *, permanent: bool) -> None:
+    await rt.record(
+        ev.WorkerAddFailed(
+            plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, reason=reason, permanent=permanent
+        )
+    )
+
+
+def match_node(nodes: list[NodeInfo], hostname: str, ips: tuple[str, ...]) -> NodeInfo | None:
+    """The Node of a worker: by hostname first, then by an InternalIP/ExternalIP."""
+    if hostname:
+        for node in nodes:
+            if node.name == hostname or node.labels.get(HOSTNAME_LABEL) == hostname:
+                return node
+    wanted = {ip for ip in ips if ip}
+    for node in nodes:
+        if wanted.intersection(node.addresses):
+            return node
+    return None
+
+
+async def wait_joined(rt: Runtime, rid: str) -> None:
+    """JOINING -> READY: the new worker's Node Ready within provision_timeout_s, labelled."""
+    r = rt.replacement(rid)
+    timeout = rt.spec.provision_timeout_s
+    started = rt.monotonic()
+    deadline = started + timeout
+    while True:
+        nodes: list[NodeInfo] | None
+        try:
+            nodes = await rt.ctx.cluster.list_nodes()
+        except TemporaryError:
+            nodes = None
+        except PermanentError as exc:
+            raise StepFailed(f"cannot list the Kubernetes nodes: {exc}") from None
+        node = match_node(nodes, r.new_hostname, (r.new_ip,)) if nodes is not None else None
+        if node is not None and node.ready:
+            await rt.record(
+                ev.NodeJoined(
+                    plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, node_name=node.name
+                )
+            )
+            await ensure_labelled(rt, rid)
+            return
+        waited = rt.monotonic() - started
+        if rt.monotonic() >= deadline:
+            await rt.record(
+                ev.NodeJoinTimedOut(
+                    plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, waited_s=round(waited, 3)
+                )
+            )
+            seen = f"its Node {node.name} is not Ready" if node else "no Node has registered"
+            raise StepFailed(
+                f"worker {r.new_worker} ({r.new_hostname or r.new_ip}) did not become a Ready "
+                f"node within {timeout:g} s: {seen}"
+            )
+        await rt.sleep(min(rt.ctx.poll_interval_s, max(0.0, deadline - rt.monotonic())))
+
+
+def _labels_for(rt: Runtime, rid: str, old: NodeInfo | None) -> dict[str, str]:
+    r = rt.replacement(rid)
+    labels: dict[str, str] = {}
+    if old is not None:
+        for key, value in old.labels.items():
+            domain = key.partition("/")[0] + "/" if "/" in key else ""
+            if any(domain.endswith(d) for d in _SYSTEM_LABEL_DOMAINS):
+                continue
+            if key in (VPSIE_NODE_LABEL, HOSTNAME_LABEL):
+                continue
+            labels[key] = value
+        if DATACENTER_LABEL in old.labels:
+            labels[DATACENTER_LABEL] = old.labels[DATACENTER_LABEL]
+    labels[NODEGROUP_LABEL] = rt.spec.node_group
+    labels[MANAGED_LABEL] = "true"
+    if r.new_hostname:
+        labels[VPSIE_NODE_LABEL] = r.new_hostname
+    return labels
+
+
+async def ensure_labelled(rt: Runtime, rid: str) -> None:
+    """Label the new node as a member of the node group unless it already is."""
+    r = rt.replacement(rid)
+    deadline = rt.monotonic() + rt.ctx.call_retry_s
+    cluster = rt.ctx.cluster
+    node = await rt.call(
+        f"read node {r.new_node}", lambda: cluster.get_node(r.new_node), deadline=deadline
+    )
+    if node is None:
+        raise StepFailed(f"the new node {r.new_node} disappeared after joining")
+    old = await rt.call(
+        f"read node {rt.spec_of(rid).old_node}",
+        lambda: cluster.get_node(rt.spec_of(rid).old_node),
+        deadline=deadline,
+    )
+    wanted = _labels_for(rt, rid, old)
+    if all(node.labels.get(k) == v for k, v in wanted.items()):
+        return
+    await rt.call(
+        f"label node {r.new_node}",
+        lambda: cluster.label_node(r.new_node, dict(wanted)),
+        deadline=deadline,
+        interruptible=False,
+    )
+    await rt.record(
+        ev.NodeLabelled(
+            plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, node=r.new_node, labels=wanted
+        )
+    )
+
+
+async def provision(rt: Runtime, rid: str) -> None:
+    """Drive a replacement to READY (its new node Ready and labelled)."""
+    spec = rt.spec_of(rid)
+    if spec.new_size_id is None:
+        return
+    deadline = rt.monotonic() + rt.spec.provision_timeout_s
+    while True:
+        r = rt.replacement(rid)
+        match r.status:
+            case _RS.PLANNED:
+                rt.check()
+                group_id = await ensure_group(rt, rid)
+                await add_worker(rt, rid, group_id, deadline)
+            case _RS.JOINING:
+                await wait_joined(rt, rid)
+            case _RS.READY:
+                await ensure_labelled(rt, rid)
+                return
+            case _RS.CREATING_GROUP | _RS.PROVISIONING:
+                raise StepFailed(f"replacement {rid}: {r.status} with an unsettled intent")
+            case _:
+                return  # past provisioning
+
+
+async def delete_worker(
+    rt: Runtime, rid: str, worker: str, node: str, *, role: str, deadline: float
+) -> None:
+    """One bracketed delete by identifier (404 = already gone = done)."""
+    await rt.record(
+        ev.WorkerDeleteRequested(
+            plan_id=rt.plan_id,
+            at=rt.at(),
+            replacement_id=rid,
+            worker_identifier=worker,
+            node=node,
+            role="old" if role == "old" else "new",
+        )
+    )
+    cluster = rt.spec.cluster
+    try:
+        deleted = await rt.call(
+            f"delete VPSie worker {worker}",
+            lambda: rt.ctx.cloud.delete_worker(cluster, worker),
+            deadline=deadline,
+            interruptible=False,
+        )
+    except StepFailed as exc:
+        await rt.record(
+            ev.WorkerDeleteFailed(
+                plan_id=rt.plan_id,
+                at=rt.at(),
+                replacement_id=rid,
+                worker_identifier=worker,
+                reason=exc.reason,
+                permanent=exc.permanent,
+            )
+        )
+        raise
+    await rt.record(
+        ev.WorkerDeleted(
+            plan_id=rt.plan_id,
+            at=rt.at(),
+            replacement_id=rid,
+            worker_identifier=worker,
+            already_gone=not deleted,
+        )
+    )
+
+
+async def terminate(rt: Runtime, rid: str) -> None:
+    """DRAINED -> DONE: delete the old worker, then record the replacement complete."""
+    spec = rt.spec_of(rid)
+    while True:
+        r = rt.replacement(rid)
+        match r.status:
+            case _RS.DRAINED:
+                rt.check()
+                await delete_worker(
+                    rt,
+                    rid,
+                    spec.old_worker,
+                    spec.old_node,
+                    role="old",
+                    deadline=rt.monotonic() + rt.ctx.call_retry_s,
+                )
+            case _RS.TERMINATED:
+                await rt.record(
+                    ev.ReplacementCompleted(
+                        plan_id=rt.plan_id,
+                        at=rt.at(),
+                        replacement_id=rid,
+                        monthly_saving=spec.monthly_saving,
+                    )
+                )
+            case _RS.DONE:
+                return
+            case _:
+                raise StepFailed(f"replacement {rid} cannot be terminated from {r.status}")

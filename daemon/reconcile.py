@@ -1,0 +1,125 @@
+"""Settling intents the log left open: ask the live world what happened, record it.
+
+After a crash (or a stop in the middle of a call), a replacement may have an intent with no
+outcome (`ReplacementState.pending_intent`). Before anything else runs, each one is looked up
+and its outcome recorded as found:
+
+- NodeGroupCreateRequested: is there a group of the size? NodeGroupCreated, else
+  NodeGroupCreateFailed;
+- WorkerAddRequested: a worker in the group, not known before, not claimed (looked for up to
+  `worker_visible_s`)? WorkerAdded, else WorkerAddFailed;
+- CordonRequested: is the node unschedulable? NodeCordoned, else CordonFailed;
+- PodEvictionRequested: is the pod gone from the node or terminating? PodEvicted, else
+  EvictionBlocked;
+- WorkerDeleteRequested: is the worker gone? WorkerDeleted, else WorkerDeleteFailed;
+- UncordonRequested: NodeUncordoned (uncordoning it now if it still is cordoned).
+
+A "not made" outcome lets the executor try the step again with a fresh intent; an add is
+never repeated before its intent is settled, so no intent ever gets two workers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daemon.drain import uncordon_call
+from daemon.execution import Runtime
+from daemon.provisioning import settle_add, settle_group
+from statemachine import events as ev
+
+NOT_MADE = "not made before the restart"
+
+
+async def reconcile_pending(rt: Runtime) -> list[str]:
+    """Settle every pending intent of the plan; returns one line per intent, what was found."""
+    found: list[str] = []
+    for rid, r in list(rt.state.replacements.items()):
+        if r.pending_intent is not None:
+            found.append(f"{rid}: {await reconcile_one(rt, rid)}")
+    return found
+
+
+async def reconcile_one(rt: Runtime, rid: str) -> str:
+    intent = rt.replacement(rid).pending_intent
+    base: dict[str, Any] = {"plan_id": rt.plan_id, "replacement_id": rid}
+    deadline = rt.monotonic() + rt.ctx.rollback_timeout_s
+    cluster, cloud = rt.ctx.cluster, rt.ctx.cloud
+    match intent:
+        case None:
+            return "nothing pending"
+        case ev.NodeGroupCreateRequested(size_id=size_id, group_name=name):
+            group_id = await settle_group(rt, size_id)
+            if group_id is not None:
+                await rt.record(ev.NodeGroupCreated(**base, at=rt.at(), group_id=group_id))
+                return f"node group {name} exists (id {group_id})"
+            await rt.record(ev.NodeGroupCreateFailed(**base, at=rt.at(), reason=NOT_MADE))
+            return f"node group {name} was not created"
+        case ev.WorkerAddRequested(group_id=group_id):
+            if await settle_add(rt, rid, intent):
+                return f"worker added: {rt.replacement(rid).new_worker}"
+            await rt.record(ev.WorkerAddFailed(**base, at=rt.at(), reason=NOT_MADE))
+            return f"no worker was added to group {group_id}"
+        case ev.CordonRequested(node=name):
+            node = await rt.call(
+                f"read node {name}",
+                lambda: cluster.get_node(name),
+                deadline=deadline,
+                interruptible=False,
+            )
+            if node is not None and node.unschedulable:
+                await rt.record(ev.NodeCordoned(**base, at=rt.at(), node=name))
+                return f"node {name} is cordoned"
+            why = "the node is gone" if node is None else NOT_MADE
+            await rt.record(ev.CordonFailed(**base, at=rt.at(), node=name, reason=why))
+            return f"node {name} is not cordoned"
+        case ev.PodEvictionRequested(namespace=ns, pod=name):
+            node_name = rt.spec_of(rid).old_node
+            pods = await rt.call(
+                f"list the pods of node {node_name}",
+                lambda: cluster.list_pods(node_name),
+                deadline=deadline,
+                interruptible=False,
+            )
+            pod = next((p for p in pods if (p.namespace, p.name) == (ns, name)), None)
+            if pod is None or pod.deleting:
+                await rt.record(ev.PodEvicted(**base, at=rt.at(), namespace=ns, pod=name))
+                return f"pod {ns}/{name} was evicted"
+            attempt = rt.replacement(rid).eviction_blocks + 1
+            await rt.record(
+                ev.EvictionBlocked(
+                    **base, at=rt.at(), namespace=ns, pod=name, attempt=attempt, reason=NOT_MADE
+                )
+            )
+            return f"pod {ns}/{name} was not evicted"
+        case ev.WorkerDeleteRequested(worker_identifier=worker):
+            cluster_id = rt.spec.cluster
+            workers = await rt.call(
+                "list the VPSie workers",
+                lambda: cloud.list_workers(cluster_id),
+                deadline=deadline,
+                interruptible=False,
+            )
+            if all(w.identifier != worker for w in workers):
+                await rt.record(
+                    ev.WorkerDeleted(
+                        **base, at=rt.at(), worker_identifier=worker, already_gone=True
+                    )
+                )
+                return f"worker {worker} is gone"
+            await rt.record(
+                ev.WorkerDeleteFailed(**base, at=rt.at(), worker_identifier=worker, reason=NOT_MADE)
+            )
+            return f"worker {worker} still exists"
+        case ev.UncordonRequested(node=name):
+            node = await rt.call(
+                f"read node {name}",
+                lambda: cluster.get_node(name),
+                deadline=deadline,
+                interruptible=False,
+            )
+            if node is not None and node.unschedulable:
+                await uncordon_call(rt, name, deadline)
+            await rt.record(ev.NodeUncordoned(**base, at=rt.at(), node=name))
+            return f"node {name} is uncordoned"
+        case _:
+            raise AssertionError(f"no reconciliation for {type(intent).type_name()}")

@@ -1,0 +1,106 @@
+"""Rolling back: undo what this plan did, and only that.
+
+For every replacement that started and is not finished: uncordon its old node if this plan
+cordoned it (the log says `prior_unschedulable` was false, and the node still carries our
+`CORDONED_BY_ANNOTATION`), delete the worker it added if it added one (the log shows
+`WorkerAdded` for this replacement; nothing else is ever deleted), then `ReplacementRolledBack`.
+A replacement whose old worker is already being deleted cannot be undone: it is finished
+forward instead, and its saving counts.
+
+A rollback step that keeps failing (past `rollback_timeout_s` of retries) marks the
+replacement `ReplacementFailed` and the plan `PlanFailed`, with a reason that says what is
+left in which state, so a person can finish the job.
+"""
+
+from __future__ import annotations
+
+from daemon.drain import uncordon
+from daemon.execution import Runtime, StepFailed
+from daemon.provisioning import delete_worker, terminate
+from statemachine import events as ev
+from statemachine.machines import PlanStatus, ReplacementStatus
+
+_RS = ReplacementStatus
+
+
+async def roll_back_replacement(rt: Runtime, rid: str, reason: str) -> str | None:
+    """Undo one replacement; returns None when done, or what a person must look at."""
+    r = rt.replacement(rid)
+    if r.status in (_RS.DONE, _RS.ROLLED_BACK, _RS.FAILED, _RS.PLANNED):
+        return None
+    try:
+        if r.status in (_RS.TERMINATING, _RS.TERMINATED):
+            await terminate(rt, rid)
+            return None
+        if r.status is not _RS.ROLLING_BACK:
+            await rt.record(
+                ev.ReplacementRollbackStarted(
+                    plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, reason=reason
+                )
+            )
+        r = rt.replacement(rid)
+        if r.cordoned_by_us:
+            rt.check()
+            await uncordon(rt, rid)
+        r = rt.replacement(rid)
+        if r.new_worker and not r.new_deleted:
+            rt.check()
+            await delete_worker(
+                rt,
+                rid,
+                r.new_worker,
+                r.new_node or r.new_hostname,
+                role="new",
+                deadline=rt.monotonic() + rt.ctx.rollback_timeout_s,
+            )
+        await rt.record(
+            ev.ReplacementRolledBack(plan_id=rt.plan_id, at=rt.at(), replacement_id=rid)
+        )
+        return None
+    except StepFailed as exc:
+        r = rt.replacement(rid)
+        left = []
+        if r.cordoned_by_us:
+            left.append(f"node {rt.spec_of(rid).old_node} is still cordoned by this plan")
+        if r.new_worker and not r.new_deleted:
+            left.append(f"worker {r.new_worker} that this plan added still exists")
+        problem = f"replacement {rid}: rollback could not complete: {exc.reason}" + (
+            f" ({'; '.join(left)})" if left else ""
+        )
+        await rt.record(
+            ev.ReplacementFailed(plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, reason=problem)
+        )
+        return problem
+
+
+async def roll_back_plan(rt: Runtime, reason: str) -> None:
+    """From PlanRollbackStarted to PlanRolledBack (or PlanFailed when a step cannot finish)."""
+    state = rt.state
+    if state.status in (PlanStatus.EXECUTING, PlanStatus.PAUSED):
+        await rt.record(ev.PlanRollbackStarted(plan_id=rt.plan_id, at=rt.at(), reason=reason))
+    if rt.state.status is not PlanStatus.ROLLING_BACK:
+        return
+    why = _rollback_reason(rt) or reason
+    problems = []
+    for rid in rt.state.replacements:
+        rt.check()
+        problem = await roll_back_replacement(rt, rid, why)
+        if problem:
+            problems.append(problem)
+    if problems:
+        await rt.record(
+            ev.PlanFailed(
+                plan_id=rt.plan_id,
+                at=rt.at(),
+                reason="; ".join(problems) + "; finish these by hand, then verify the cluster",
+            )
+        )
+    else:
+        await rt.record(ev.PlanRolledBack(plan_id=rt.plan_id, at=rt.at()))
+
+
+def _rollback_reason(rt: Runtime) -> str:
+    for _at, kind, _by, reason in reversed(rt.state.reasons):
+        if kind == "PlanRollbackStarted":
+            return reason
+    return ""
