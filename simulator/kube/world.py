@@ -88,7 +88,9 @@ class KubeWorld:
         self._task: asyncio.Task[None] | None = None
         self._timers: set[asyncio.TimerHandle] = set()
         self._ip = 0
-        self._template_cache: dict[str, tuple[str, bytes, tuple[int, int]]] = {}
+        self._template_cache: dict[str, tuple[str, bytes, tuple[int, int], dict[str, Any]]] = {}
+        self._running_cache: dict[str, tuple[str, bytes, bytes]] = {}
+        self._nofit: set[str] = set()  # owners with no room, during one pass before start
         for ns in SYSTEM_NAMESPACES:
             self._create_namespace(ns)
 
@@ -192,6 +194,9 @@ class KubeWorld:
         if self.started:
             return
         self.reconcile()
+        # The loaded world is long-lived and acyclic: keep the cyclic collector from
+        # rescanning it (with 150,000 pods a full collection costs seconds, again and again).
+        gc.freeze()
         self.started = True
         self._task = asyncio.create_task(self._run(), name="kube-world-controllers")
 
@@ -359,6 +364,7 @@ class KubeWorld:
         try:
             self._reconcile()
         finally:
+            self._nofit.clear()
             if was:
                 gc.enable()
 
@@ -482,6 +488,7 @@ class KubeWorld:
 
     def _new_pod(self, owner: dict[str, Any], name: str, node: str | None) -> None:
         ometa = owner["metadata"]
+        ns = ometa["namespace"]
         cached = self._template_cache.get(ometa["uid"])
         gen = str(ometa.get("generation", 1))
         if cached is None or cached[0] != gen:
@@ -493,22 +500,32 @@ class KubeWorld:
             spec.setdefault("dnsPolicy", "ClusterFirst")
             if owner["kind"] == "DaemonSet":
                 spec["tolerations"] = [*(spec.get("tolerations") or []), *_DS_TOLERATIONS]
-            body = {"apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"labels": (tpl.get("metadata") or {}).get("labels") or {},
-                                 "annotations": (tpl.get("metadata") or {}).get("annotations")
-                                 or {}, "ownerReferences": [_owner_ref(owner)]},
-                    "spec": spec, "status": {"phase": "Pending", "qosClass": "Burstable"}}
-            cached = (gen, orjson.dumps(body), pod_requests(spec))
+            meta: dict[str, Any] = {"labels": (tpl.get("metadata") or {}).get("labels") or {},
+                                    "ownerReferences": [_owner_ref(owner)], "namespace": ns}
+            annotations = (tpl.get("metadata") or {}).get("annotations")
+            if annotations:
+                meta["annotations"] = annotations
+            body = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec,
+                    "status": {"phase": "Pending", "qosClass": "Burstable"}}
+            raw = orjson.dumps(body)
+            cached = (gen, raw, pod_requests(spec), orjson.loads(raw))
             self._template_cache[ometa["uid"]] = cached
-        pod = orjson.loads(cached[1])
-        while self.store.get("/pods", ometa["namespace"], name) is not None:
+        while self.store.get("/pods", ns, name) is not None:
             name = f"{name.rsplit('-', 1)[0]}-{self._suffix()}"
+        if not self.started and node is None and ometa["uid"] not in self._nofit:
+            # Before start the world is "already running": bind and start in one write.
+            key = (ns, name)
+            self._pod_req[key] = cached[2]
+            node = self._find_node(cached[3], key, self._order()) if self._order() else None
+            if node is None:
+                self._nofit.add(ometa["uid"])
+        if node is not None and not self.started:
+            pod = self._running_copy(owner, cached[1], node)
+        else:
+            pod = orjson.loads(cached[1])
+            if node is not None:
+                pod["spec"]["nodeName"] = node
         pod["metadata"]["name"] = name
-        pod["metadata"]["namespace"] = ometa["namespace"]
-        if not pod["metadata"]["annotations"]:
-            del pod["metadata"]["annotations"]
-        if node is not None:
-            pod["spec"]["nodeName"] = node
         self.store.create("/pods", "Pod", pod)
         self._index_pod(pod, cached[2])
 
@@ -586,10 +603,34 @@ class KubeWorld:
         pod = self.store.get("/pods", *key)
         if pod is None or pod["metadata"]["uid"] != uid or "deletionTimestamp" in pod["metadata"]:
             return
+        self._fill_running(pod)
+        self.store.touch("/pods", pod)
+        self._pod_changed(pod)
+
+    def _running_copy(self, owner: dict[str, Any], pending: bytes, node: str
+                      ) -> dict[str, Any]:
+        """A started pod of `owner` on `node`, from a per-owner template (load is hot)."""
         now = self.store.now()
+        uid = owner["metadata"]["uid"]
+        cached = self._running_cache.get(uid)
+        if cached is None or cached[0] != now or cached[1] != pending:
+            pod = orjson.loads(pending)
+            pod["spec"]["nodeName"] = ""
+            self._fill_running(pod)
+            cached = (now, pending, orjson.dumps(pod))
+            self._running_cache[uid] = cached
+        pod = orjson.loads(cached[2])
+        pod["spec"]["nodeName"] = node
         self._ip += 1
         st = pod["status"]
-        st.update({
+        st["hostIP"] = self._host_ip(pod)
+        st["podIP"] = f"10.{244 + (self._ip >> 16) % 8}.{(self._ip >> 8) & 255}.{self._ip & 255}"
+        return pod  # type: ignore[no-any-return]
+
+    def _fill_running(self, pod: dict[str, Any]) -> None:
+        now = self.store.now()
+        self._ip += 1
+        pod["status"].update({
             "phase": "Running", "startTime": now, "hostIP": self._host_ip(pod),
             "podIP": f"10.{244 + (self._ip >> 16) % 8}.{(self._ip >> 8) & 255}.{self._ip & 255}",
             "conditions": [_condition(t, True, "", now) for t in
@@ -600,8 +641,6 @@ class KubeWorld:
                  "state": {"running": {"startedAt": now}}}
                 for c in pod["spec"].get("containers") or []],
         })
-        self.store.touch("/pods", pod)
-        self._pod_changed(pod)
 
     def _host_ip(self, pod: dict[str, Any]) -> str:
         node = self.store.get("/nodes", "", pod["spec"].get("nodeName", ""))
