@@ -176,7 +176,7 @@ async def add_worker(rt: Runtime, rid: str, group_id: int, deadline: float) -> N
             plan_id=rt.plan_id,
             at=rt.at(),
             replacement_id=rid,
-            idempotency_key=f"{rt.plan_id}/{rid}/add/{rt.journal.version + 1}",
+            idempotency_key=f"{rid}/add/{rt.journal.version + 1}",
             cluster=cluster,
             group_id=group_id,
             size_id=spec.new_size_id,
