@@ -1,0 +1,138 @@
+"""Every reason a node is left out, each with its stable code."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from planner import EXCLUSION_CODES, NodeGroupPolicy, analyze, map_workers
+from statemachine.world import (
+    CORDONED_BY_ANNOTATION,
+    KARPENTER_DO_NOT_DISRUPT,
+    PROTECTED_ANNOTATION,
+    SAFE_TO_EVICT_ANNOTATION,
+    SCALE_DOWN_DISABLED_LABEL,
+    NodeInfo,
+    VpsieWorker,
+)
+from tests.planner.cluster_builder import LARGE, NOW, cluster, node, pod
+
+POLICY = NodeGroupPolicy(name="pool", cluster="c1", min_nodes=1)
+
+
+# (case, changes to node "victim", changes to its pod, expected code)
+CASES: list[tuple[str, dict[str, object], dict[str, object], str]] = [
+    ("not ready", {"ready": False}, {}, "not-ready"),
+    ("cordoned by someone else", {"unschedulable": True}, {}, "cordoned"),
+    ("protected", {"annotations": {PROTECTED_ANNOTATION: "true"}}, {}, "protected"),
+    (
+        "scale-down disabled",
+        {"labels": {SCALE_DOWN_DISABLED_LABEL: "true"}},
+        {},
+        "scale-down-disabled",
+    ),
+    (
+        "node do-not-disrupt",
+        {"annotations": {KARPENTER_DO_NOT_DISRUPT: "true"}},
+        {},
+        "do-not-disrupt",
+    ),
+    ("local storage", {}, {"uses_local_storage": True}, "local-storage"),
+    (
+        "pod do-not-disrupt",
+        {},
+        {"annotations": {KARPENTER_DO_NOT_DISRUPT: "true"}},
+        "pod-do-not-disrupt",
+    ),
+    (
+        "pod not safe to evict",
+        {},
+        {"annotations": {SAFE_TO_EVICT_ANNOTATION: "false"}},
+        "pod-not-safe-to-evict",
+    ),
+    ("pod without controller", {}, {"owner_kind": "", "owner_name": ""}, "pod-without-controller"),
+]
+
+
+@pytest.mark.parametrize(("case", "node_kw", "pod_kw", "code"), CASES, ids=[c[0] for c in CASES])
+def test_exclusion_reason(
+    case: str, node_kw: dict[str, object], pod_kw: dict[str, object], code: str
+) -> None:
+    if isinstance(extra := node_kw.get("labels"), dict):
+        node_kw = {**node_kw, "labels": {**node("victim").labels, **extra}}
+    nodes = [node("victim", **node_kw), node("other")]
+    pods = [pod("p0", "victim", **pod_kw), pod("p1", "other")]
+    a = analyze(cluster(nodes, pods), POLICY, now=NOW)
+    found = {e.node: e for e in a.exclusions}
+    assert found["victim"].reason == code, case
+    assert found["victim"].message
+    assert "victim" not in {r.old_node for r in a.replacements}
+    assert code in EXCLUSION_CODES
+
+
+def test_our_own_cordon_does_not_exclude() -> None:
+    nodes = [
+        node("victim", unschedulable=True, annotations={CORDONED_BY_ANNOTATION: "plan-1"}),
+        node("other"),
+    ]
+    a = analyze(cluster(nodes, [pod("p", "victim")]), POLICY, now=NOW)
+    assert "victim" not in {e.node for e in a.exclusions}
+
+
+def test_local_storage_allowed_when_policy_says_so() -> None:
+    nodes = [node("victim"), node("other")]
+    pods = [pod("p0", "victim", uses_local_storage=True)]
+    relaxed = NodeGroupPolicy(name="pool", min_nodes=1, skip_nodes_with_local_storage=False)
+    a = analyze(cluster(nodes, pods), relaxed, now=NOW)
+    assert "victim" not in {e.node for e in a.exclusions if e.reason == "local-storage"}
+    assert "victim" in {c.node for c in a.candidates}
+
+
+def test_daemonset_pods_with_local_storage_do_not_pin_the_node() -> None:
+    nodes = [node("victim"), node("other")]
+    ds = pod("ds", "victim", is_daemonset=True, owner_kind="DaemonSet", uses_local_storage=True)
+    a = analyze(cluster(nodes, [ds]), POLICY, now=NOW)
+    assert "victim" in {c.node for c in a.candidates}
+
+
+def test_node_already_on_target_size_is_excluded_with_reason() -> None:
+    from tests.planner.cluster_builder import SMALL
+
+    nodes = [node("small", SMALL), node("large")]
+    pods = [pod("a", "small", cpu=100), pod("b", "large", cpu=100)]
+    snap = cluster(nodes, pods, sizes={"small": SMALL})
+    a = analyze(snap, NodeGroupPolicy(name="pool", min_nodes=2), now=NOW)
+    assert a.target == SMALL
+    assert {e.node: e.reason for e in a.exclusions} == {"small": "already-target-size"}
+    assert [r.old_node for r in a.replacements] == ["large"]
+
+
+def test_unmapped_node_without_worker_is_excluded() -> None:
+    snap = cluster([node("a"), node("b")], [])
+    lone = NodeInfo(name="ghost", labels=node("ghost").labels, ready=True)
+    a = analyze(replace(snap, nodes=(*snap.nodes, lone)), POLICY, now=NOW)
+    assert {e.node: e.reason for e in a.exclusions}["ghost"] == "unmapped"
+
+
+def test_workers_are_matched_by_hostname_then_ip() -> None:
+    by_ip = node("renamed", addresses=("10.0.0.9",))
+    snap = cluster([node("a")], [])
+    workers = (
+        *snap.workers,
+        VpsieWorker(identifier="vm-ip", hostname="something-else", ip="10.0.0.9", group_id=13),
+    )
+    snap = replace(snap, nodes=(*snap.nodes, by_ip), workers=workers)
+    found = map_workers(snap)
+    assert found["a"].worker == "vm-a" and found["a"].matched_by == "hostname"
+    assert found["renamed"].worker == "vm-ip" and found["renamed"].matched_by == "ip"
+    assert found["renamed"].size_id == LARGE.id
+    assert found["renamed"].monthly_price == LARGE.monthly_price
+
+
+def test_pods_are_only_counted_on_their_own_group() -> None:
+    nodes = [node("mine"), node("theirs", group="other")]
+    pods = [pod("a", "mine"), pod("b", "theirs")]
+    a = analyze(cluster(nodes, pods), POLICY, now=NOW)
+    assert a.group_nodes == ("mine",)
+    assert a.snapshot_summary["group_pods"] == 1
