@@ -154,6 +154,7 @@ class EventStore:
         self._head = 0
         self._head_hash = GENESIS
         self._closed = False
+        self._writer_stopped = False
         self._writer: asyncio.Task[None] | None = None
         self.transactions = 0  # append transactions committed since open (group commit shows)
 
@@ -307,10 +308,14 @@ class EventStore:
         if self._closed:
             return
         self._closed = True
-        if self._writer is not None:
+        if self._writer is not None and not self._writer.done():
             self._queue.put_nowait(None)
-            await self._writer
-        await self._db.close()
+            with contextlib.suppress(Exception):
+                await self._writer
+        try:
+            await self._db.close()
+        except sqlite3.Error as exc:
+            raise translate(exc, self._path, "closing") from None
 
     async def __aenter__(self) -> Self:
         return self
@@ -337,6 +342,8 @@ class EventStore:
         once the transaction holding these events has committed.
         """
         self._ensure_open(f"append to {stream!r}")
+        if self._writer_stopped:
+            raise EventStoreError(f"{self._path}: append to {stream!r}: the writer has stopped")
         _check_events(stream, expected_version, events)
         pending = _Pending(stream, expected_version, tuple(events))
         self._queue.put_nowait(pending)
@@ -344,18 +351,36 @@ class EventStore:
 
     async def _write_loop(self) -> None:
         stop = False
-        while not stop:
-            item = await self._queue.get()
-            if item is None:
-                break
-            batch = [item]
-            while len(batch) < _MAX_BATCH and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stop = True
+        batch: list[_Pending] = []
+        try:
+            while not stop:
+                item = await self._queue.get()
+                if item is None:
                     break
-                batch.append(nxt)
-            await self._commit_batch(batch)
+                batch = [item]
+                while len(batch) < _MAX_BATCH and not self._queue.empty():
+                    nxt = self._queue.get_nowait()
+                    if nxt is None:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                await self._commit_batch(batch)
+                batch = []
+        finally:
+            # Cancelled or broken: nobody may wait forever for an append.
+            self._writer_stopped = True
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is not None:
+                    batch.append(item)
+            for pending in batch:
+                if not pending.done.done():
+                    pending.done.set_exception(
+                        EventStoreError(
+                            f"{self._path}: append to {pending.stream!r}: the writer stopped; "
+                            "the append may or may not have been committed"
+                        )
+                    )
 
     async def _commit_batch(self, batch: list[_Pending]) -> None:
         async with self._lock:
