@@ -111,6 +111,24 @@ async def test_a_changed_row_hash_breaks_the_chain_at_that_row(tmp_path: Path) -
         assert (report.ok, report.first_bad_seq) == (False, 12)
 
 
+async def test_a_row_deleted_from_the_middle_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    await write_log(path)
+    with sqlite3.connect(path) as raw:
+        raw.execute("DROP TRIGGER events_no_delete")
+        raw.execute("DELETE FROM events WHERE seq = 9")
+    async with await EventStore.open(path) as s:
+        report = await s.verify()
+        assert (report.ok, report.first_bad_seq, report.checked) == (False, 9, 8)
+        assert "event seq 9 is missing" in report.problem
+        with pytest.raises(CorruptLogError, match="seq 9 is missing"):
+            [e async for e in s.read_all()]
+        with pytest.raises(CorruptLogError, match="seq 9 is missing"):
+            [e async for e in s.read_all(10)]
+        with pytest.raises(CorruptLogError, match=r"seq 10 .* follows a missing row"):
+            await s.read_stream("plan-4")
+
+
 async def test_events_refuse_update_and_delete(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     await write_log(path, plans=1, per_plan=2)
@@ -206,12 +224,13 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     assert str(path) in message
 
 
-def build_v1_file(path: Path) -> list[tuple[int, str, int, str, int, bytes, float]]:
+def build_v1_file(path: Path, extra: int = 0) -> list[tuple[int, str, int, str, int, bytes, float]]:
     rows = [
         (1, "plan-a", 1, "Planned", 1, b'{"a":1}', 100.0),
         (2, "plan-b", 1, "Planned", 1, b'{"b":1}', 101.0),
         (3, "plan-a", 2, "Done", 2, b'{"a":2}', 102.5),
     ]
+    rows += [(4 + i, "plan-c", 1 + i, "Step", 1, b"%d" % i, 200.0 + i) for i in range(extra)]
     with sqlite3.connect(path) as raw:
         raw.executescript(SCHEMA_V1)
         raw.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?)", rows)
@@ -240,6 +259,18 @@ async def test_a_version_1_file_is_migrated(tmp_path: Path) -> None:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == CURRENT_VERSION
         first = raw.execute("SELECT hash FROM events WHERE seq = 1").fetchone()[0]
     assert first == row_hash(GENESIS, *rows[0])
+
+
+async def test_a_long_version_1_log_is_migrated_page_by_page(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    rows = build_v1_file(path, extra=12_000)
+    async with await EventStore.open(path) as s:
+        report = await s.verify()
+        assert report.ok and report.checked == len(rows), report.problem
+        assert await s.stream_version("plan-c") == 12_000
+        assert await s.append("plan-c", 12_000, [ev("Last")]) == 12_001
+    async with await EventStore.open(path) as s:
+        assert (await s.verify()).ok
 
 
 def plan_details(path: Path, sql: str, params: tuple[object, ...]) -> str:
