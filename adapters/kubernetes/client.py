@@ -179,39 +179,54 @@ class KubeClient:
             _raise_for(resp.status, method, path, data, resp.headers.get("Retry-After"))
         return resp
 
-    async def _request(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
-                       body: Any = None, content_type: str = "application/json") -> Any:
+    async def _read(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
+                    body: Any = None, content_type: str = "application/json") -> bytes:
         resp = await self._open(method, path, query=query, body=body, content_type=content_type)
         try:
-            data = await resp.read()
+            return bytes(await resp.read())
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise TemporaryError(f"{method} {path}: reading the answer: {type(e).__name__}",
                                  service=SERVICE) from None
         finally:
             resp.release()
+
+    async def _request(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
+                       body: Any = None, content_type: str = "application/json") -> Any:
+        data = await self._read(method, path, query=query, body=body, content_type=content_type)
         if not data:
             return None
         try:
-            with _no_gc():
-                return orjson.loads(data)
+            return orjson.loads(data)
         except orjson.JSONDecodeError:
             raise MalformedResponse(f"{method} {path}: the answer is not JSON",
-                                    service=SERVICE, status=resp.status) from None
+                                    service=SERVICE) from None
 
-    async def _list(self, path: str, query: Mapping[str, Any] | None = None
-                    ) -> tuple[list[dict[str, Any]], str]:
-        """Every item, page by page; restarts once when the continue token expired."""
+    async def _list(self, path: str, query: Mapping[str, Any] | None = None,
+                    translate: Callable[[dict[str, Any]], T] | None = None
+                    ) -> tuple[list[Any], str]:
+        """Every item, page by page (translated page by page when `translate` is given);
+        restarts when the continue token expired."""
         for _ in range(3):
-            items: list[dict[str, Any]] = []
+            items: list[Any] = []
             params = dict(query or {})
             params["limit"] = self._page_size
             try:
                 while True:
-                    doc = await self._request("GET", path, query=params)
-                    if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
-                        raise MalformedResponse(f"GET {path}: not a list", service=SERVICE)
-                    items.extend(doc["items"])
-                    meta = doc.get("metadata") or {}
+                    raw = await self._read("GET", path, query=params)
+                    with _no_gc():
+                        try:
+                            doc = orjson.loads(raw)
+                        except orjson.JSONDecodeError:
+                            raise MalformedResponse(f"GET {path}: the answer is not JSON",
+                                                    service=SERVICE) from None
+                        if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
+                            raise MalformedResponse(f"GET {path}: not a list", service=SERVICE)
+                        if translate is None:
+                            items.extend(doc["items"])
+                        else:
+                            items.extend(translate(o) for o in doc["items"])
+                        meta = doc.get("metadata") or {}
+                        del doc, raw
                     token = meta.get("continue")
                     if not token:
                         return items, str(meta.get("resourceVersion") or "")
@@ -223,8 +238,8 @@ class KubeClient:
     # ----- reads -----------------------------------------------------------------------------
 
     async def list_nodes(self) -> list[NodeInfo]:
-        items, _ = await self._list("/api/v1/nodes")
-        return [node_info(o) for o in items]
+        items, _ = await self._list("/api/v1/nodes", translate=node_info)
+        return items
 
     async def get_node(self, name: str) -> NodeInfo | None:
         try:
@@ -234,20 +249,19 @@ class KubeClient:
 
     async def list_pods(self, node_name: str | None = None) -> list[PodInfo]:
         query = {"fieldSelector": f"spec.nodeName={node_name}"} if node_name else None
-        items, _ = await self._list("/api/v1/pods", query)
-        with _no_gc():
-            return [pod_info(o) for o in items]
+        items, _ = await self._list("/api/v1/pods", query, pod_info)
+        return items
 
     async def list_pdbs(self) -> list[PdbInfo]:
-        items, _ = await self._list("/apis/policy/v1/poddisruptionbudgets")
-        return [pdb_info(o) for o in items]
+        items, _ = await self._list("/apis/policy/v1/poddisruptionbudgets", translate=pdb_info)
+        return items
 
     async def list_node_group_specs(self) -> list[NodeGroupSpec] | None:
         try:
-            items, _ = await self._list(NODEGROUPS)
+            items, _ = await self._list(NODEGROUPS, translate=node_group_spec)
         except NotFound:
             return None
-        return [node_group_spec(o) for o in items]
+        return items
 
     # ----- node writes -----------------------------------------------------------------------
 
@@ -360,9 +374,9 @@ class KubeClient:
         rv = ""
         while loop.time() < deadline:
             if not rv:
-                items, rv = await self._list(path, query)
-                for o in items:
-                    yield "ADDED", translate(o)
+                items, rv = await self._list(path, query, translate)
+                for item in items:
+                    yield "ADDED", item
             left = deadline - loop.time()
             if left <= 0:
                 return

@@ -12,6 +12,7 @@ The adapter reads raw JSON rather than kubernetes-asyncio's model objects: build
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from adapters.kubernetes.quantities import bytes_of, millicores
@@ -29,6 +30,7 @@ from statemachine.world import (
 )
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+_EMPTY: dict[str, Any] = {}
 HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
 
 
@@ -62,19 +64,28 @@ def node_info(obj: dict[str, Any]) -> NodeInfo:
     )
 
 
+@lru_cache(maxsize=4096)
+def _pod_resources(cpu: int, mem: int) -> Resources:
+    return Resources(cpu_millis=cpu, memory_bytes=mem, pods=1)
+
+
 def _requests(spec: dict[str, Any]) -> Resources:
     cpu = mem = 0
-    for c in spec.get("containers") or []:
-        r = (c.get("resources") or {}).get("requests") or {}
-        cpu += millicores(r.get("cpu"))
-        mem += bytes_of(r.get("memory"))
-    for c in spec.get("initContainers") or []:
-        r = (c.get("resources") or {}).get("requests") or {}
-        cpu = max(cpu, millicores(r.get("cpu")))
-        mem = max(mem, bytes_of(r.get("memory")))
-    over = spec.get("overhead") or {}
-    return Resources(cpu_millis=cpu + millicores(over.get("cpu")),
-                     memory_bytes=mem + bytes_of(over.get("memory")), pods=1)
+    for c in spec.get("containers") or ():
+        r = (c.get("resources") or _EMPTY).get("requests")
+        if r:
+            cpu += millicores(r.get("cpu"))
+            mem += bytes_of(r.get("memory"))
+    for c in spec.get("initContainers") or ():
+        r = (c.get("resources") or _EMPTY).get("requests")
+        if r:
+            cpu = max(cpu, millicores(r.get("cpu")))
+            mem = max(mem, bytes_of(r.get("memory")))
+    over = spec.get("overhead")
+    if over:
+        cpu += millicores(over.get("cpu"))
+        mem += bytes_of(over.get("memory"))
+    return _pod_resources(cpu, mem)
 
 
 def _requirement(e: dict[str, Any]) -> LabelRequirement:
@@ -90,57 +101,65 @@ def label_selector(d: dict[str, Any] | None) -> LabelSelector:
 
 
 def _local_storage(spec: dict[str, Any]) -> bool:
-    for v in spec.get("volumes") or []:
+    for v in spec.get("volumes") or ():
         if "hostPath" in v:
             return True
-        empty = v.get("emptyDir")
-        if empty is not None and (empty or {}).get("medium") != "Memory":
+        if "emptyDir" in v and (v["emptyDir"] or _EMPTY).get("medium") != "Memory":
             return True
     return False
 
 
-_NO_TOLERATIONS: tuple[Toleration, ...] = ()
+def _ready(status: dict[str, Any]) -> bool:
+    for c in status.get("conditions") or ():
+        if c.get("type") == "Ready":
+            return bool(c.get("status") == "True")
+    return False
 
 
 def pod_info(obj: dict[str, Any]) -> PodInfo:
-    meta = obj.get("metadata") or {}
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
+    """One pod. The dicts of the parsed answer are reused, not copied (they are ours)."""
+    meta = obj.get("metadata") or _EMPTY
+    spec = obj.get("spec") or _EMPTY
+    status = obj.get("status") or _EMPTY
     owner_kind = owner_name = ""
     for ref in meta.get("ownerReferences") or ():
         if ref.get("controller"):
             owner_kind, owner_name = ref.get("kind", ""), ref.get("name", "")
             break
     annotations = meta.get("annotations") or {}
-    affinity = spec.get("affinity") or {}
-    node_aff = ((affinity.get("nodeAffinity") or {})
-                .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
-    anti = ((affinity.get("podAntiAffinity") or {})
-            .get("requiredDuringSchedulingIgnoredDuringExecution") or [])
+    affinity = spec.get("affinity")
+    required_node: tuple[tuple[LabelRequirement, ...], ...] = ()
+    anti: tuple[LabelSelector, ...] = ()
+    if affinity:
+        node_aff = ((affinity.get("nodeAffinity") or _EMPTY)
+                    .get("requiredDuringSchedulingIgnoredDuringExecution") or _EMPTY)
+        required_node = tuple(
+            tuple(_requirement(e) for e in term.get("matchExpressions") or ())
+            for term in node_aff.get("nodeSelectorTerms") or ())
+        anti = tuple(
+            label_selector(term.get("labelSelector"))
+            for term in ((affinity.get("podAntiAffinity") or _EMPTY)
+                         .get("requiredDuringSchedulingIgnoredDuringExecution") or ())
+            if term.get("topologyKey") == HOSTNAME_TOPOLOGY)
     tolerations = spec.get("tolerations")
     return PodInfo(
         namespace=meta.get("namespace", ""),
         name=meta.get("name", ""),
         node_name=spec.get("nodeName") or "",
         uid=meta.get("uid") or "",
-        labels=dict(meta.get("labels") or {}),
-        annotations=dict(annotations),
+        labels=meta.get("labels") or {},
+        annotations=annotations,
         owner_kind=owner_kind,
         owner_name=owner_name,
         phase=status.get("phase") or "Pending",
-        ready=any(c.get("type") == "Ready" and c.get("status") == "True"
-                  for c in status.get("conditions") or ()),
+        ready=_ready(status),
         requests=_requests(spec),
         tolerations=tuple(Toleration(key=t.get("key") or "", operator=t.get("operator") or "Equal",
                                      value=t.get("value") or "", effect=t.get("effect") or "")
-                          for t in tolerations) if tolerations else _NO_TOLERATIONS,
-        node_selector=dict(spec.get("nodeSelector") or {}),
-        required_node_affinity=tuple(
-            tuple(_requirement(e) for e in term.get("matchExpressions") or [])
-            for term in node_aff.get("nodeSelectorTerms") or []),
-        anti_affinity_hostname=tuple(
-            label_selector(term.get("labelSelector")) for term in anti
-            if term.get("topologyKey") == HOSTNAME_TOPOLOGY),
+                          for t in tolerations) if tolerations else (),
+        node_selector=spec.get("nodeSelector") or {},
+        required_node_affinity=required_node,
+        anti_affinity_hostname=anti,
         uses_local_storage=_local_storage(spec),
         is_daemonset=owner_kind == "DaemonSet",
         is_mirror=MIRROR_ANNOTATION in annotations,
