@@ -84,7 +84,11 @@ async def _run(config_path: str, *, as_json: bool, record: bool) -> int:
             raise PlanCommandError(f"event log {config.database}: {exc}", EXIT_LOG) from None
         try:
             vpsie = VpsieClient.from_file(
-                config.vpsie_credentials, clock=clock, rng=random.Random()
+                config.vpsie_credentials,
+                clock=clock,
+                rng=random.Random(),
+                max_retries=1,  # a person is waiting; they can run it again
+                timeout_s=10,
             )
         except SettingsError as exc:
             raise PlanCommandError(str(exc), EXIT_CONFIG) from None
