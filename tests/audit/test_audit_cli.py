@@ -199,3 +199,19 @@ def test_verify_log_names_an_event_that_no_longer_folds(
     assert code == 1
     assert "first bad event seq 3 (stream 'plan-golden-rolling', type 'PlanCompleted')" in err
     assert "in state approved" in err
+
+
+def test_a_corrupt_file_is_refused_without_a_traceback(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 64)
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "audit", "--db", str(garbage)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("audit: ") and str(garbage) in result.stderr
