@@ -393,20 +393,13 @@ async def _watch(world: KubeWorld, request: web.Request, t: Target) -> web.Strea
             for entry in list(store.entries(t.rt.key)):
                 if accept(entry.obj):
                     await resp.write(b'{"type":"ADDED","object":' + entry.raw + b"}\n")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            left = deadline - loop.time()
-            if left <= 0:
-                break
-            try:
-                async with asyncio.timeout(left):
-                    line = await watcher.queue.get()
-            except TimeoutError:
-                break
-            if line is None:
-                break
-            await resp.write(line)
+        # The deadline arrives as a None in the queue: no cancellation races with a get().
+        end = asyncio.get_running_loop().call_later(timeout, watcher.queue.put_nowait, None)
+        try:
+            while (line := await watcher.queue.get()) is not None:
+                await resp.write(line)
+        finally:
+            end.cancel()
     except (ConnectionResetError, asyncio.CancelledError):
         store.unwatch(watcher)
         raise

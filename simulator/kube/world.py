@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import logging
 import math
 import random
 from collections.abc import Callable, Iterable
@@ -37,6 +38,8 @@ from simulator.kube.scheduling import (
 )
 from simulator.kube.selectors import Selector, parse_label_selector, selector_from_object
 from simulator.kube.store import ApiError, Key, Store, not_found
+
+_log = logging.getLogger(__name__)
 
 POD_START_S = 3.0
 POD_STOP_S = 2.0
@@ -344,13 +347,19 @@ class KubeWorld:
     # ----- controllers ---------------------------------------------------------------------
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.clock.real_delay(TICK_S)):
-                    await self._kick.wait()
+            # A timer that sets the event, not a timeout: cancelling a wait that has just
+            # completed can leave the task cancelled (Python 3.11).
+            tick = loop.call_later(self.clock.real_delay(TICK_S), self._kick.set)
+            await self._kick.wait()
+            tick.cancel()
             self._kick.clear()
             await asyncio.sleep(0)
-            self.reconcile()
+            try:
+                self.reconcile()
+            except Exception:
+                _log.exception("simulated controllers: reconcile failed; continuing")
 
     def _changed(self) -> None:
         self._kick.set()
@@ -371,9 +380,9 @@ class KubeWorld:
     def _reconcile(self) -> None:
         if self._all_ds_dirty:
             self._all_ds_dirty = False
-            for e in self.store.entries("/daemonsets"):
+            for e in self.store.entries("apps/daemonsets"):
                 m = e.obj["metadata"]
-                self._dirty_owners.add(("/daemonsets", m["namespace"], m["name"]))
+                self._dirty_owners.add(("apps/daemonsets", m["namespace"], m["name"]))
         for _ in range(3):  # deployments feed replicasets feed pods
             dirty, self._dirty_owners = sorted(self._dirty_owners), set()
             for coll, ns, name in dirty:

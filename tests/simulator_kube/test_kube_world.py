@@ -1,0 +1,180 @@
+"""The simulated cluster's behaviour: scheduler, controllers, kubelet, budgets, determinism."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+
+from simulator.clock import SimClock
+from simulator.kube import KubeWorld
+from simulator.kube.store import ApiError
+
+
+def deployment(name: str, replicas: int, cpu: str = "500m", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "c", "image": "i",
+                                                           "resources": {"requests": {
+                                                               "cpu": cpu, "memory": "64Mi"}}}],
+                                           **spec}}}}
+
+
+def world_with(nodes: int, *, seed: int = 1, speed: float = 5000) -> KubeWorld:
+    w = KubeWorld(SimClock(speed), random.Random(seed))
+    for i in range(nodes):
+        w.register_node(name=f"n{i}", labels={"zone": "z1" if i % 2 == 0 else "z2"}, cpu=2,
+                        memory_mb=4096, addresses=[f"10.0.0.{i}"])
+    return w
+
+
+def placement(w: KubeWorld, app: str) -> dict[str, str]:
+    return {p["metadata"]["name"]: p["spec"].get("nodeName", "") for p in w.pods("default")
+            if p["metadata"]["labels"].get("app") == app}
+
+
+async def settle(w: KubeWorld, cond: Any, rounds: int = 400) -> None:
+    for _ in range(rounds):
+        if cond():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError("the world did not settle")
+
+
+async def test_requests_taints_selectors_and_anti_affinity_are_respected() -> None:
+    w = world_with(4)
+    node = w.node("n3")
+    assert node is not None
+    node["spec"]["taints"] = [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]
+    w.store.touch("/nodes", node)
+    w.load_manifests([
+        deployment("big", 3, cpu="1500m"),  # one per node at most (2 cpu each)
+        deployment("zoned", 2, cpu="10m", nodeSelector={"zone": "z2"}),
+        deployment("spread", 3, cpu="10m", affinity={"podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [{
+                "topologyKey": "kubernetes.io/hostname",
+                "labelSelector": {"matchLabels": {"app": "spread"}}}]}}),
+        deployment("tolerant", 1, cpu="10m", nodeSelector={"kubernetes.io/hostname": "n3"},
+                   tolerations=[{"key": "dedicated", "operator": "Equal", "value": "db"}]),
+    ])
+    await w.start()
+    try:
+        big = placement(w, "big")
+        assert len(set(big.values())) == 3 and "n3" not in big.values()
+        assert set(placement(w, "zoned").values()) <= {"n1"}  # n3 (z2) is tainted
+        spread = placement(w, "spread")
+        assert len(set(spread.values())) == 3 and "n3" not in spread.values()
+        assert set(placement(w, "tolerant").values()) == {"n3"}
+    finally:
+        await w.stop()
+
+
+async def test_pods_that_do_not_fit_stay_pending_until_a_node_arrives() -> None:
+    w = world_with(1)
+    w.load_manifests([deployment("big", 2, cpu="1500m")])
+    await w.start()
+    try:
+        assert sorted(placement(w, "big").values()) == ["", "n0"]
+        w.register_node(name="late", labels={}, cpu=2, memory_mb=4096, addresses=["10.9.9.9"])
+        await settle(w, lambda: sorted(placement(w, "big").values()) == ["late", "n0"])
+        await settle(w, lambda: all(p["status"]["phase"] == "Running" for p in w.pods("default")))
+    finally:
+        await w.stop()
+
+
+async def test_remove_node_recreates_pods_elsewhere_and_daemonsets_follow_nodes() -> None:
+    w = world_with(3)
+    w.load_manifests([deployment("web", 3, cpu="100m"), {
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": "kube-system"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                 "template": {"metadata": {"labels": {"app": "agent"}},
+                              "spec": {"containers": [{"name": "a", "image": "a"}]}}}}])
+    await w.start()
+    try:
+        assert len(w.pods("kube-system")) == 3
+        w.remove_node("n0")
+        assert all(node != "n0" for node in placement(w, "web").values())
+        await settle(w, lambda: len(placement(w, "web")) == 3
+                     and all(placement(w, "web").values()))
+        assert len(w.pods("kube-system")) == 2
+        w.register_node(name="n8", labels={}, cpu=2, memory_mb=4096, addresses=["10.0.0.8"])
+        await settle(w, lambda: len(w.pods("kube-system")) == 3)
+        # A node that never turns Ready gets nothing: its not-ready taint is NoSchedule and
+        # a plain DaemonSet only tolerates not-ready with NoExecute (as in Kubernetes).
+        w.register_node(name="n9", labels={}, cpu=2, memory_mb=4096, addresses=["10.0.0.9"],
+                        ready=False)
+        await asyncio.sleep(0.05)
+        node = w.node("n9")
+        assert node is not None and node["status"]["conditions"][0]["status"] == "False"
+        assert w.pods_on("n9") == [] and len(w.pods("kube-system")) == 3
+    finally:
+        await w.stop()
+
+
+async def test_cordoned_node_gets_no_new_pods_but_keeps_its_daemonset() -> None:
+    w = world_with(2)
+    node = w.node("n0")
+    assert node is not None
+    node["spec"]["unschedulable"] = True
+    w.replace(w.registry_type("", "nodes"), node, check_rv=False)
+    w.load_manifests([deployment("web", 4, cpu="100m")])
+    await w.start()
+    try:
+        assert set(placement(w, "web").values()) == {"n1"}
+        taints = [t["key"] for t in (w.node("n0") or {})["spec"]["taints"]]
+        assert taints == ["node.kubernetes.io/unschedulable"]
+    finally:
+        await w.stop()
+
+
+async def test_pdb_status_and_eviction_accounting() -> None:
+    w = world_with(3)
+    w.load_manifests([deployment("web", 4, cpu="100m"), {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"maxUnavailable": "25%", "selector": {"matchLabels": {"app": "web"}}}}])
+    await w.start()
+    try:
+        pdb = w.store.get("policy/poddisruptionbudgets", "default", "web")
+        assert pdb is not None
+        st = pdb["status"]
+        assert (st["expectedPods"], st["desiredHealthy"], st["currentHealthy"],
+                st["disruptionsAllowed"]) == (4, 3, 4, 1)
+        names = sorted(placement(w, "web"))
+        w.evict("default", names[0])
+        assert pdb["status"]["disruptionsAllowed"] == 0
+        with pytest.raises(ApiError) as info:
+            w.evict("default", names[1])
+        assert info.value.code == 429 and info.value.reason == "TooManyRequests"
+        with pytest.raises(ApiError) as info:
+            w.evict("default", "missing")
+        assert info.value.code == 404
+        await settle(w, lambda: pdb["status"]["disruptionsAllowed"] == 1)
+        w.load_manifests([{
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "web2", "namespace": "default"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}}])
+        with pytest.raises(ApiError) as info:
+            w.evict("default", names[1])
+        assert info.value.code == 500
+    finally:
+        await w.stop()
+
+
+async def test_same_seed_same_world() -> None:
+    async def snapshot(seed: int) -> list[tuple[str, str, str]]:
+        w = world_with(5, seed=seed)
+        w.load_manifests([deployment("a", 7, cpu="300m"), deployment("b", 5, cpu="200m")])
+        await w.start()
+        await w.stop()
+        return sorted((p["metadata"]["name"], p["metadata"]["uid"], p["spec"]["nodeName"])
+                      for p in w.pods("default"))
+
+    first = await snapshot(42)
+    assert first == await snapshot(42)
+    assert first != await snapshot(43)
