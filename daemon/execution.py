@@ -13,7 +13,10 @@ whose reason is written so that a person can act on it.
 
 `WorkerClaims` is what makes "the new worker is the one not claimed by another replacement"
 true across plans: every running plan's journal is registered in one process-wide registry,
-and a replacement takes a worker as its own only under the registry's lock.
+and a replacement takes a worker as its own only under the registry's lock. Adds to one group
+are made one at a time (intent, call, worker found), so in the live path the worker that
+appears is always the one the current intent asked for; the difference rule is what settles
+intents after a crash.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class WorkerClaims:
         self._journals: dict[str, PlanJournal] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._claim_lock = asyncio.Lock()
-        self._group_locks: dict[int, asyncio.Lock] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def register(self, journal: PlanJournal) -> None:
         self._journals[journal.plan_id] = journal
@@ -85,7 +88,7 @@ class WorkerClaims:
         if loop is not self._loop:
             self._loop = loop
             self._claim_lock = asyncio.Lock()
-            self._group_locks = {}
+            self._locks = {}
 
     def claim_lock(self) -> asyncio.Lock:
         """Held while choosing a new worker and recording it as claimed."""
@@ -95,7 +98,13 @@ class WorkerClaims:
     def group_lock(self, size_id: int) -> asyncio.Lock:
         """Held while finding or creating the VPSie node group of one size."""
         self._bind()
-        return self._group_locks.setdefault(size_id, asyncio.Lock())
+        return self._locks.setdefault(f"size/{size_id}", asyncio.Lock())
+
+    def add_lock(self, group_id: int) -> asyncio.Lock:
+        """Held from an add's intent until its worker is found: one add in flight per group,
+        so a worker that appears is the one the current intent asked for."""
+        self._bind()
+        return self._locks.setdefault(f"group/{group_id}", asyncio.Lock())
 
 
 PROCESS_CLAIMS = WorkerClaims()

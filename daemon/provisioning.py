@@ -49,51 +49,64 @@ async def ensure_group(rt: Runtime, rid: str) -> int:
     size_id = spec.new_size_id
     cluster = rt.spec.cluster
     deadline = rt.monotonic() + rt.ctx.call_retry_s
+    name = group_name(rt.spec.node_group, size_id)
+    first, most = rt.ctx.retry_backoff_s
+    delay = first
     async with rt.ctx.claims.group_lock(size_id):
-        groups = await rt.call(
-            "list the VPSie node groups",
-            lambda: rt.ctx.cloud.list_node_groups(cluster),
-            deadline=deadline,
-        )
-        found = next((g for g in groups if g.size_id == size_id), None)
-        if found is not None:
-            return found.id
-        name = group_name(rt.spec.node_group, size_id)
-        await rt.record(
-            ev.NodeGroupCreateRequested(
-                plan_id=rt.plan_id,
-                at=rt.at(),
-                replacement_id=rid,
-                cluster=cluster,
-                group_name=name,
-                size_id=size_id,
+        while True:
+            groups = await rt.call(
+                "list the VPSie node groups",
+                lambda: rt.ctx.cloud.list_node_groups(cluster),
+                deadline=deadline,
             )
-        )
-        problem = ""
-        try:
-            await rt.ctx.cloud.create_node_group(cluster, name, size_id)
-        except Conflict:
-            pass  # someone created the group of this size meanwhile: re-listing finds it
-        except (TemporaryError, PermanentError) as exc:
-            problem = str(exc)
-        group_id = await settle_group(rt, size_id)
-        if group_id is not None:
+            found = next((g for g in groups if g.size_id == size_id), None)
+            if found is not None:
+                return found.id
             await rt.record(
-                ev.NodeGroupCreated(
-                    plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, group_id=group_id
+                ev.NodeGroupCreateRequested(
+                    plan_id=rt.plan_id,
+                    at=rt.at(),
+                    replacement_id=rid,
+                    cluster=cluster,
+                    group_name=name,
+                    size_id=size_id,
                 )
             )
-            return group_id
-        reason = (
-            f"could not create the VPSie node group {name!r} of size {size_id}: "
-            f"{problem or 'VPSie accepted it but does not list it'}"
-        )
-        await rt.record(
-            ev.NodeGroupCreateFailed(
-                plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, reason=reason, permanent=True
+            problem = ""
+            temporary = False
+            try:
+                await rt.ctx.cloud.create_node_group(cluster, name, size_id)
+            except Conflict:
+                pass  # someone created the group of this size meanwhile: re-listing finds it
+            except TemporaryError as exc:
+                problem, temporary = str(exc), True
+            except PermanentError as exc:
+                problem = str(exc)
+            group_id = await settle_group(rt, size_id)
+            if group_id is not None:
+                await rt.record(
+                    ev.NodeGroupCreated(
+                        plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, group_id=group_id
+                    )
+                )
+                return group_id
+            reason = (
+                f"could not create the VPSie node group {name!r} of size {size_id}: "
+                f"{problem or 'VPSie accepted it but does not list it'}"
             )
-        )
-        raise StepFailed(reason)
+            await rt.record(
+                ev.NodeGroupCreateFailed(
+                    plan_id=rt.plan_id,
+                    at=rt.at(),
+                    replacement_id=rid,
+                    reason=reason,
+                    permanent=not temporary,
+                )
+            )
+            if not temporary or rt.monotonic() >= deadline:
+                raise StepFailed(reason)
+            await rt.sleep(min(delay, max(0.0, deadline - rt.monotonic())))
+            delay = min(delay * 2, most)
 
 
 async def settle_group(rt: Runtime, size_id: int) -> int | None:
@@ -162,50 +175,60 @@ async def settle_add(rt: Runtime, rid: str, intent: ev.WorkerAddRequested) -> bo
 async def add_worker(rt: Runtime, rid: str, group_id: int, deadline: float) -> None:
     """PLANNED -> JOINING: one bracketed add, retried (with a fresh intent) only when the
     previous one is settled as not made."""
-    spec = rt.spec_of(rid)
-    assert spec.new_size_id is not None
-    cluster = rt.spec.cluster
     first, most = rt.ctx.retry_backoff_s
     delay = first
     while True:
         rt.check()
-        workers = await rt.call(
-            "list the VPSie workers", lambda: rt.ctx.cloud.list_workers(cluster), deadline=deadline
-        )
-        intent = ev.WorkerAddRequested(
-            plan_id=rt.plan_id,
-            at=rt.at(),
-            replacement_id=rid,
-            idempotency_key=f"{rid}/add/{rt.journal.version + 1}",
-            cluster=cluster,
-            group_id=group_id,
-            size_id=spec.new_size_id,
-            known_workers=tuple(sorted(w.identifier for w in workers)),
-        )
-        await rt.record(intent)
-        temporary: TemporaryError | None = None
-        try:
-            await rt.ctx.cloud.add_worker(cluster, group_id)
-        except TemporaryError as exc:
-            temporary = exc  # it may have reached VPSie: look before trying again
-        except PermanentError as exc:
-            reason = f"VPSie refused to add a worker to group {group_id}: {exc}"
-            await _add_failed(rt, rid, reason, permanent=True)
-            raise StepFailed(reason) from None
-        if await settle_add(rt, rid, intent):
-            return
+        async with rt.ctx.claims.add_lock(group_id):
+            temporary = await _add_once(rt, rid, group_id, deadline)
         if temporary is None:
-            reason = (
-                f"VPSie accepted a worker for group {group_id} but none appeared within "
-                f"{rt.ctx.worker_visible_s:g} s"
-            )
-            await _add_failed(rt, rid, reason, permanent=True)
-            raise StepFailed(reason)
-        await _add_failed(rt, rid, f"add_worker: {temporary}", permanent=False)
+            return
         if rt.monotonic() >= deadline:
             raise StepFailed(f"could not add a worker to group {group_id}: {temporary}")
         await rt.sleep(min(delay, max(0.0, deadline - rt.monotonic())))
         delay = min(delay * 2, most)
+
+
+async def _add_once(rt: Runtime, rid: str, group_id: int, deadline: float) -> TemporaryError | None:
+    """One bracketed add. None: the worker was found; the error when the call failed in a way
+    that may be retried (with a fresh intent). StepFailed when it cannot be."""
+    spec = rt.spec_of(rid)
+    assert spec.new_size_id is not None
+    cluster = rt.spec.cluster
+    workers = await rt.call(
+        "list the VPSie workers", lambda: rt.ctx.cloud.list_workers(cluster), deadline=deadline
+    )
+    intent = ev.WorkerAddRequested(
+        plan_id=rt.plan_id,
+        at=rt.at(),
+        replacement_id=rid,
+        idempotency_key=f"{rid}/add/{rt.journal.version + 1}",
+        cluster=cluster,
+        group_id=group_id,
+        size_id=spec.new_size_id,
+        known_workers=tuple(sorted(w.identifier for w in workers)),
+    )
+    await rt.record(intent)
+    temporary: TemporaryError | None = None
+    try:
+        await rt.ctx.cloud.add_worker(cluster, group_id)
+    except TemporaryError as exc:
+        temporary = exc  # it may have reached VPSie: look before trying again
+    except PermanentError as exc:
+        reason = f"VPSie refused to add a worker to group {group_id}: {exc}"
+        await _add_failed(rt, rid, reason, permanent=True)
+        raise StepFailed(reason) from None
+    if await settle_add(rt, rid, intent):
+        return None
+    if temporary is None:
+        reason = (
+            f"VPSie accepted a worker for group {group_id} but none appeared within "
+            f"{rt.ctx.worker_visible_s:g} s"
+        )
+        await _add_failed(rt, rid, reason, permanent=True)
+        raise StepFailed(reason)
+    await _add_failed(rt, rid, f"add_worker: {temporary}", permanent=False)
+    return temporary
 
 
 async def _add_failed(rt: Runtime, rid: str, reason: str, *, permanent: bool) -> None:

@@ -1,0 +1,167 @@
+"""Failures: a worker that never turns Ready, a PodDisruptionBudget that never allows, an
+unreliable VPSie API; and the controls: stop, pause and resume, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from pathlib import Path
+
+from daemon.executor import PlanRunner
+from simulator.faults import FaultRule
+from statemachine import events as ev
+from statemachine.fold import PlanState
+from statemachine.machines import PlanStatus, ReplacementStatus
+from statemachine.plan import Strategy
+from tests.executor.checks import (
+    assert_evictions_bracketed,
+    assert_nothing_cordoned,
+    assert_replaced,
+    events_of,
+    when,
+)
+from tests.executor.conftest import NEW_SIZE, World, open_world, small_text
+
+
+async def _workers(world: World) -> set[str]:
+    return {w.identifier for w in await world.cloud.list_workers(world.cluster_id)}
+
+
+async def _web_pods(world: World) -> set[str]:
+    return {p.name for p in await world.cluster.list_pods() if p.labels.get("app") == "web"}
+
+
+async def assert_untouched(world: World) -> None:
+    """Back where it started: the original workers only, nothing cordoned."""
+    assert await _workers(world) == {i for i, _ in world.initial}
+    await assert_nothing_cordoned(world)
+
+
+async def test_surge_stops_and_rolls_back_when_a_node_never_turns_ready(world: World) -> None:
+    world.sim.faults.never_ready.add("small-general-201-0005")
+    spec = world.spec(
+        "f-ready", Strategy.SURGE, max_concurrent=3, batches=((0, 1, 2),), provision_timeout_s=300
+    )
+    journal = await world.approved(spec)
+    state = await PlanRunner(journal, world.context()).run()
+    assert state.status is PlanStatus.ROLLED_BACK
+    assert all(r.status is ReplacementStatus.ROLLED_BACK for r in state.replacements.values())
+    await assert_untouched(world)
+    events = await events_of(world, spec.plan_id)
+    assert sum(isinstance(e, ev.NodeJoinTimedOut) for e in events) == 1
+    assert not any(isinstance(e, ev.CordonRequested | ev.DrainStarted) for e in events)
+    deleted = {e.worker_identifier for e in events if isinstance(e, ev.WorkerDeleted)}
+    assert deleted == {r.new_worker for r in state.replacements.values()}
+    assert "did not become a Ready node within 300 s" in state.reasons[-1][3]
+    assert (await world.folded(spec.plan_id)).status is PlanStatus.ROLLED_BACK
+
+
+async def test_rolling_drain_blocked_by_a_budget_rolls_back_without_deleting_pods(
+    tmp_path: Path,
+) -> None:
+    async for world in open_world(tmp_path, small_text(min_available=3)):
+        pods_before = await _web_pods(world)
+        spec = world.spec("f-pdb", Strategy.ROLLING, count=1, drain_timeout_s=60)
+        journal = await world.approved(spec)
+        state = await PlanRunner(journal, world.context()).run()
+        assert state.status is PlanStatus.ROLLED_BACK
+        await assert_untouched(world)
+        assert await _web_pods(world) == pods_before  # nothing evicted, nothing deleted
+        events = await events_of(world, spec.plan_id)
+        assert_evictions_bracketed(events)
+        blocked = [e for e in events if isinstance(e, ev.EvictionBlocked)]
+        assert len(blocked) >= 3
+        assert not any(isinstance(e, ev.PodEvicted) for e in events)
+        gaps = [when(b) - when(a) for a, b in itertools.pairwise(blocked)]
+        assert gaps[-1] > gaps[0]  # backing off
+        timed_out = [e for e in events if isinstance(e, ev.DrainTimedOut)]
+        assert len(timed_out) == 1 and timed_out[0].remaining
+        assert any(isinstance(e, ev.NodeUncordoned) for e in events)
+        assert "PodDisruptionBudget" in state.reasons[-1][3]
+
+
+async def test_vpsie_errors_at_a_rate_are_retried_to_completion(world: World) -> None:
+    # The first create-group and add-worker calls surely fail; then 25 % 503s and 15 % 429s.
+    for path in ("*/k8s/cluster/add/group", "*/add/slave/group/*"):
+        world.sim.faults.rules.append(
+            FaultRule(service="vpsie", method="POST", path=path, error_rate=1.0, times=1)
+        )
+    world.sim.faults.rules.append(
+        FaultRule(service="vpsie", error_rate=0.25, error_status=503, throttle_rate=0.15)
+    )
+    world.sim.faults.rules.append(
+        FaultRule(service="kubernetes", method="PATCH", error_rate=0.3, error_status=500)
+    )
+    spec = world.spec("f-flaky", Strategy.SURGE, max_concurrent=2, batches=((0, 1), (2,)))
+    journal = await world.approved(spec)
+    state = await PlanRunner(journal, world.context()).run()
+    await assert_replaced(world, spec, state)
+    events = await events_of(world, spec.plan_id)
+    added = [e for e in events if isinstance(e, ev.WorkerAdded)]
+    assert len(added) == 3  # failed adds were settled, never doubled
+    retried = [e for e in events if isinstance(e, ev.WorkerAddFailed | ev.NodeGroupCreateFailed)]
+    assert len(retried) >= 2 and not any(e.permanent for e in retried)
+    assert len(await _workers(world)) == 3  # no orphan
+    groups = [g for g in await world.cloud.list_node_groups(world.cluster_id)]
+    assert len([g for g in groups if g.size_id == NEW_SIZE]) == 1
+
+
+async def _when_recorded(runner: PlanRunner, kind: type[ev.Event], action: str, *args: str) -> None:
+    """Subscribe: the first time `kind` is recorded, call runner.<action>(*args)."""
+    fired = False
+
+    def on_event(state: PlanState, event: ev.Event) -> None:
+        nonlocal fired
+        if isinstance(event, kind) and not fired:
+            fired = True
+            if action == "stop":
+                runner.request_stop()
+            else:
+                asyncio.get_running_loop().create_task(getattr(runner, action)(*args))
+
+    runner._journal.subscribe(on_event)
+
+
+async def test_stop_returns_after_the_step_and_a_new_run_finishes(world: World) -> None:
+    spec = world.spec("f-stop", Strategy.ROLLING, count=2)
+    journal = await world.approved(spec)
+    runner = PlanRunner(journal, world.context())
+    await _when_recorded(runner, ev.NodeCordoned, "stop")
+    state = await runner.run()
+    assert state.status is PlanStatus.EXECUTING
+    first = spec.replacements[0].replacement_id
+    assert state.replacements[first].status is ReplacementStatus.CORDONED
+    assert state.replacements[first].pending_intent is None
+    state = await PlanRunner(journal, world.context()).run()
+    await assert_replaced(world, spec, state)
+
+
+async def test_pause_then_resume(world: World) -> None:
+    spec = world.spec("f-pause", Strategy.ROLLING, count=2)
+    journal = await world.approved(spec)
+    runner = PlanRunner(journal, world.context())
+    await _when_recorded(runner, ev.NodeJoined, "pause", "alice", "look first")
+    state = await runner.run()
+    assert state.status is PlanStatus.PAUSED
+    assert state.reasons[-1][1:] == ("PlanPaused", "alice", "look first")
+    await runner.resume("alice")
+    state = await runner.run()
+    await assert_replaced(world, spec, state)
+
+
+async def test_cancel_while_draining_rolls_back_what_the_plan_did(world: World) -> None:
+    spec = world.spec("f-cancel", Strategy.ROLLING, count=3)
+    journal = await world.approved(spec)
+    runner = PlanRunner(journal, world.context())
+    await _when_recorded(runner, ev.DrainStarted, "cancel", "bob", "wrong window")
+    state = await runner.run()
+    assert state.status is PlanStatus.ROLLED_BACK
+    assert "cancelled by bob: wrong window" in state.reasons[-1][3] or any(
+        "cancelled by bob" in r[3] for r in state.reasons
+    )
+    await assert_untouched(world)
+    assert [r.status for r in state.replacements.values()] == [
+        ReplacementStatus.ROLLED_BACK,
+        ReplacementStatus.PLANNED,
+        ReplacementStatus.PLANNED,
+    ]
