@@ -53,20 +53,30 @@ from adapters.vpsie import VpsieClient
 from daemon.clock import SystemClock, rfc3339
 from daemon.config import Config, ConfigError, load_config
 from daemon.control import ControlError, ControlServer, Readiness, Role
-from daemon.executor import ExecutionContext, PlanRunner  # type: ignore[import-not-found]  # WIP
-from daemon.journal import PlanJournal  # type: ignore[import-not-found]  # WIP
+from daemon.executor import ExecutionContext, InvalidRequest, PlanRunner
+from daemon.journal import PlanJournal
 from daemon.leadership import LeaderElector
 from daemon.ports import Clock, Cloud, Cluster
 from daemon.progress import ProgressPrinter
 from daemon.recovery import Recovered, RecoveryError, recover, write_snapshot
 from daemon.snapshot import SnapshotError, gather_snapshot
 from eventstore import EventStore, EventStoreError
-from planner import NodeGroupPolicy, analyze, make_plan
+from planner import NodeGroupPolicy, analyze, make_plan, map_workers
+from planner.checks import (
+    check_cluster_health,
+    check_node_group_health,
+    check_timing,
+    disruption_needs,
+    node_count_path,
+)
+from planner.inventory import group_nodes, is_movable
+from planner.windows import parse_instant
 from statemachine import events as ev
 from statemachine.fold import PlanState
 from statemachine.machines import PlanStatus, ReplacementStatus
-from statemachine.plan import Action, CheckResult, CheckStatus
+from statemachine.plan import Action, CheckResult, CheckStatus, ReplacementSpec
 from statemachine.world import (
+    ClusterSnapshot,
     Datacenter,
     LeaseInfo,
     NodeGroupSpec,
@@ -1059,7 +1069,15 @@ class Service:
         self._set_status()
 
     async def _recheck(self, state: PlanState) -> Sequence[CheckResult]:
-        """The safety checks again, on a fresh snapshot, before a step (the executor asks)."""
+        """The safety checks again, for what is left of this plan, on a fresh snapshot.
+
+        The executor asks before each batch that has not started and when it resumes work in
+        flight after a restart. Checked: cluster health; the group's node count now and through
+        the remaining batches (no cooldown: this plan is the one running); the disruption
+        budgets of the next batch's nodes, by the planner's rule; the maintenance window for
+        the remaining estimate. Capacity was simulated when the plan was made; at run time the
+        drain's wait for the evicted pods to run elsewhere guards it.
+        """
         assert self._cloud is not None and self._cluster is not None
         policy = self._policy(state.spec.node_group)
         now = self._clock.now()
@@ -1070,8 +1088,7 @@ class Service:
             now=now,
             datacenter=self._datacenter,
         )
-        analysis = analyze(gathered.snapshot, policy, now=rfc3339(now))
-        return analysis.checks
+        return recheck_plan(state, gathered.snapshot, policy, now=rfc3339(now))
 
     def _policy(self, name: str) -> NodeGroupPolicy:
         for policy in self.config.node_groups:
@@ -1206,7 +1223,10 @@ class Service:
         if tracked.runner is None or tracked.journal.state.status is not PlanStatus.EXECUTING:
             state = tracked.journal.state
             raise ControlError(409, f"plan {state.plan_id} is {state.status.value}, not executing")
-        await tracked.runner.pause(by, reason)
+        try:
+            await tracked.runner.pause(by, reason)
+        except InvalidRequest as exc:
+            raise ControlError(409, str(exc)) from None
         return _plan_summary(tracked.journal.state)
 
     async def resume(self, plan_id: str, by: str, reason: str) -> dict[str, Any]:
@@ -1217,7 +1237,10 @@ class Service:
             raise ControlError(409, f"plan {state.plan_id} is {state.status.value}, not paused")
         if tracked.runner is None:
             tracked.runner = PlanRunner(tracked.journal, self._context())
-        await tracked.runner.resume(by)
+        try:
+            await tracked.runner.resume(by)
+        except InvalidRequest as exc:
+            raise ControlError(409, str(exc)) from None
         self._start(tracked)
         return _plan_summary(tracked.journal.state)
 
@@ -1240,11 +1263,145 @@ class Service:
             return _plan_summary(tracked.journal.state)
         if tracked.runner is None:
             tracked.runner = PlanRunner(tracked.journal, self._context())
-        await tracked.runner.cancel(by, reason or "cancelled")
+        try:
+            await tracked.runner.cancel(by, reason or "cancelled")
+        except InvalidRequest as exc:
+            raise ControlError(409, str(exc)) from None
         self._start(tracked)
         return _plan_summary(tracked.journal.state)
 
 
+def recheck_plan(
+    state: PlanState, snapshot: ClusterSnapshot, policy: NodeGroupPolicy, *, now: str
+) -> list[CheckResult]:
+    """Four of the planner's checks applied to the part of `state`'s plan not yet done."""
+    spec = state.spec
+    instant = parse_instant(now)
+    nodes = group_nodes(snapshot, spec.node_group, map_workers(snapshot))
+    by_id = {r.replacement_id: r for r in spec.replacements}
+    open_batches: list[list[ReplacementSpec]] = []
+    for batch in spec.batches:
+        left = [
+            by_id[rid] for rid in batch if state.replacements[rid].status not in _REPLACEMENT_ENDS
+        ]
+        if left:
+            open_batches.append(left)
+    shape = [
+        (
+            sum(
+                1
+                for r in batch
+                if r.new_size_id is not None
+                and state.replacements[r.replacement_id].status in _NOT_JOINED
+            ),
+            len(batch),
+        )
+        for batch in open_batches
+    ]
+    results = [check_cluster_health(snapshot, nodes, spec.min_healthy_percent)]
+    path = node_count_path(len(nodes), spec.strategy, shape)
+    results.append(
+        check_node_group_health(
+            path,
+            min_nodes=spec.min_nodes,
+            max_nodes=policy.max_nodes,
+            now=instant,
+            last_plan_finished_at=None,
+            cooldown_s=0,
+        )
+    )
+    next_batch = [
+        r.old_node
+        for r in (open_batches[0] if open_batches else [])
+        if state.replacements[r.replacement_id].status in _NOT_DRAINED
+    ]
+    pods_by_node: dict[str, list[PodInfo]] = {}
+    for pod in snapshot.pods:
+        if pod.node_name in next_batch and is_movable(pod):
+            pods_by_node.setdefault(pod.node_name, []).append(pod)
+    results.append(_budgets_now(next_batch, pods_by_node, snapshot.pdbs, policy.respect_pdbs))
+    remaining = sum(len(b) for b in open_batches)
+    remaining_s = spec.estimated_duration_s * remaining / max(1, len(spec.replacements))
+    results.append(check_timing(policy.maintenance_windows, instant, remaining_s))
+    return results
+
+
+_ENDED = frozenset(
+    {ReplacementStatus.DONE, ReplacementStatus.ROLLED_BACK, ReplacementStatus.FAILED}
+)
+
+
+def _budgets_now(
+    batch: list[str],
+    pods_by_node: dict[str, list[PodInfo]],
+    pdbs: Sequence[PdbInfo],
+    respect_pdbs: bool,
+) -> CheckResult:
+    """The disruption-budget check at run time, for the next batch.
+
+    The planner's rule (every matching pod of one node counted as one simultaneous disruption)
+    decides whether a plan is made. Once it runs, the Eviction API is the authority: the drain
+    evicts one pod at a time and waits on every 429, so a node holding more pods of a budget
+    than it allows at this instant is slower, not unsafe (a warning). What fails the check is a
+    budget the application already breaks (fewer healthy pods than it needs): draining more of
+    it now would only deepen an outage someone else caused.
+    """
+    needs = disruption_needs([batch], pods_by_node, pdbs)
+    touched = {n.pdb for n in needs}
+    details: dict[str, str | int | float | bool | None] = {
+        "pdbs": len(pdbs),
+        "pdbs_touched": len(touched),
+    }
+    broken = [
+        p
+        for p in pdbs
+        if f"{p.namespace}/{p.name}" in touched and p.current_healthy < p.desired_healthy
+    ]
+    if broken and respect_pdbs:
+        first = broken[0]
+        message = (
+            f"PDB {first.namespace}/{first.name} has {first.current_healthy} healthy pods and "
+            f"needs {first.desired_healthy}: the application is already disrupted"
+        )
+        return CheckResult(
+            name="disruption_budgets", status=CheckStatus.FAILED, message=message, details=details
+        )
+    over = [n for n in needs if n.need > n.allowed]
+    if over or not respect_pdbs:
+        message = (
+            "respectPDBs is off: budgets were not checked"
+            if not respect_pdbs
+            else f"node {over[0].node} holds {over[0].need} pods of PDB {over[0].pdb}, which "
+            f"allows {over[0].allowed} now; evictions go one at a time and wait for the budget"
+        )
+        return CheckResult(
+            name="disruption_budgets", status=CheckStatus.WARNING, message=message, details=details
+        )
+    return CheckResult(
+        name="disruption_budgets",
+        status=CheckStatus.PASSED,
+        message=f"the next batch stays within its budgets ({len(touched)} PDBs touched)",
+        details=details,
+    )
+
+
+_NOT_JOINED = frozenset(
+    {
+        ReplacementStatus.PLANNED,
+        ReplacementStatus.CREATING_GROUP,
+        ReplacementStatus.PROVISIONING,
+        ReplacementStatus.JOINING,
+    }
+)
+_NOT_DRAINED = frozenset(
+    {
+        *_NOT_JOINED,
+        ReplacementStatus.READY,
+        ReplacementStatus.CORDONING,
+        ReplacementStatus.CORDONED,
+        ReplacementStatus.DRAINING,
+    }
+)
 SNAPSHOT_EVERY_S = 600.0
 LEASE_NAMESPACE = "kube-system"
 LEASE_NAME = "vpsie-rebalancer"
