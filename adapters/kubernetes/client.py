@@ -49,19 +49,28 @@ CONFLICT_RETRIES = 5
 T = TypeVar("T")
 
 
+_gc_pauses = 0
+_gc_was_enabled = False
+
+
 @contextlib.contextmanager
 def _no_gc() -> Iterator[None]:
-    """Pause the cyclic collector while building many acyclic objects (150k pods).
+    """Pause the cyclic collector while a big list is read and translated.
 
-    Without it CPython runs full collections over the whole heap again and again while a
-    large list is parsed, which costs more than the parsing itself.
+    A list of 150,000 pods creates millions of acyclic objects; with the collector on, CPython
+    runs full collections over the growing heap again and again, which costs more than the
+    parsing itself. Nested and concurrent pauses are counted; the last one out restores it.
     """
-    was = gc.isenabled()
-    gc.disable()
+    global _gc_pauses, _gc_was_enabled
+    if _gc_pauses == 0:
+        _gc_was_enabled = gc.isenabled()
+        gc.disable()
+    _gc_pauses += 1
     try:
         yield
     finally:
-        if was:
+        _gc_pauses -= 1
+        if _gc_pauses == 0 and _gc_was_enabled:
             gc.enable()
 
 
@@ -206,6 +215,12 @@ class KubeClient:
                     ) -> tuple[list[Any], str]:
         """Every item, page by page (translated page by page when `translate` is given);
         restarts when the continue token expired."""
+        with _no_gc():
+            return await self._list_pages(path, query, translate)
+
+    async def _list_pages(self, path: str, query: Mapping[str, Any] | None,
+                          translate: Callable[[dict[str, Any]], T] | None
+                          ) -> tuple[list[Any], str]:
         for _ in range(3):
             items: list[Any] = []
             params = dict(query or {})
@@ -213,20 +228,18 @@ class KubeClient:
             try:
                 while True:
                     raw = await self._read("GET", path, query=params)
-                    with _no_gc():
-                        try:
-                            doc = orjson.loads(raw)
-                        except orjson.JSONDecodeError:
-                            raise MalformedResponse(f"GET {path}: the answer is not JSON",
-                                                    service=SERVICE) from None
-                        if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
-                            raise MalformedResponse(f"GET {path}: not a list", service=SERVICE)
-                        if translate is None:
-                            items.extend(doc["items"])
-                        else:
-                            items.extend(translate(o) for o in doc["items"])
-                        meta = doc.get("metadata") or {}
-                        del doc, raw
+                    try:
+                        doc = orjson.loads(raw)
+                    except orjson.JSONDecodeError:
+                        raise MalformedResponse(f"GET {path}: the answer is not JSON",
+                                                service=SERVICE) from None
+                    if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
+                        raise MalformedResponse(f"GET {path}: not a list", service=SERVICE)
+                    if translate is None:
+                        items.extend(doc["items"])
+                    else:
+                        items.extend(translate(o) for o in doc["items"])
+                    meta = doc.get("metadata") or {}
                     token = meta.get("continue")
                     if not token:
                         return items, str(meta.get("resourceVersion") or "")

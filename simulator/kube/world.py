@@ -42,6 +42,7 @@ from simulator.kube.store import ApiError, Key, Store, not_found
 _log = logging.getLogger(__name__)
 
 POD_START_S = 3.0
+FREEZE_AT_PODS = 20_000
 POD_STOP_S = 2.0
 TICK_S = 5.0
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -197,9 +198,10 @@ class KubeWorld:
         if self.started:
             return
         self.reconcile()
-        # The loaded world is long-lived and acyclic: keep the cyclic collector from
+        # A big loaded world is long-lived and acyclic: keep the cyclic collector from
         # rescanning it (with 150,000 pods a full collection costs seconds, again and again).
-        gc.freeze()
+        if len(self.store.collection("/pods").items) >= FREEZE_AT_PODS:
+            gc.freeze()
         self.started = True
         self._task = asyncio.create_task(self._run(), name="kube-world-controllers")
 
