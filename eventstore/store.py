@@ -100,8 +100,62 @@ def _check_events(stream: str, expected_version: int, events: Sequence[NewEvent]
             raise TypeError(f"{where} ({e.type}): data must be bytes, got {type(e.data).__name__}")
 
 
-def _probe(path: str) -> None:
-    sqlite3.connect(path).close()
+def _ready_file(path: str) -> None:
+    """Create the log if it is missing, then open it once with plain sqlite3.
+
+    A failing aiosqlite.connect leaves its thread to finish after we return (and complain if
+    the loop is gone by then), so failures to open are found here first.
+    """
+    doing = "opening"
+    try:
+        if not os.path.exists(path):
+            doing = "creating"
+            _create_new(path)
+            doing = "opening"
+        sqlite3.connect(path).close()
+    except sqlite3.Error as exc:
+        raise translate(exc, path, doing) from None
+    except OSError as exc:
+        raise EventStoreError(f"{path}: {doing}: {exc.strerror or exc}") from None
+
+
+def _create_new(path: str) -> None:
+    """Make an empty log beside `path`, then link it into place.
+
+    A crash at any point leaves either no file at `path` or a complete empty log, never a
+    half-made one; so an empty file at `path` always means damage, and is refused.
+    """
+    tmp = path + ".creating"
+    for leftover in (tmp, tmp + "-wal", tmp + "-shm", tmp + "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(leftover)
+    db = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("BEGIN IMMEDIATE")
+        for statement in SCHEMA_V2:
+            db.execute(statement)
+        db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        db.execute(f"PRAGMA user_version={CURRENT_VERSION}")
+        db.execute("COMMIT")
+    finally:
+        db.close()  # the last connection: checkpoints and removes the -wal file
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # unlike rename, never replaces a log another process just made
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _check_path(path: str) -> None:
@@ -180,11 +234,9 @@ class EventStore:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
         _check_path(p)
+        if p != ":memory:":
+            await asyncio.to_thread(_ready_file, p)
         try:
-            if p != ":memory:":
-                # A failing aiosqlite.connect leaves its thread to finish after we return (and
-                # complain if the loop is gone by then); find such failures with plain sqlite3.
-                await asyncio.to_thread(_probe, p)
             db = await aiosqlite.connect(p, isolation_level="IMMEDIATE")
         except sqlite3.Error as exc:
             raise translate(exc, p, "opening") from None

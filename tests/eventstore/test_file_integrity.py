@@ -164,6 +164,21 @@ async def test_a_truncated_file_is_a_clear_error(tmp_path: Path, keep: float) ->
     assert "damaged" in str(info.value)
 
 
+def names_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+async def test_a_new_log_is_complete_on_disk_before_it_is_used(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    (tmp_path / "events.db.creating").write_bytes(b"left over by a crash")
+    async with await EventStore.open(path) as s:
+        assert await s.head() == 0
+    assert names_in(tmp_path) == ["events.db"]
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == CURRENT_VERSION
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 async def test_a_file_truncated_to_nothing_is_not_taken_for_a_new_log(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     await write_log(path, plans=1, per_plan=1)
@@ -207,7 +222,7 @@ async def test_unusable_paths_are_named(tmp_path: Path, make: object, words: str
 
 
 async def test_a_path_sqlite_cannot_open_is_named() -> None:
-    with pytest.raises(EventStoreError, match=r"/proc/events\.db: opening: unable to open"):
+    with pytest.raises(EventStoreError, match=r"/proc/events\.db: creating: unable to open"):
         await EventStore.open("/proc/events.db")
 
 
