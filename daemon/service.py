@@ -1278,6 +1278,11 @@ def recheck_plan(
     spec = state.spec
     instant = parse_instant(now)
     nodes = group_nodes(snapshot, spec.node_group, map_workers(snapshot))
+    present = {n.name for n in snapshot.nodes}
+    # This plan's new nodes belong to the group from the moment they joined, labelled or not.
+    members = {n.name for n in nodes} | {
+        r.new_node for r in state.replacements.values() if r.new_node and r.new_node in present
+    }
     by_id = {r.replacement_id: r for r in spec.replacements}
     open_batches: list[list[ReplacementSpec]] = []
     for batch in spec.batches:
@@ -1286,20 +1291,21 @@ def recheck_plan(
         ]
         if left:
             open_batches.append(left)
+    # Per open batch: nodes still to add, old nodes still to remove (what the world shows).
     shape = [
         (
             sum(
                 1
                 for r in batch
                 if r.new_size_id is not None
-                and state.replacements[r.replacement_id].status in _NOT_JOINED
+                and state.replacements[r.replacement_id].new_node not in present
             ),
-            len(batch),
+            sum(1 for r in batch if r.old_node in present),
         )
         for batch in open_batches
     ]
     results = [check_cluster_health(snapshot, nodes, spec.min_healthy_percent)]
-    path = node_count_path(len(nodes), spec.strategy, shape)
+    path = node_count_path(len(members), spec.strategy, shape)
     results.append(
         check_node_group_health(
             path,

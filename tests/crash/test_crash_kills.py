@@ -52,6 +52,7 @@ async def test_killed_at_random_points_every_invariant_holds(
         log = await read_log(reh.db_path)
         verdict = check(reh, log, after, report=reh.runs[-1].report())
 
+    print(f"{strategy}: {kills} kills, {len(reh.runs)} runs, plans {verdict.plans}")
     assert verdict.ok, verdict.explain()
     assert kills >= 10, f"only {kills} kills happened"
     executed = [s for s in verdict.plans.values() if s in ("completed", "rolled_back")]
