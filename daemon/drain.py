@@ -143,6 +143,58 @@ async def _pods_on(rt: Runtime, node: str, deadline: float) -> list[PodInfo]:
     )
 
 
+async def vacate_new_node(rt: Runtime, rid: str) -> None:
+    """Before a rollback deletes the node this replacement added: cordon it and evict its pods
+    (PodDisruptionBudgets honoured, with backoff), so nothing vanishes without an eviction.
+
+    Not bracketed by events (the catalogue has none for the new node); every effect here is
+    idempotent and a restarted rollback simply does it again.
+    """
+    r = rt.replacement(rid)
+    name = r.new_node
+    if not name:
+        return  # never Ready: nothing was scheduled on it
+    timeout = rt.spec.drain_timeout_s
+    deadline = rt.monotonic() + timeout
+    node = await rt.call(
+        f"read node {name}", lambda: rt.ctx.cluster.get_node(name), deadline=deadline
+    )
+    if node is None:
+        return
+    if not node.unschedulable:
+        await rt.call(
+            f"cordon node {name}",
+            lambda: rt.ctx.cluster.cordon(name, annotations={CORDONED_BY_ANNOTATION: rt.plan_id}),
+            deadline=deadline,
+        )
+    low, high = rt.ctx.eviction_backoff_s
+    backoff = low
+    while True:
+        pods = [p for p in await _pods_on(rt, name, deadline) if evictable(p)]
+        if not pods:
+            return
+        blocked = []
+        for pod in (p for p in pods if not p.deleting):
+            try:
+                await rt.ctx.cluster.evict(pod.namespace, pod.name)
+            except NotFound:
+                pass
+            except TemporaryError:
+                blocked.append(_ref(pod))
+            except PermanentError as exc:
+                raise StepFailed(f"cannot evict {_ref(pod)} from {name}: {exc}") from None
+        if rt.monotonic() >= deadline:
+            raise StepFailed(
+                f"the pods on {name}, the node this plan added, could not be evicted within "
+                f"{timeout:g} s ({', '.join(_ref(p) for p in pods)}); drain it by hand"
+            )
+        if blocked:
+            await rt.sleep(min(backoff, max(0.0, deadline - rt.monotonic())))
+            backoff = min(backoff * 2, high)
+        else:
+            await rt.sleep(min(rt.ctx.poll_interval_s, max(0.0, deadline - rt.monotonic())))
+
+
 class Drainer:
     """Drains one replacement's old node; keeps the pre-drain picture for the rescheduling
     check (after a restart it is rebuilt from what is still known)."""

@@ -2,8 +2,9 @@
 
 For every replacement that started and is not finished: uncordon its old node if this plan
 cordoned it (the log says `prior_unschedulable` was false, and the node still carries our
-`CORDONED_BY_ANNOTATION`), delete the worker it added if it added one (the log shows
-`WorkerAdded` for this replacement; nothing else is ever deleted), then `ReplacementRolledBack`.
+`CORDONED_BY_ANNOTATION`), then, if it added a worker (the log shows `WorkerAdded` for this
+replacement; nothing else is ever deleted), move the pods off that worker's node through the
+Eviction API and delete the worker, then `ReplacementRolledBack`.
 A replacement whose old worker is already being deleted cannot be undone: it is finished
 forward instead, and its saving counts.
 
@@ -14,7 +15,7 @@ left in which state, so a person can finish the job.
 
 from __future__ import annotations
 
-from daemon.drain import uncordon
+from daemon.drain import uncordon, vacate_new_node
 from daemon.execution import Runtime, StepFailed
 from daemon.provisioning import delete_worker, terminate
 from statemachine import events as ev
@@ -45,6 +46,7 @@ async def roll_back_replacement(rt: Runtime, rid: str, reason: str) -> str | Non
         r = rt.replacement(rid)
         if r.new_worker and not r.new_deleted:
             rt.check()
+            await vacate_new_node(rt, rid)
             await delete_worker(
                 rt,
                 rid,

@@ -165,3 +165,47 @@ async def test_cancel_while_draining_rolls_back_what_the_plan_did(world: World) 
         ReplacementStatus.PLANNED,
         ReplacementStatus.PLANNED,
     ]
+
+
+async def test_rollback_moves_pods_off_the_new_node_before_deleting_it(world: World) -> None:
+    """Cancelled after the old node was drained onto the new one: the rollback uncordons the
+    old node, evicts the pods from the new node, and only then deletes its worker."""
+    spec = world.spec("f-vacate", Strategy.ROLLING, count=1)
+    others = [name for _, name in world.initial[1:]]
+    for name in others:  # a person's cordons: the drained pod can only go to the new node
+        await world.cluster.cordon(name)
+    journal = await world.approved(spec)
+    runner = PlanRunner(journal, world.context())
+    await _when_recorded(runner, ev.NodeDrained, "cancel", "carol", "")
+    on_deleted_node: list[list[str]] = []
+
+    def at_delete(state: PlanState, event: ev.Event) -> None:
+        if isinstance(event, ev.WorkerDeleteRequested) and event.role == "new":
+            on_deleted_node.append(
+                [
+                    e.obj["metadata"]["name"]
+                    for e in world.sim.kube.store.entries("/pods")
+                    if e.obj["spec"].get("nodeName") == event.node
+                    and "deletionTimestamp" not in e.obj["metadata"]
+                ]
+            )
+
+    journal.subscribe(at_delete)
+    sample, start = world.watch()
+    watcher = start()
+    try:
+        state = await runner.run()
+    finally:
+        watcher.cancel()
+    assert state.status is PlanStatus.ROLLED_BACK
+    rid = spec.replacements[0].replacement_id
+    assert state.replacements[rid].status is ReplacementStatus.ROLLED_BACK
+    assert on_deleted_node == [[]]
+    assert sample.min_ready_web >= 2
+    nodes = {n.name: n for n in await world.cluster.list_nodes()}
+    assert all(nodes[name].unschedulable for name in others)  # not ours: left alone
+    for name in others:
+        await world.cluster.uncordon(name)
+    await assert_untouched(world)
+    events = await events_of(world, spec.plan_id)
+    assert any(isinstance(e, ev.PodEvicted) for e in events)  # the pod had moved to the new node
