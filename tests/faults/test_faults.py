@@ -5,11 +5,13 @@ nothing is orphaned, nothing is left cordoned, and every other invariant holds.
 The daemon runs as a separate process (`run --once`) against the simulator; the faults are the
 simulator's own (scenario `faults:`), so the daemon cannot tell them from a real outage.
 A client-side timeout takes real seconds, so "timeouts" are the simulator's 504 answers and an
-outage window (503 for a minute of simulated time), which the client must retry the same way.
+outage (503 to everything for a simulated minute, from the first worker added), which the
+client and the executor must ride out the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from tests.crash.invariants import check, read_log
@@ -22,8 +24,6 @@ FLAKY_VPSIE = """\
       - {service: vpsie, errorRate: 0.05, errorStatus: 504}
       - {service: vpsie, throttleRate: 0.05, retryAfterSeconds: 2}
       - {service: vpsie, errorBodyRate: 0.03}
-    down:
-      - {service: vpsie, start: 200, end: 260}
 """
 
 # Workers are named <cluster>-<group>-<sequence>; the scenario's four are 0001-0004, so the
@@ -37,6 +37,15 @@ WEB_NEVER_EVICTABLE = """\
   faults:
     evictionBlocked: ["shop/app=web"]
 """
+
+
+async def outage_once_a_worker_is_added(reh: Rehearsal, seconds: float) -> None:
+    """VPSie answers 503 to everything for `seconds` (simulated), starting mid-plan."""
+    while len(reh.sim.vpsie.workers) <= len(reh.before.workers):
+        await reh.sim.clock.sleep(1)
+    reh.sim.faults.set_down("vpsie", True)
+    await reh.sim.clock.sleep(seconds)
+    reh.sim.faults.set_down("vpsie", False)
 
 
 async def finish(reh: Rehearsal) -> tuple[dict[str, str], int]:
@@ -56,7 +65,9 @@ async def test_vpsie_errors_throttling_and_an_outage_the_plan_still_completes(
 ) -> None:
     async with rehearsal(tmp_path, scenario=scenario_text(faults=FLAKY_VPSIE), seed=21) as reh:
         reh.configure(strategy="rolling", max_concurrent=2, batch_size=2)
+        outage = asyncio.create_task(outage_once_a_worker_is_added(reh, 60))
         plans, replaced = await finish(reh)
+        assert outage.done()
     assert "completed" in plans.values(), plans
     assert replaced > 0
 
