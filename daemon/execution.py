@@ -176,10 +176,13 @@ class Runtime:
             raise Interrupted(reason)
 
     async def sleep(self, seconds: float) -> None:
-        """Sleep on the injected clock, stopping at once if asked to."""
+        """Sleep on the injected clock, in slices of at most `poll_interval_s`, stopping at the
+        next slice if asked to (a pause during a long soak takes effect within a poll)."""
         self.check()
-        await self.ctx.clock.sleep(seconds)
-        self.check()
+        end = self.monotonic() + max(0.0, seconds)
+        while (left := end - self.monotonic()) > 0:
+            await self.ctx.clock.sleep(min(left, max(self.ctx.poll_interval_s, 0.001)))
+            self.check()
 
     async def record(self, *events: ev.Event) -> None:
         await self.journal.record(*events)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from decimal import Decimal
 
 from daemon.drain import Drainer, cordon
@@ -299,14 +300,22 @@ class PlanRunner:
                     await self._checkpoint("blue-green")
                 todo = self._open(everything)
                 await self._together(todo, self._provision, len(everything))
-                needs_soak = any(
-                    self.state.replacements[rid].status in (_RS.READY, _RS.PLANNED) for rid in todo
-                )
                 await self._together(todo, self._cordon, len(everything))
-                if needs_soak and spec.soak_s > 0:
-                    await self._forward.sleep(spec.soak_s)
+                await self._soak(todo)
                 await self._together(self._open(todo), self._drain, spec.max_concurrent)
                 await self._together(self._open(todo), self._terminate, spec.max_concurrent)
+
+    async def _soak(self, rids: Sequence[str]) -> None:
+        """Blue-green: serve on the new nodes for soak_s after the last cordon, counted from
+        the log (a restart does not start the soak over, nor skip it)."""
+        states = [self.state.replacements[rid] for rid in rids]
+        soak = self.state.spec.soak_s
+        if soak <= 0 or not states or any(r.status is not _RS.CORDONED for r in states):
+            return
+        last = max(datetime.fromisoformat(r.updated_at).timestamp() for r in states)
+        left = soak - (self._ctx.clock.now() - last)
+        if left > 0:
+            await self._forward.sleep(left)
 
     async def _together(self, rids: Sequence[str], work: Work, limit: int) -> None:
         """`work` on each replacement, at most `limit` at once. The first failure stops the

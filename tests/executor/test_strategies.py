@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from daemon.executor import PlanRunner
 from statemachine import events as ev
+from statemachine.machines import PlanStatus, ReplacementStatus
 from statemachine.plan import Strategy
 from tests.executor.checks import (
     assert_evictions_bracketed,
@@ -79,3 +80,30 @@ async def test_removal_skips_provisioning_and_saves_the_old_price(world: World) 
     assert state.realised_monthly_saving == Decimal("48.00")
     events = await events_of(world, "p-remove")
     assert not any(isinstance(e, ev.WorkerAddRequested) for e in events)
+
+
+async def test_blue_green_soak_survives_a_stop(world: World) -> None:
+    """Stopped during the soak and run again 100 s later: the soak is counted from the last
+    cordon in the log, neither started over nor skipped."""
+    spec = world.spec("p-bg-stop", Strategy.BLUE_GREEN, max_concurrent=3, soak_s=200.0)
+    journal = await world.approved(spec)
+    runner = PlanRunner(journal, world.context())
+    cordoned: list[str] = []
+
+    def on_event(state: object, event: ev.Event) -> None:
+        if isinstance(event, ev.NodeCordoned):
+            cordoned.append(event.node)
+            if len(cordoned) == 3:
+                runner.request_stop()
+
+    journal.subscribe(on_event)
+    state = await runner.run()
+    assert state.status is PlanStatus.EXECUTING
+    assert all(r.status is ReplacementStatus.CORDONED for r in state.replacements.values())
+    await world.clock.sleep(100)
+    state = await PlanRunner(journal, world.context()).run()
+    await assert_replaced(world, spec, state)
+    events = await events_of(world, spec.plan_id)
+    last_cordon = [e for e in events if isinstance(e, ev.NodeCordoned)][-1]
+    first_drain = next(e for e in events if isinstance(e, ev.DrainStarted))
+    assert 200.0 <= when(first_drain) - when(last_cordon) < 280.0
