@@ -555,9 +555,12 @@ class EventStore:
                 raise translate(exc, self._path, doing) from None
 
     async def head(self) -> int:
-        """The last seq written, 0 when the log is empty."""
-        self._ensure_open("reading the head")
-        return self._head
+        """The last seq in the log, 0 when it is empty.
+
+        Read from the file, not the writer's cache: in `verify-log` another process writes.
+        """
+        rows = await self._fetch("reading the head", "SELECT max(seq) FROM events")
+        return int(rows[0][0] or 0)
 
     async def stream_version(self, stream: str) -> int:
         """The version of `stream` (its number of events), 0 when it does not exist."""
