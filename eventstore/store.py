@@ -267,7 +267,7 @@ class EventStore:
                     await self._ensure_schema()
                     await db.execute("COMMIT")
                 except BaseException:
-                    await db.execute("ROLLBACK")
+                    await self._rollback_quietly()
                     raise
             doing = "reading the head of the log"
             await self._load_head()
