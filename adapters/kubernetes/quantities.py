@@ -37,13 +37,23 @@ def _value(text: str) -> Decimal:
     return value
 
 
+@lru_cache(maxsize=8192)
+def _millicores(text: str) -> int:
+    return int((_value(text) * 1000).to_integral_value(rounding="ROUND_CEILING"))
+
+
+@lru_cache(maxsize=8192)
+def _bytes(text: str) -> int:
+    return int(_value(text).to_integral_value(rounding="ROUND_CEILING"))
+
+
 def millicores(q: object) -> int:
     if q is None:
         return 0
-    return int((_value(str(q)) * 1000).to_integral_value(rounding="ROUND_CEILING"))
+    return _millicores(q if isinstance(q, str) else str(q))
 
 
 def bytes_of(q: object) -> int:
     if q is None:
         return 0
-    return int(_value(str(q)).to_integral_value(rounding="ROUND_CEILING"))
+    return _bytes(q if isinstance(q, str) else str(q))
