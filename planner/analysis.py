@@ -21,8 +21,10 @@ built before it is taken away), then larger saving, lower utilisation, fewer pod
 
 from __future__ import annotations
 
+import gc
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -207,24 +209,28 @@ class _Group:
         self.loads: dict[str, _NodeLoad] = {}
         self.ds_overhead = Resources()
         for node in nodes:
-            pods = sorted(pods_by_node[node.name], key=lambda p: (p.namespace, p.name))
+            pods = pods_by_node[node.name]
             alloc = effective_allocatable(node_capacity(node), node.allocatable)
-            used = Resources()
-            ds = Resources()
+            cpu = mem = count = ds_cpu = ds_mem = ds_count = 0
             shapes: dict[tuple[Shape, bool], int] = {}
             movable = []
             for pod in pods:
-                used = used + pod.requests
+                req = pod.requests
+                cpu += req.cpu_millis
+                mem += req.memory_bytes
+                count += req.pods
                 if pod.is_daemonset:
-                    ds = ds + pod.requests
+                    ds_cpu += req.cpu_millis
+                    ds_mem += req.memory_bytes
+                    ds_count += req.pods
                 mov = is_movable(pod)
                 if mov:
                     movable.append(pod)
                 key = (self.book.shape(pod), mov)
                 shapes[key] = shapes.get(key, 0) + 1
-            load_shapes = sorted(
-                ((s, c, m) for (s, m), c in shapes.items()), key=lambda t: (t[0].sort_key, t[2])
-            )
+            load_shapes = [(s, c, m) for (s, m), c in shapes.items()]
+            used = Resources(cpu_millis=cpu, memory_bytes=mem, pods=count)
+            ds = Resources(cpu_millis=ds_cpu, memory_bytes=ds_mem, pods=ds_count)
             self.loads[node.name] = _NodeLoad(
                 node=node,
                 allocatable=alloc,
@@ -236,18 +242,26 @@ class _Group:
             )
             self.ds_overhead = _cmax(self.ds_overhead, ds)
         self.labels, self.taints = _template(nodes)
+        self.template_class = self.book.node_class(self.labels, self.taints)
+        self._new_free: dict[int, Resources] = {}
 
     def bin_for(self, name: str) -> Bin:
         load = self.loads[name]
-        b = Bin(name, load.node.labels, load.node.taints, load.usable)
+        b = self.book.bin(name, load.node.labels, load.node.taints, load.usable)
         for shape, count, movable in load.load_shapes:
             b.add(shape, count, movable=movable)
         return b
 
     def make_new_bin(self, offer: SizeOffer, index: int) -> Bin:
         """A fresh node of `offer`: usable allocatable less the group's DaemonSet load."""
-        free = usable(effective_allocatable(offer_capacity(offer)), self.policy.headroom_percent)
-        return Bin(f"new-{offer.id}-{index}", self.labels, self.taints, free - self.ds_overhead)
+        free = self._new_free.get(offer.id)
+        if free is None:
+            alloc = effective_allocatable(offer_capacity(offer))
+            free = self._new_free[offer.id] = (
+                usable(alloc, self.policy.headroom_percent) - self.ds_overhead
+            )
+        name = f"new-{offer.id}-{index}"
+        return Bin(name, self.labels, self.taints, free, self.template_class)
 
     def movable_buckets(self, names: Sequence[str]) -> list[tuple[Shape, int]]:
         counts: dict[Shape, int] = {}
@@ -283,8 +297,7 @@ def _size_options(
             shape = left[0][0]
             note = (
                 f"{sum(c for _, c in left)} pods do not fit on {len(candidates)} nodes of this "
-                f"size (e.g. {shape.namespace} pod requesting {shape.cpu}m CPU, "
-                f"{shape.memory} bytes)"
+                f"size (e.g. a {shape.describe()})"
             )
             out.append(
                 SizeOption(
@@ -365,6 +378,20 @@ def _recommend(
     return action, tuple(reasons)
 
 
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """An analysis allocates many small containers that all live until it returns and form no
+    cycles; with a large snapshot alive, the cyclic collector's passes over it would make the
+    run superlinear. Reference counting still frees everything; the collector resumes after."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def analyze(
     snapshot: ClusterSnapshot,
     policy: NodeGroupPolicy,
@@ -377,6 +404,17 @@ def analyze(
     `last_plan_finished_at` is when the group's last plan ended (from the event log), for the
     cooldown. Raises ValueError for a naive or unparsable instant.
     """
+    with _cyclic_gc_paused():
+        return _analyze(snapshot, policy, now=now, last_plan_finished_at=last_plan_finished_at)
+
+
+def _analyze(
+    snapshot: ClusterSnapshot,
+    policy: NodeGroupPolicy,
+    *,
+    now: datetime | str,
+    last_plan_finished_at: datetime | str | None,
+) -> Analysis:
     instant = parse_instant(now)
     last = parse_instant(last_plan_finished_at) if last_plan_finished_at is not None else None
     workers: dict[str, WorkerMatch] = map_workers(snapshot)

@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from planner.policy import MaintenanceWindow
-from planner.scheduling import Bin, Packer, SelectorKey, Shape, selector_key, selector_matches
+from planner.scheduling import (
+    Bin,
+    Packer,
+    SelectorIndex,
+    SelectorKey,
+    Shape,
+    selector_key,
+    selector_matches,
+)
 from planner.windows import rfc3339, window_state
 from statemachine.plan import CheckResult, CheckStatus, Strategy
 from statemachine.world import ClusterSnapshot, NodeInfo, PdbInfo, PodInfo
@@ -155,9 +163,9 @@ def disruption_needs(
     is allowed iff, for every PDB, that number is at most `disruptions_allowed`. An empty
     selector matches every pod of its namespace (policy/v1).
     """
-    by_ns: dict[str, list[tuple[PdbInfo, SelectorKey]]] = {}
+    index: SelectorIndex[PdbInfo] = SelectorIndex()
     for pdb in sorted(pdbs, key=lambda p: (p.namespace, p.name)):
-        by_ns.setdefault(pdb.namespace, []).append((pdb, selector_key(pdb.selector)))
+        index.add(pdb.namespace, selector_key(pdb.selector), pdb)
     out: list[DisruptionNeed] = []
     for b, batch in enumerate(batches):
         worst: dict[str, DisruptionNeed] = {}
@@ -165,11 +173,10 @@ def disruption_needs(
             counts: dict[str, int] = {}
             found: dict[str, PdbInfo] = {}
             for pod in pods_by_node.get(node, ()):
-                for pdb, key in by_ns.get(pod.namespace, ()):
-                    if selector_matches(key, pod.labels):
-                        ref = f"{pdb.namespace}/{pdb.name}"
-                        counts[ref] = counts.get(ref, 0) + 1
-                        found[ref] = pdb
+                for pdb in index.matching(pod.namespace, pod.labels):
+                    ref = f"{pdb.namespace}/{pdb.name}"
+                    counts[ref] = counts.get(ref, 0) + 1
+                    found[ref] = pdb
             for ref in sorted(counts):
                 have = worst.get(ref)
                 if have is None or counts[ref] > have.need:
@@ -273,10 +280,7 @@ def simulate_batches(
                 rest = secondary.place(shape, rest)
             if rest:
                 unplaced += rest
-                example = example or (
-                    f"{shape.namespace} pod requesting {shape.cpu}m CPU, "
-                    f"{shape.memory} bytes memory"
-                )
+                example = example or shape.describe()
         if unplaced:
             return CapacityOutcome(failed_batch=b, unplaced_pods=unplaced, example=example)
     return CapacityOutcome(failed_batch=None, unplaced_pods=0)

@@ -152,7 +152,15 @@ def _pod_reason(pods: Iterable[PodInfo], skip_local: bool) -> tuple[str, str] | 
         (POD_NOT_SAFE_TO_EVICT, f"pod {{}} has annotation {SAFE_TO_EVICT_ANNOTATION}=false", []),
         (POD_WITHOUT_CONTROLLER, "pod {} has no controller and would not come back", []),
     ]
-    for pod in sorted(pods, key=lambda p: (p.namespace, p.name)):
+    suspects = [
+        p
+        for p in pods
+        if (skip_local and p.uses_local_storage)
+        or not p.owner_kind
+        or p.annotations.get(KARPENTER_DO_NOT_DISRUPT)
+        or p.annotations.get(SAFE_TO_EVICT_ANNOTATION)
+    ]
+    for pod in sorted(suspects, key=lambda p: (p.namespace, p.name)):
         ref = f"{pod.namespace}/{pod.name}"
         if skip_local and pod.uses_local_storage:
             tests[0][2].append(ref)

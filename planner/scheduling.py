@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from statemachine.world import (
     HOSTNAME_LABEL,
@@ -39,6 +40,7 @@ EVICTION_THRESHOLD_BYTES = 100 * MIB
 
 # (key, operator, values) of one requirement; a selector as hashable tuples.
 SelectorKey = tuple[tuple[tuple[str, str], ...], tuple[LabelRequirement, ...]]
+P = TypeVar("P")
 
 
 def system_reserve(capacity: Resources) -> Resources:
@@ -162,71 +164,89 @@ def tolerates(tolerations: Iterable[Toleration], taint: Taint) -> bool:
     return False
 
 
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """Pods the scheduler cannot tell apart; `labels` only when an anti-affinity can see them."""
+class SelectorIndex(Generic[P]):
+    """Label selectors by namespace, found by the labels they could match.
 
-    namespace: str
-    cpu: int
-    memory: int
-    tolerations: tuple[Toleration, ...]
-    node_selector: tuple[tuple[str, str], ...]
-    node_affinity: tuple[tuple[LabelRequirement, ...], ...]
-    anti_affinity: tuple[SelectorKey, ...]
-    labels: tuple[tuple[str, str], ...]
-    sort_key: tuple[object, ...] = field(compare=False, hash=False, default=())
+    A selector with `matchLabels` is filed under its first (sorted) pair, so a lookup only
+    tests the selectors filed under one of the object's own pairs; the rest are always tested.
+    """
 
-    def mentions_hostname(self) -> bool:
-        return any(k == HOSTNAME_LABEL for k, _ in self.node_selector) or any(
-            r.key == HOSTNAME_LABEL for term in self.node_affinity for r in term
-        )
+    def __init__(self) -> None:
+        self._by_pair: dict[str, dict[tuple[str, str], list[tuple[SelectorKey, P]]]] = {}
+        self._always: dict[str, list[tuple[SelectorKey, P]]] = {}
 
-    def self_exclusive(self) -> bool:
-        labels = dict(self.labels)
-        return any(selector_matches(sel, labels) for sel in self.anti_affinity)
+    def add(self, namespace: str, key: SelectorKey, payload: P) -> None:
+        if key[0]:
+            bucket = self._by_pair.setdefault(namespace, {}).setdefault(key[0][0], [])
+        else:
+            bucket = self._always.setdefault(namespace, [])
+        bucket.append((key, payload))
 
-
-class ShapeBook:
-    """Turns pods into shapes, knowing which labels some anti-affinity selector looks at."""
-
-    def __init__(self, pods: Iterable[PodInfo]) -> None:
-        by_ns: dict[str, set[SelectorKey]] = {}
-        for pod in pods:
-            for sel in pod.anti_affinity_hostname:
-                by_ns.setdefault(pod.namespace, set()).add(selector_key(sel))
-        self._selectors = {ns: sorted(sels, key=repr) for ns, sels in by_ns.items()}
-        self._cache: dict[Shape, Shape] = {}
-
-    def shape(self, pod: PodInfo) -> Shape:
-        sels = self._selectors.get(pod.namespace, ())
-        seen = any(selector_matches(s, pod.labels) for s in sels)
-        labels = tuple(sorted(pod.labels.items())) if seen else ()
-        anti = tuple(sorted({selector_key(s) for s in pod.anti_affinity_hostname}, key=repr))
-        probe = Shape(
-            namespace=pod.namespace,
-            cpu=pod.requests.cpu_millis,
-            memory=pod.requests.memory_bytes,
-            tolerations=tuple(sorted(set(pod.tolerations), key=repr)),
-            node_selector=tuple(sorted(pod.node_selector.items())),
-            node_affinity=pod.required_node_affinity,
-            anti_affinity=anti,
-            labels=labels,
-        )
-        found = self._cache.get(probe)
-        if found is None:
-            found = Shape(
-                namespace=probe.namespace,
-                cpu=probe.cpu,
-                memory=probe.memory,
-                tolerations=probe.tolerations,
-                node_selector=probe.node_selector,
-                node_affinity=probe.node_affinity,
-                anti_affinity=probe.anti_affinity,
-                labels=probe.labels,
-                sort_key=(-probe.cpu, -probe.memory, probe.namespace, repr(probe)),
-            )
-            self._cache[probe] = found
+    def matching(self, namespace: str, labels: Mapping[str, str]) -> list[P]:
+        always = self._always.get(namespace)
+        found = [p for k, p in always if selector_matches(k, labels)] if always else []
+        pairs = self._by_pair.get(namespace)
+        if pairs:
+            for pair in labels.items():
+                hits = pairs.get(pair)
+                if hits:
+                    found.extend(p for k, p in hits if selector_matches(k, labels))
         return found
+
+
+class Shape:
+    """Pods the scheduler cannot tell apart. Interned by a `ShapeBook`: compare by identity.
+
+    `namespace` and `labels` are kept only when anti-affinity makes them matter.
+    """
+
+    __slots__ = (
+        "anti_affinity",
+        "cpu",
+        "eid",
+        "exclusive",
+        "hostname_bound",
+        "labels",
+        "memory",
+        "namespace",
+        "node_affinity",
+        "node_selector",
+        "sort_key",
+        "tolerations",
+    )
+
+    def __init__(
+        self,
+        key: tuple[object, ...],
+        *,
+        namespace: str,
+        cpu: int,
+        memory: int,
+        tolerations: tuple[Toleration, ...],
+        node_selector: tuple[tuple[str, str], ...],
+        node_affinity: tuple[tuple[LabelRequirement, ...], ...],
+        anti_affinity: tuple[SelectorKey, ...],
+        labels: dict[str, str],
+        eid: int,
+    ) -> None:
+        self.namespace = namespace
+        self.cpu = cpu
+        self.memory = memory
+        self.tolerations = tolerations
+        self.node_selector = node_selector
+        self.node_affinity = node_affinity
+        self.anti_affinity = anti_affinity
+        self.labels = labels
+        self.eid = eid  # equal for shapes with equal tolerations, nodeSelector, node affinity
+        self.hostname_bound = any(k == HOSTNAME_LABEL for k, _ in node_selector) or any(
+            r.key == HOSTNAME_LABEL for term in node_affinity for r in term
+        )
+        self.exclusive = any(selector_matches(sel, labels) for sel in anti_affinity)
+        self.sort_key: tuple[object, ...] = (-cpu, -memory, namespace, repr(key))
+
+    def describe(self) -> str:
+        where = f" in namespace {self.namespace}" if self.namespace else ""
+        return f"pod{where} requesting {self.cpu}m CPU and {self.memory} bytes of memory"
 
 
 class Bin:
@@ -234,7 +254,7 @@ class Bin:
 
     __slots__ = (
         "anti",
-        "class_key",
+        "cid",
         "content",
         "cpu",
         "labels",
@@ -246,22 +266,25 @@ class Bin:
     )
 
     def __init__(
-        self, name: str, labels: Mapping[str, str], taints: tuple[Taint, ...], free: Resources
+        self,
+        name: str,
+        labels: Mapping[str, str],
+        taints: tuple[Taint, ...],
+        free: Resources,
+        cid: int,
     ) -> None:
         self.name = name
-        self.labels = dict(labels)
+        self.labels = labels  # shared, read-only
         self.taints = taints
         self.cpu = free.cpu_millis
         self.mem = free.memory_bytes
         self.pods = free.pods
-        self.class_key: tuple[object, ...] = (
-            tuple(sorted((k, v) for k, v in labels.items() if k != HOSTNAME_LABEL)),
-            taints,
-        )
+        self.cid = cid  # equal for nodes with equal labels (but hostname) and taints
         self.content: dict[Shape, int] = {}
-        # Anti-affinity selectors of placed pods, and labels of placed pods selectors can see.
-        self.anti: list[tuple[str, SelectorKey]] = []
-        self.targeted: list[tuple[str, dict[str, str]]] = []
+        # Placed pods' anti-affinity selectors, and the labels of placed pods that some selector
+        # can see; both filed by (namespace, one label pair) like `SelectorIndex`.
+        self.anti: SelectorIndex[bool] | None = None
+        self.targeted: dict[tuple[str, tuple[str, str]], list[dict[str, str]]] | None = None
 
     def add(self, shape: Shape, count: int, *, movable: bool = True) -> None:
         self.cpu -= shape.cpu * count
@@ -270,10 +293,75 @@ class Bin:
         if movable:
             self.content[shape] = self.content.get(shape, 0) + count
         if shape.anti_affinity:
-            self.anti.extend((shape.namespace, s) for s in shape.anti_affinity)
+            if self.anti is None:
+                self.anti = SelectorIndex()
+            for sel in shape.anti_affinity:
+                self.anti.add(shape.namespace, sel, True)
         if shape.labels:
-            labels = dict(shape.labels)
-            self.targeted.extend((shape.namespace, labels) for _ in range(count))
+            if self.targeted is None:
+                self.targeted = {}
+            for pair in shape.labels.items():
+                self.targeted.setdefault((shape.namespace, pair), []).extend(
+                    shape.labels for _ in range(count)
+                )
+
+
+class ShapeBook:
+    """Interns shapes and node classes for one analysis.
+
+    It knows every anti-affinity selector of the pods it was given, so it keeps a pod's labels
+    (and namespace) in its shape only when some selector can see them.
+    """
+
+    def __init__(self, pods: Iterable[PodInfo]) -> None:
+        self._anti: SelectorIndex[bool] = SelectorIndex()
+        seen: set[tuple[str, SelectorKey]] = set()
+        for pod in pods:
+            for sel in pod.anti_affinity_hostname:
+                key = selector_key(sel)
+                if (pod.namespace, key) not in seen:
+                    seen.add((pod.namespace, key))
+                    self._anti.add(pod.namespace, key, True)
+        self._shapes: dict[tuple[object, ...], Shape] = {}
+        self._eids: dict[tuple[object, ...], int] = {}
+        self._cids: dict[tuple[object, ...], int] = {}
+
+    def shape(self, pod: PodInfo) -> Shape:
+        anti: tuple[SelectorKey, ...] = ()
+        if pod.anti_affinity_hostname:
+            anti = tuple(sorted({selector_key(s) for s in pod.anti_affinity_hostname}, key=repr))
+        seen = bool(self._anti.matching(pod.namespace, pod.labels))
+        labels = tuple(sorted(pod.labels.items())) if seen else ()
+        ns = pod.namespace if (anti or seen) else ""
+        selector = tuple(sorted(pod.node_selector.items())) if pod.node_selector else ()
+        constraints = (pod.tolerations, selector, pod.required_node_affinity)
+        key = (ns, pod.requests.cpu_millis, pod.requests.memory_bytes, constraints, anti, labels)
+        found = self._shapes.get(key)
+        if found is None:
+            eid = self._eids.setdefault(constraints, len(self._eids))
+            found = Shape(
+                key,
+                namespace=ns,
+                cpu=pod.requests.cpu_millis,
+                memory=pod.requests.memory_bytes,
+                tolerations=pod.tolerations,
+                node_selector=selector,
+                node_affinity=pod.required_node_affinity,
+                anti_affinity=anti,
+                labels=dict(labels),
+                eid=eid,
+            )
+            self._shapes[key] = found
+        return found
+
+    def node_class(self, labels: Mapping[str, str], taints: tuple[Taint, ...]) -> int:
+        cls = (tuple(sorted((k, v) for k, v in labels.items() if k != HOSTNAME_LABEL)), taints)
+        return self._cids.setdefault(cls, len(self._cids))
+
+    def bin(
+        self, name: str, labels: Mapping[str, str], taints: tuple[Taint, ...], free: Resources
+    ) -> Bin:
+        return Bin(name, labels, taints, free, self.node_class(labels, taints))
 
 
 def eligible(shape: Shape, node: Bin) -> bool:
@@ -289,8 +377,8 @@ def eligible(shape: Shape, node: Bin) -> bool:
     )
 
 
-def room_for(shape: Shape, node: Bin, exclusive: bool) -> int:
-    """How many pods of `shape` fit on `node` now, resources and anti-affinity."""
+def resource_room(shape: Shape, node: Bin) -> int:
+    """How many pods of `shape` the node's free CPU, memory and pod slots take."""
     n = node.pods
     if shape.cpu > 0:
         n = min(n, node.cpu // shape.cpu)
@@ -300,25 +388,43 @@ def room_for(shape: Shape, node: Bin, exclusive: bool) -> int:
         n = min(n, node.mem // shape.memory)
     elif node.mem < 0:
         return 0
-    if n <= 0:
-        return 0
+    return n
+
+
+def anti_affinity_allows(shape: Shape, node: Bin) -> bool:
+    """Required anti-affinity on hostname, both ways: the shape's selectors against pods on the
+    node, and selectors of pods on the node against the shape's labels."""
     if shape.anti_affinity and node.targeted:
-        for ns, labels in node.targeted:
-            if ns == shape.namespace and any(
-                selector_matches(s, labels) for s in shape.anti_affinity
-            ):
-                return 0
-    if shape.labels and node.anti:
-        labels = dict(shape.labels)
-        for ns, sel in node.anti:
-            if ns == shape.namespace and selector_matches(sel, labels):
-                return 0
-    return min(n, 1) if exclusive else n
+        for sel in shape.anti_affinity:
+            if sel[0]:
+                seen = node.targeted.get((shape.namespace, sel[0][0]), ())
+            else:
+                seen = [
+                    labels
+                    for (ns, _), group in node.targeted.items()
+                    if ns == shape.namespace
+                    for labels in group
+                ]
+            if any(selector_matches(sel, labels) for labels in seen):
+                return False
+    return not (shape.labels and node.anti and node.anti.matching(shape.namespace, shape.labels))
+
+
+def room_for(shape: Shape, node: Bin) -> int:
+    """How many pods of `shape` fit on `node` now: resources and anti-affinity."""
+    n = resource_room(shape, node)
+    if n <= 0 or not anti_affinity_allows(shape, node):
+        return 0
+    return min(n, 1) if shape.exclusive else n
 
 
 @dataclass(slots=True)
 class Packer:
-    """First-fit decreasing over a list of bins, opening new bins from `factory` on demand."""
+    """First-fit decreasing over a list of bins, opening new bins from `factory` on demand.
+
+    Bins only ever fill up, so for each (requests, constraints) the index of the first bin that
+    might still take one such pod only moves forward: `place` resumes from there.
+    """
 
     bins: list[Bin]
     factory: Callable[[int], Bin] | None = None
@@ -327,15 +433,13 @@ class Packer:
     min_cpu: int = 0
     min_mem: int = 0
     _start: int = 0
-    _eligible: dict[tuple[Shape, tuple[object, ...]], bool] = field(default_factory=dict)
-
-    def _full(self, node: Bin) -> bool:
-        return node.pods <= 0 or node.cpu < self.min_cpu or node.mem < self.min_mem
+    _cursor: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    _eligible: dict[tuple[int, int], bool] = field(default_factory=dict)
 
     def _ok(self, shape: Shape, node: Bin) -> bool:
-        if shape.mentions_hostname():
+        if shape.hostname_bound:
             return eligible(shape, node)
-        key = (shape, node.class_key)
+        key = (shape.eid, node.cid)
         hit = self._eligible.get(key)
         if hit is None:
             hit = self._eligible[key] = eligible(shape, node)
@@ -343,25 +447,37 @@ class Packer:
 
     def place(self, shape: Shape, count: int) -> int:
         """Place up to `count` pods; returns how many could not be placed."""
-        exclusive = shape.self_exclusive() if shape.anti_affinity else False
         bins = self.bins
-        while self._start < len(bins) and self._full(bins[self._start]):
-            self._start += 1
-        i = self._start
+        start = self._start
+        while start < len(bins) and (
+            bins[start].pods <= 0
+            or bins[start].cpu < self.min_cpu
+            or bins[start].mem < self.min_mem
+        ):
+            start += 1
+        self._start = start
+        ckey = (shape.cpu, shape.memory, shape.eid)
+        i = max(self._cursor.get(ckey, 0), start)
+        cursor = i
+        advancing = True
         while count > 0 and i < len(bins):
             node = bins[i]
             i += 1
-            if not self._ok(shape, node):
+            if not self._ok(shape, node) or resource_room(shape, node) <= 0:
+                if advancing:
+                    cursor = i
                 continue
-            n = min(count, room_for(shape, node, exclusive))
+            advancing = False
+            n = min(count, room_for(shape, node))
             if n > 0:
                 node.add(shape, n)
                 count -= n
+        self._cursor[ckey] = cursor
         while count > 0 and self.factory is not None and self.opened < self.max_new:
             node = self.factory(self.opened)
             if not self._ok(shape, node):
                 return count
-            n = min(count, room_for(shape, node, exclusive))
+            n = min(count, room_for(shape, node))
             if n <= 0:
                 return count
             self.opened += 1
@@ -382,10 +498,3 @@ class Packer:
             if rest:
                 left.append((shape, rest))
         return left
-
-
-def bucketize(shapes: Iterable[Shape]) -> list[tuple[Shape, int]]:
-    counts: dict[Shape, int] = {}
-    for s in shapes:
-        counts[s] = counts.get(s, 0) + 1
-    return sorted(counts.items(), key=lambda b: b[0].sort_key)
