@@ -59,6 +59,7 @@ class NodeSlot:
     used_cpu: int = 0
     used_mem: int = 0
     pods_on: set[Key] = field(default_factory=set)
+    ip: str = ""  # InternalIP
 
 
 @dataclass(slots=True)
@@ -538,7 +539,7 @@ class KubeWorld:
                 pod["spec"]["nodeName"] = node
         pod["metadata"]["name"] = name
         self.store.create("/pods", "Pod", pod)
-        self._index_pod(pod, cached[2])
+        self._index_pod(pod, cached[2], by_owner=True)
 
     def _schedule(self) -> None:
         if not self._pending:
@@ -654,11 +655,8 @@ class KubeWorld:
         })
 
     def _host_ip(self, pod: dict[str, Any]) -> str:
-        node = self.store.get("/nodes", "", pod["spec"].get("nodeName", ""))
-        for a in (node or {}).get("status", {}).get("addresses") or []:
-            if a.get("type") == "InternalIP":
-                return str(a["address"])
-        return ""
+        slot = self._slots.get(pod["spec"].get("nodeName", ""))
+        return slot.ip if slot is not None else ""
 
     def _delete_pod(self, ns: str, name: str, grace_s: float | None) -> dict[str, Any]:
         pod = self.store.get("/pods", ns, name)
@@ -704,7 +702,9 @@ class KubeWorld:
             slot.used_mem += mem
             slot.pods_on.add(key)
 
-    def _index_pod(self, pod: dict[str, Any], req: tuple[int, int] | None = None) -> None:
+    def _index_pod(self, pod: dict[str, Any], req: tuple[int, int] | None = None,
+                   *, by_owner: bool = False) -> None:
+        """Index a new pod; `by_owner` when its controller made it (and needs no wake-up)."""
         meta = pod["metadata"]
         key = (meta["namespace"], meta["name"])
         self._pod_req[key] = req if req is not None else pod_requests(pod.get("spec") or {})
@@ -721,7 +721,11 @@ class KubeWorld:
                 self._after_bind(pod, key)
         else:
             self._pending[key] = None
-        self._pod_changed(pod)
+        if by_owner:
+            self._dirty_pdb_ns.add(key[0])
+            self._changed()
+        else:
+            self._pod_changed(pod)
 
     def _unindex_pod(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
@@ -787,6 +791,8 @@ class KubeWorld:
         slot.cpu = cpu_millis(alloc.get("cpu", 0))
         slot.mem = mem_bytes(alloc.get("memory", 0))
         slot.pods = int(alloc.get("pods", 110))
+        slot.ip = next((str(a["address"]) for a in node.get("status", {}).get("addresses") or []
+                        if a.get("type") == "InternalIP"), "")
         spec = node.setdefault("spec", {})
         taints = spec.get("taints") or []
         has = any(t.get("key") == UNSCHEDULABLE_TAINT for t in taints)
