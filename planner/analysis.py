@@ -246,8 +246,12 @@ class _Group:
         self._new_free: dict[int, Resources] = {}
 
     def bin_for(self, name: str) -> Bin:
+        """The node as it is; one that is not Ready or is cordoned takes no new pods."""
         load = self.loads[name]
-        b = self.book.bin(name, load.node.labels, load.node.taints, load.usable)
+        free = load.usable
+        if not load.node.ready or load.node.unschedulable:
+            free = Resources(cpu_millis=free.cpu_millis, memory_bytes=free.memory_bytes, pods=0)
+        b = self.book.bin(name, load.node.labels, load.node.taints, free)
         for shape, count, movable in load.load_shapes:
             b.add(shape, count, movable=movable)
         return b

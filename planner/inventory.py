@@ -43,6 +43,7 @@ LOCAL_STORAGE = "local-storage"
 POD_DO_NOT_DISRUPT = "pod-do-not-disrupt"
 POD_NOT_SAFE_TO_EVICT = "pod-not-safe-to-evict"
 POD_WITHOUT_CONTROLLER = "pod-without-controller"
+POD_PINNED = "pod-pinned-to-node"
 ALREADY_TARGET_SIZE = "already-target-size"
 EXCLUSION_CODES = (
     NOT_READY,
@@ -55,6 +56,7 @@ EXCLUSION_CODES = (
     POD_DO_NOT_DISRUPT,
     POD_NOT_SAFE_TO_EVICT,
     POD_WITHOUT_CONTROLLER,
+    POD_PINNED,
     ALREADY_TARGET_SIZE,
 )
 
@@ -145,12 +147,24 @@ def group_nodes(
     return sorted(chosen, key=lambda n: n.name)
 
 
+def pinned_to_host(pod: PodInfo) -> bool:
+    """A nodeSelector on the hostname, or required affinity whose every term names hosts with
+    `In`: the pod cannot run on a node that does not exist yet."""
+    if HOSTNAME_LABEL in pod.node_selector:
+        return True
+    terms = pod.required_node_affinity
+    return bool(terms) and all(
+        any(r.key == HOSTNAME_LABEL and r.operator == "In" for r in term) for term in terms
+    )
+
+
 def _pod_reason(pods: Iterable[PodInfo], skip_local: bool) -> tuple[str, str] | None:
     tests: list[tuple[str, str, list[str]]] = [
         (LOCAL_STORAGE, "pod {} uses local storage", []),
         (POD_DO_NOT_DISRUPT, f"pod {{}} has annotation {KARPENTER_DO_NOT_DISRUPT}=true", []),
         (POD_NOT_SAFE_TO_EVICT, f"pod {{}} has annotation {SAFE_TO_EVICT_ANNOTATION}=false", []),
         (POD_WITHOUT_CONTROLLER, "pod {} has no controller and would not come back", []),
+        (POD_PINNED, "pod {} may only run on this node (hostname selector or affinity)", []),
     ]
     suspects = [
         p
@@ -159,6 +173,7 @@ def _pod_reason(pods: Iterable[PodInfo], skip_local: bool) -> tuple[str, str] | 
         or not p.owner_kind
         or p.annotations.get(KARPENTER_DO_NOT_DISRUPT)
         or p.annotations.get(SAFE_TO_EVICT_ANNOTATION)
+        or pinned_to_host(p)
     ]
     for pod in sorted(suspects, key=lambda p: (p.namespace, p.name)):
         ref = f"{pod.namespace}/{pod.name}"
@@ -170,6 +185,8 @@ def _pod_reason(pods: Iterable[PodInfo], skip_local: bool) -> tuple[str, str] | 
             tests[2][2].append(ref)
         if not pod.owner_kind:
             tests[3][2].append(ref)
+        if pinned_to_host(pod):
+            tests[4][2].append(ref)
     for code, text, refs in tests:
         if refs:
             more = f" (and {len(refs) - 1} more)" if len(refs) > 1 else ""

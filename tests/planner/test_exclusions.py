@@ -13,6 +13,7 @@ from statemachine.world import (
     PROTECTED_ANNOTATION,
     SAFE_TO_EVICT_ANNOTATION,
     SCALE_DOWN_DISABLED_LABEL,
+    LabelRequirement,
     NodeInfo,
     VpsieWorker,
 )
@@ -52,6 +53,26 @@ CASES: list[tuple[str, dict[str, object], dict[str, object], str]] = [
         "pod-not-safe-to-evict",
     ),
     ("pod without controller", {}, {"owner_kind": "", "owner_name": ""}, "pod-without-controller"),
+    (
+        "pod pinned by hostname selector",
+        {},
+        {"node_selector": {"kubernetes.io/hostname": "victim"}},
+        "pod-pinned-to-node",
+    ),
+    (
+        "pod pinned by hostname affinity",
+        {},
+        {
+            "required_node_affinity": (
+                (
+                    LabelRequirement(
+                        key="kubernetes.io/hostname", operator="In", values=("victim",)
+                    ),
+                ),
+            )
+        },
+        "pod-pinned-to-node",
+    ),
 ]
 
 
