@@ -43,3 +43,19 @@ def test_a_different_instant_gives_a_different_plan_id() -> None:
     assert a is not None and b is not None
     assert a.plan_id != b.plan_id
     assert validate_plan(a, pol) == [] and validate_plan(b, pol) == []
+
+
+def test_analysis_leaves_the_garbage_collector_as_it_found_it() -> None:
+    import gc
+
+    snap = random_cluster(random.Random(9), 6)
+    pol = NodeGroupPolicy(name="pool", min_nodes=1)
+    assert gc.isenabled()
+    plan(snap, pol, now=NOW)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        plan(snap, pol, now=NOW)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
