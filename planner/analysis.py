@@ -65,6 +65,7 @@ from statemachine.plan import (
 )
 from statemachine.world import (
     HOSTNAME_LABEL,
+    NODEGROUP_LABEL,
     VPSIE_NODE_LABEL,
     ClusterSnapshot,
     NodeInfo,
@@ -462,7 +463,12 @@ def _analyze(
     feasible.sort(key=lambda o: (o.monthly_cost, _moves(o, candidates), o.size_id))
     chosen = feasible[0] if feasible else None
     no_plan_reasons: list[str] = []
-    if not candidates:
+    if not nodes:
+        no_plan_reasons.append(
+            f"no node belongs to the group: none is labelled {NODEGROUP_LABEL}={policy.name} "
+            f"or runs in a VPSie node group of that name"
+        )
+    elif not candidates:
         no_plan_reasons.append("no node of the group can be replaced (see exclusions)")
     elif chosen is None:
         no_plan_reasons.append("no allowed size can carry the group's pods")

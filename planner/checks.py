@@ -22,10 +22,8 @@ from planner.scheduling import (
     Bin,
     Packer,
     SelectorIndex,
-    SelectorKey,
     Shape,
     selector_key,
-    selector_matches,
 )
 from planner.windows import rfc3339, window_state
 from statemachine.plan import CheckResult, CheckStatus, Strategy
@@ -144,10 +142,6 @@ class DisruptionNeed:
     node: str  # the node that needs the most
     need: int
     allowed: int
-
-
-def pdb_matches(pdb_key: SelectorKey, pdb: PdbInfo, pod: PodInfo) -> bool:
-    return pod.namespace == pdb.namespace and selector_matches(pdb_key, pod.labels)
 
 
 def disruption_needs(

@@ -177,3 +177,10 @@ def test_resources_fit_helper_agrees_with_reserve() -> None:
         cpu_millis=cap.cpu_millis, memory_bytes=cap.memory_bytes, pods=cap.pods
     )
     assert alloc.cpu_millis == 1930  # 2 cores: 6% of the first, 1% of the second
+
+
+def test_an_empty_group_says_why_nothing_happens() -> None:
+    nodes, pods = fleet(2, 1)
+    a = analyze(cluster(nodes, pods), policy(name="typo"), now=NOW)
+    assert make_plan(a, policy(name="typo")) is None
+    assert "no node belongs to the group" in a.action_reasons[0]
