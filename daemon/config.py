@@ -464,16 +464,16 @@ def parse_config(text: str, *, source: str | Path = "<config>") -> Config:
         seen: dict[str, int] = {}
         for i, g in enumerate(raw_groups):
             policy = _group(r, g, f"node_groups[{i}]", cluster)
-            if policy is None:
-                continue
-            if policy.name in seen:
+            name = g.get("name") if isinstance(g, dict) else None
+            if isinstance(name, str) and name in seen:
                 r.bad(
                     f"node_groups[{i}].name",
-                    f"{policy.name!r} is already used by node_groups[{seen[policy.name]}]",
+                    f"{name!r} is already used by node_groups[{seen[name]}]",
                 )
-                continue
-            seen[policy.name] = i
-            groups.append(policy)
+            elif isinstance(name, str):
+                seen[name] = i
+            if policy is not None:
+                groups.append(policy)
     if r.problems:
         raise ConfigError(str(source), r.problems)
     assert kubeconfig is not None and credentials is not None

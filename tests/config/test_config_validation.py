@@ -155,6 +155,12 @@ ERRORS = [
     ("bad listen", BASE + 'listen = "8470"\n' + GROUP, "listen", "host:port"),
     ("duplicate group", BASE + GROUP + GROUP, "node_groups[1].name", "already used"),
     (
+        "duplicate of an invalid group",
+        BASE + GROUP + "batchSize = 0\n" + GROUP,
+        "node_groups[1].name",
+        "already used by node_groups[0]",
+    ),
+    (
         "bad day",
         BASE
         + GROUP
