@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from aiohttp import web
 from simulator.kube.patches import json_patch, merge_patch, strategic_merge_patch
 from simulator.kube.resources import ResourceType
 from simulator.kube.selectors import (
+    Selector,
     fields_match,
     parse_field_selector,
     parse_label_selector,
@@ -290,7 +291,7 @@ def _wants_table(request: web.Request) -> bool:
     return "as=Table" in request.headers.get("Accept", "")
 
 
-def _selectors(request: web.Request) -> tuple[Any, list[tuple[str, bool, str]]]:
+def _selectors(request: web.Request) -> tuple[Selector, list[tuple[str, bool, str]]]:
     q = request.query
     try:
         labels = parse_label_selector(q.get("labelSelector", ""))
@@ -300,7 +301,8 @@ def _selectors(request: web.Request) -> tuple[Any, list[tuple[str, bool, str]]]:
     return labels, fields
 
 
-def _accept(t: Target, labels: Any, fields: list[tuple[str, bool, str]]):  # type: ignore[no-untyped-def]
+def _accept(t: Target, labels: Selector, fields: list[tuple[str, bool, str]]
+            ) -> Callable[[dict[str, Any]], bool]:
     ns = t.namespace
 
     def accept(obj: dict[str, Any]) -> bool:
@@ -400,9 +402,8 @@ async def _watch(world: KubeWorld, request: web.Request, t: Target) -> web.Strea
                 await resp.write(line)
         finally:
             end.cancel()
-    except (ConnectionResetError, asyncio.CancelledError):
-        store.unwatch(watcher)
-        raise
+    except ConnectionResetError:
+        return resp  # the client went away
     finally:
         store.unwatch(watcher)
     with contextlib.suppress(ConnectionResetError):

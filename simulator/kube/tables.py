@@ -57,7 +57,29 @@ def _col(name: str, type_: str = "string", fmt: str = "") -> dict[str, Any]:
     return {"name": name, "type": type_, "format": fmt, "description": "", "priority": 0}
 
 
+def _workload_cells(o: dict[str, Any], now: float) -> list[Any]:
+    spec, st = o.get("spec") or {}, o.get("status") or {}
+    age = _age(o["metadata"].get("creationTimestamp", ""), now)
+    if o["kind"] == "DaemonSet":
+        return [o["metadata"]["name"], st.get("desiredNumberScheduled", 0),
+                st.get("currentNumberScheduled", 0), st.get("numberReady", 0), age]
+    if o["kind"] == "PodDisruptionBudget":
+        return [o["metadata"]["name"], spec.get("minAvailable", "N/A"),
+                spec.get("maxUnavailable", "N/A"), st.get("disruptionsAllowed", 0), age]
+    return [o["metadata"]["name"], f"{st.get('readyReplicas', 0)}/{spec.get('replicas', 1)}",
+            st.get("availableReplicas", 0), age]
+
+
 COLUMNS = {
+    "Deployment": [_col("Name", fmt="name"), _col("Ready"), _col("Available", "integer"),
+                   _col("Age")],
+    "ReplicaSet": [_col("Name", fmt="name"), _col("Ready"), _col("Available", "integer"),
+                   _col("Age")],
+    "DaemonSet": [_col("Name", fmt="name"), _col("Desired", "integer"),
+                  _col("Current", "integer"), _col("Ready", "integer"), _col("Age")],
+    "PodDisruptionBudget": [_col("Name", fmt="name"), _col("Min Available"),
+                            _col("Max Unavailable"), _col("Allowed Disruptions", "integer"),
+                            _col("Age")],
     "Node": [_col("Name", fmt="name"), _col("Status"), _col("Roles"), _col("Age"),
              _col("Version")],
     "Pod": [_col("Name", fmt="name"), _col("Ready"), _col("Status"),
@@ -73,6 +95,8 @@ def table(kind: str, objects: list[dict[str, Any]], now: float, rv: str,
             cells = _node_cells(o, now)
         elif kind == "Pod":
             cells = _pod_cells(o, now)
+        elif kind in ("Deployment", "ReplicaSet", "DaemonSet", "PodDisruptionBudget"):
+            cells = _workload_cells(o, now)
         else:
             cells = [o["metadata"]["name"], _age(o["metadata"].get("creationTimestamp", ""),
                                                  now)]

@@ -69,3 +69,17 @@ async def test_drain_blocked_by_pdb_fails_and_pods_stay(kubectl: Kubectl) -> Non
     assert rc != 0
     assert "disruption budget" in (out + err)
     assert _app_pods(kubectl, "db") == before
+
+
+async def test_get_workloads_and_budgets(kubectl: Kubectl) -> None:
+    rc, out, err = await kubectl.run("get", "pdb", "-n", "shop")
+    assert rc == 0, err
+    header, row = out.splitlines()
+    assert "ALLOWED DISRUPTIONS" in header
+    assert row.split()[:4] == ["db", "N/A", "0", "0"]
+    rc, out, err = await kubectl.run("get", "deployments", "-n", "shop", "-o", "name")
+    assert rc == 0, err
+    assert sorted(out.split()) == ["deployment.apps/db", "deployment.apps/web"]
+    rc, out, err = await kubectl.run("get", "deploy", "web", "-n", "shop")
+    assert rc == 0, err
+    assert out.splitlines()[1].split()[:2] == ["web", "3/3"]
