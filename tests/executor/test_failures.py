@@ -61,9 +61,10 @@ async def test_rolling_drain_blocked_by_a_budget_rolls_back_without_deleting_pod
 ) -> None:
     async for world in open_world(tmp_path, small_text(min_available=3)):
         pods_before = await _web_pods(world)
-        spec = world.spec("f-pdb", Strategy.ROLLING, count=1, drain_timeout_s=60)
+        spec = world.spec("f-pdb", Strategy.ROLLING, count=1, drain_timeout_s=200)
         journal = await world.approved(spec)
-        state = await PlanRunner(journal, world.context()).run()
+        ctx = world.context(eviction_backoff_s=(5.0, 40.0))
+        state = await PlanRunner(journal, ctx).run()
         assert state.status is PlanStatus.ROLLED_BACK
         await assert_untouched(world)
         assert await _web_pods(world) == pods_before  # nothing evicted, nothing deleted
@@ -73,7 +74,8 @@ async def test_rolling_drain_blocked_by_a_budget_rolls_back_without_deleting_pod
         assert len(blocked) >= 3
         assert not any(isinstance(e, ev.PodEvicted) for e in events)
         gaps = [when(b) - when(a) for a, b in itertools.pairwise(blocked)]
-        assert gaps[-1] > gaps[0]  # backing off
+        assert max(gaps) >= 3 * min(gaps)  # backing off: 5, 10, 20, 40 s (plus latency)
+        assert [b.attempt for b in blocked] == list(range(1, len(blocked) + 1))
         timed_out = [e for e in events if isinstance(e, ev.DrainTimedOut)]
         assert len(timed_out) == 1 and timed_out[0].remaining
         assert any(isinstance(e, ev.NodeUncordoned) for e in events)
