@@ -274,16 +274,7 @@ async def _patch(world: KubeWorld, request: web.Request, t: Target) -> dict[str,
     for fixed in ("name", "namespace", "uid"):
         if new["metadata"].get(fixed) != old["metadata"].get(fixed):
             raise ApiError(422, "Invalid", f"metadata.{fixed} cannot be changed by a patch")
-    if t.sub == "status" or "status" not in t.rt.subresources:
-        pass
-    elif "status" in old:
-        new["status"] = current_status = orjson.loads(orjson.dumps(old["status"]))
-        del current_status
-    if t.sub == "status":
-        merged = orjson.loads(orjson.dumps(old))
-        merged["status"] = new.get("status", {})
-        merged["metadata"]["resourceVersion"] = new["metadata"].get("resourceVersion")
-        new = merged
+    new = _keep_other_half(t, old, new)
     return world.replace(t.rt, new, check_rv=True)
 
 

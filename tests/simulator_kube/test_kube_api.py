@@ -73,3 +73,28 @@ def test_manifest_errors_name_the_document() -> None:
              "metadata": {"name": "web", "namespace": "shop"}, "spec": {}}])
     with pytest.raises(ValueError, match=r"manifest 0 \(Gadget g\): unknown kind"):
         world.load_manifests([{"apiVersion": "v1", "kind": "Gadget", "metadata": {"name": "g"}}])
+
+
+async def test_patch_flavours(base: tuple[KubeWorld, str]) -> None:
+    world, url = base
+    node_url = f"{url}/api/v1/nodes/a"
+    async with aiohttp.ClientSession() as s:
+        r = await s.patch(node_url, data=orjson.dumps(
+            {"spec": {"unschedulable": True}, "status": {"addresses": []}}),
+            headers={"Content-Type": "application/strategic-merge-patch+json"})
+        assert r.status == 200
+        r = await s.patch(node_url, data=orjson.dumps(
+            [{"op": "add", "path": "/metadata/labels/tier", "value": "gold"},
+             {"op": "test", "path": "/spec/unschedulable", "value": True}]),
+            headers={"Content-Type": "application/json-patch+json"})
+        assert r.status == 200
+        r = await s.patch(node_url, data=b"{}", headers={"Content-Type": "text/plain"})
+        assert r.status == 415
+        r = await s.patch(node_url, data=orjson.dumps(
+            {"metadata": {"resourceVersion": "1"}, "spec": {"unschedulable": None}}),
+            headers={"Content-Type": "application/merge-patch+json"})
+        assert r.status == 409
+    node = world.node("a")
+    assert node is not None
+    assert node["spec"]["unschedulable"] is True and node["metadata"]["labels"]["tier"] == "gold"
+    assert node["status"]["addresses"]  # the main resource never writes status
