@@ -5,10 +5,10 @@ request unchanged and keeps what an auditor needs, without trusting the daemon's
 simulator's own enforcement:
 
 - the number of requests, by verb and resource (requests per replaced node, for bench/execute);
-- every pod eviction with its answer, and whether the PodDisruptionBudget allowed it at that
-  moment, judged here from the pods and the PDB's spec read through the API just before the
-  request is forwarded (evictions are serialised so the judgement and the answer belong to the
-  same instant);
+- every pod eviction with its answer, and whether the PodDisruptionBudget allowed it, judged
+  here from the pods and the PDB's spec read through the API just before the request is
+  forwarded and, when that says no but the API said yes, again right after (a pending pod may
+  have turned Ready in between); evictions are serialised so no other eviction interleaves;
 - every pod DELETE (the daemon must never delete pods; it evicts them).
 """
 
@@ -133,26 +133,24 @@ class KubeProxy:
         async with self._session.get(self.upstream + path, headers=auth) as resp:
             return await resp.json()
 
-    async def _judge(
+    async def _budget(
         self, namespace: str, pod_name: str, headers: Mapping[str, str]
-    ) -> tuple[bool, str]:
+    ) -> tuple[dict[str, Any] | None, list[tuple[str, int, int]]]:
+        """The pod, and for each PDB selecting it: (name, healthy pods, desired healthy)."""
         pods = (await self._get(f"/api/v1/namespaces/{namespace}/pods", headers)).get("items", [])
-        pdbs = (
-            await self._get(f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets", headers)
-        ).get("items", [])
+        path = f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets"
+        pdbs = (await self._get(path, headers)).get("items", [])
         pod = next((p for p in pods if p["metadata"]["name"] == pod_name), None)
         if pod is None:
-            return True, "pod already gone"
+            return None, []
         labels = pod["metadata"].get("labels") or {}
+        found: list[tuple[str, int, int]] = []
         for pdb in pdbs:
             spec = pdb.get("spec") or {}
-            if not _matches(spec.get("selector") or {}, labels):
+            selector = spec.get("selector") or {}
+            if not _matches(selector, labels):
                 continue
-            members = [
-                p
-                for p in pods
-                if _matches(spec.get("selector") or {}, p["metadata"].get("labels") or {})
-            ]
+            members = [p for p in pods if _matches(selector, p["metadata"].get("labels") or {})]
             expected = sum(1 for p in members if "deletionTimestamp" not in p["metadata"])
             healthy = sum(1 for p in members if _ready(p))
             if "minAvailable" in spec:
@@ -161,13 +159,37 @@ class KubeProxy:
                 desired = max(0, expected - _scaled(spec["maxUnavailable"], expected))
             else:
                 desired = expected
-            name = pdb["metadata"]["name"]
+            found.append((pdb["metadata"]["name"], healthy, desired))
+        return pod, found
+
+    async def _judge(
+        self, namespace: str, pod_name: str, headers: Mapping[str, str]
+    ) -> tuple[bool, str]:
+        """Whether the budget allowed evicting the pod, from the pods just before."""
+        pod, budgets = await self._budget(namespace, pod_name, headers)
+        if pod is None:
+            return True, "pod already gone"
+        for name, healthy, desired in budgets:
             if not _ready(pod) and healthy >= desired:
                 return True, f"{name}: pod not ready, {healthy} healthy >= {desired}"
             if healthy - 1 < desired:
-                return False, f"{name}: {healthy} healthy, needs {desired}"
+                return False, f"{name}: {healthy} healthy before, needs {desired}"
             return True, f"{name}: {healthy} healthy, needs {desired}"
         return True, "no PodDisruptionBudget"
+
+    async def _held_after(
+        self, namespace: str, pod_name: str, headers: Mapping[str, str]
+    ) -> tuple[bool, str]:
+        """Whether, right after the eviction, every budget of the pod still holds.
+
+        A pod that turned Ready between the first reading and the eviction made it legal; an
+        eviction the budget did not allow leaves fewer healthy pods than it needs.
+        """
+        _, budgets = await self._budget(namespace, pod_name, headers)
+        for name, healthy, desired in budgets:
+            if healthy < desired:
+                return False, f"{name}: {healthy} healthy after, needs {desired}"
+        return True, ""
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
@@ -180,6 +202,10 @@ class KubeProxy:
         async with self._eviction_lock:
             allowed, why = await self._judge(evicted[1], evicted[2], request.headers)
             response = await self._forward(request)
+            if not allowed and 200 <= response.status < 300:
+                held, after = await self._held_after(evicted[1], evicted[2], request.headers)
+                allowed = held
+                why = f"{why}; {after or 'but the budget held right after'}"
             self.witness.evictions.append(
                 Eviction(evicted[1], evicted[2], response.status, allowed, why)
             )

@@ -46,7 +46,9 @@ def scenario_text(
     max_workers: int = 12,
     boot_delay_s: int = 60,
     web_replicas: int = 4,
+    web_min_available: int | str | None = None,
     api_replicas: int = 3,
+    api_max_unavailable: int | str = 1,
     faults: str = "",
 ) -> str:
     """A small world: `workers` nodes of 4 vCPU / 8 GB running two Deployments with PDBs."""
@@ -109,7 +111,7 @@ apiVersion: policy/v1
 kind: PodDisruptionBudget
 metadata: {{name: web, namespace: shop}}
 spec:
-  minAvailable: {max(1, web_replicas - 1)}
+  minAvailable: {web_min_available if web_min_available is not None else max(1, web_replicas - 1)}
   selector: {{matchLabels: {{app: web}}}}
 ---
 apiVersion: apps/v1
@@ -130,7 +132,7 @@ apiVersion: policy/v1
 kind: PodDisruptionBudget
 metadata: {{name: api, namespace: shop}}
 spec:
-  maxUnavailable: 1
+  maxUnavailable: {api_max_unavailable}
   selector: {{matchLabels: {{app: api}}}}
 ---
 apiVersion: apps/v1
