@@ -75,6 +75,7 @@ class PlanRunner:
         self._journal = journal
         self._ctx = ctx
         self._stop = False
+        self._running = False
         self._abort = ""  # set when one replacement failed: the others stop at a safe point
         self._forward = Runtime(journal, ctx, self._forward_interrupt)
         self._backward = Runtime(journal, ctx, self._stop_interrupt)
@@ -142,11 +143,15 @@ class PlanRunner:
 
     async def run(self) -> PlanState:
         """Reconcile, then forward or roll back, to an end or to a stop; returns the state."""
+        if self._running:
+            raise InvalidRequest(f"plan {self._journal.plan_id} is already running")
+        self._running = True
         self._ctx.claims.register(self._journal)
         try:
             await self._run()
         finally:
             self._ctx.claims.unregister(self._journal)
+            self._running = False
         return self.state
 
     async def _run(self) -> None:

@@ -7,7 +7,9 @@ import asyncio
 import itertools
 from pathlib import Path
 
-from daemon.executor import PlanRunner
+import pytest
+
+from daemon.executor import InvalidRequest, PlanRunner
 from simulator.faults import FaultRule
 from statemachine import events as ev
 from statemachine.fold import PlanState
@@ -211,3 +213,26 @@ async def test_rollback_moves_pods_off_the_new_node_before_deleting_it(world: Wo
     await assert_untouched(world)
     events = await events_of(world, spec.plan_id)
     assert any(isinstance(e, ev.PodEvicted) for e in events)  # the pod had moved to the new node
+
+
+async def test_rollback_leaves_a_cordon_it_did_not_make(tmp_path: Path) -> None:
+    """The old node was already cordoned by a person; the drain is blocked, the plan rolls
+    back, and the node stays cordoned (prior_unschedulable was recorded)."""
+    async for world in open_world(tmp_path, small_text(min_available=3)):
+        spec = world.spec("f-prior", Strategy.ROLLING, count=1, drain_timeout_s=30)
+        old = spec.replacements[0].old_node
+        await world.cluster.cordon(old)
+        journal = await world.approved(spec)
+        runner = PlanRunner(journal, world.context())
+        state = await runner.run()
+        assert state.status is PlanStatus.ROLLED_BACK
+        r = state.replacements[spec.replacements[0].replacement_id]
+        assert r.prior_unschedulable is True and not r.cordoned_by_us
+        node = await world.cluster.get_node(old)
+        assert node is not None and node.unschedulable
+        events = await events_of(world, spec.plan_id)
+        assert not any(isinstance(e, ev.UncordonRequested) for e in events)
+        await world.cluster.uncordon(old)
+        await assert_untouched(world)
+        with pytest.raises(InvalidRequest, match="rolled_back"):
+            await runner.pause("x", "y")
