@@ -45,6 +45,7 @@ class Sample:
 
     min_ready_web: int = 1_000
     samples: int = 0
+    seen: set[str] = field(default_factory=set)  # every pod name seen, any app
 
 
 @dataclass
@@ -174,6 +175,7 @@ class World:
                     and not p.deleting
                 )
                 sample.min_ready_web = min(sample.min_ready_web, ready)
+                sample.seen.update(f"{p.namespace}/{p.name}" for p in pods)
                 sample.samples += 1
                 await asyncio.sleep(0.005)
 

@@ -31,6 +31,11 @@ async def _run(world: World, spec_id: str, strategy: Strategy, **kw: object) -> 
     assert sample.min_ready_web >= 2  # the PodDisruptionBudget (minAvailable 2) always held
     events = await events_of(world, spec.plan_id)
     assert_evictions_bracketed(events)
+    # every pod that went away went through an eviction the API allowed
+    now = {f"{p.namespace}/{p.name}" for p in await world.cluster.list_pods()}
+    evicted = {f"{e.namespace}/{e.pod}" for e in events if isinstance(e, ev.PodEvicted)}
+    assert sample.seen - now <= evicted
+    assert evicted <= sample.seen - now
     for r in spec.replacements:
         mine = [e for e in events if getattr(e, "replacement_id", "") == r.replacement_id]
         joined = next(i for i, e in enumerate(mine) if isinstance(e, ev.NodeJoined))
