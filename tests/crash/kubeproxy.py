@@ -214,7 +214,10 @@ class KubeProxy:
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
-        body = await request.read()
+        try:
+            body = await request.read()
+        except ConnectionResetError:  # the daemon died mid-request (a crash test killed it)
+            return web.Response(status=499)
         try:
             upstream = await self._session.request(
                 request.method,
