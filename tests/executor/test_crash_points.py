@@ -19,10 +19,16 @@ from daemon.journal import PlanJournal
 from daemon.provisioning import provision
 from daemon.recovery import recover
 from statemachine import events as ev
+from statemachine.fold import PlanState
 from statemachine.machines import PlanStatus, ReplacementStatus
-from statemachine.plan import CheckResult, CheckStatus, PlanSpec, Strategy
+from statemachine.plan import Action, CheckResult, CheckStatus, PlanSpec, Strategy
 from statemachine.world import CORDONED_BY_ANNOTATION
-from tests.executor.checks import assert_nothing_cordoned, assert_replaced, replacement_events
+from tests.executor.checks import (
+    assert_nothing_cordoned,
+    assert_replaced,
+    events_of,
+    replacement_events,
+)
 from tests.executor.conftest import NEW_SIZE, World
 
 MADE = pytest.mark.parametrize("made", [True, False], ids=["made", "not-made"])
@@ -345,3 +351,37 @@ async def test_rollback_uncordon_and_delete_new(world: World, made: bool) -> Non
     events = await replacement_events(world, spec.plan_id)
     deletes = [e for e in events if isinstance(e, ev.WorkerDeleteRequested)]
     assert [(d.worker_identifier, d.role) for d in deletes] == [(new_worker, "new")]
+
+
+async def test_checks_passing_after_recovery_resume_forward(world: World) -> None:
+    """Cordon made, then the crash; the checks pass: the plan goes on, and the checks run
+    again before the next batch."""
+    spec, journal = await _begin(world, "c-resume", count=2)
+    r = spec.replacements[0]
+    await _to(world, journal, r.replacement_id, ReplacementStatus.READY)
+    await journal.record(
+        ev.CordonRequested(
+            plan_id=spec.plan_id,
+            at=_at(world),
+            replacement_id=r.replacement_id,
+            node=r.old_node,
+            prior_unschedulable=False,
+        )
+    )
+    await world.cluster.cordon(r.old_node, {CORDONED_BY_ANNOTATION: spec.plan_id})
+    asked: list[str] = []
+
+    async def recheck(state: PlanState) -> list[CheckResult]:
+        asked.append(state.plan_id)
+        return [CheckResult(name="capacity", status=CheckStatus.PASSED, message="fits")]
+
+    state = await PlanRunner(
+        await _restart(world, spec.plan_id), world.context(recheck=recheck)
+    ).run()
+    await assert_replaced(world, spec, state)
+    runs = [e for e in await events_of(world, spec.plan_id) if isinstance(e, ev.SafetyChecksRun)]
+    assert [(e.step, e.action) for e in runs] == [
+        ("resume", Action.PROCEED),
+        ("batch 2", Action.PROCEED),
+    ]
+    assert asked == [spec.plan_id, spec.plan_id]

@@ -236,3 +236,30 @@ async def test_rollback_leaves_a_cordon_it_did_not_make(tmp_path: Path) -> None:
         await assert_untouched(world)
         with pytest.raises(InvalidRequest, match="rolled_back"):
             await runner.pause("x", "y")
+
+
+async def test_a_rollback_that_cannot_finish_fails_the_plan_with_what_is_left(
+    world: World,
+) -> None:
+    """The new node never turns Ready, and VPSie goes down before the rollback can delete
+    the worker: PlanFailed names the worker this plan added that still exists."""
+    world.sim.faults.never_ready.add("small-general-201-*")
+    spec = world.spec("f-stuck", Strategy.ROLLING, count=1, provision_timeout_s=100)
+    journal = await world.approved(spec)
+
+    def vpsie_down(state: PlanState, event: ev.Event) -> None:
+        if isinstance(event, ev.NodeJoinTimedOut):
+            world.sim.faults.set_down("vpsie", True)
+
+    journal.subscribe(vpsie_down)
+    state = await PlanRunner(journal, world.context(rollback_timeout_s=60.0)).run()
+    world.sim.faults.set_down("vpsie", False)
+    assert state.status is PlanStatus.FAILED
+    rid = spec.replacements[0].replacement_id
+    new_worker = state.replacements[rid].new_worker
+    assert state.replacements[rid].status is ReplacementStatus.FAILED
+    reason = state.reasons[-1][3]
+    assert f"worker {new_worker} that this plan added still exists" in reason
+    assert "by hand" in reason
+    assert new_worker in await _workers(world)
+    assert (await world.folded(spec.plan_id)).status is PlanStatus.FAILED
