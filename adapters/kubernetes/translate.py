@@ -69,7 +69,19 @@ def _pod_resources(cpu: int, mem: int) -> Resources:
     return Resources(cpu_millis=cpu, memory_bytes=mem, pods=1)
 
 
+@lru_cache(maxsize=4096)
+def _single(cpu: str | None, mem: str | None) -> Resources:
+    return _pod_resources(millicores(cpu), bytes_of(mem))
+
+
 def _requests(spec: dict[str, Any]) -> Resources:
+    containers: list[dict[str, Any]] = spec.get("containers") or []
+    if len(containers) == 1 and "initContainers" not in spec and "overhead" not in spec:
+        # the common case, answered from a cache keyed by the two request strings
+        r = (containers[0].get("resources") or _EMPTY).get("requests") or _EMPTY
+        cpu_q, mem_q = r.get("cpu"), r.get("memory")
+        return _single(None if cpu_q is None else str(cpu_q),
+                       None if mem_q is None else str(mem_q))
     cpu = mem = 0
     for c in spec.get("containers") or ():
         r = (c.get("resources") or _EMPTY).get("requests")
