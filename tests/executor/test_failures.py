@@ -263,3 +263,21 @@ async def test_a_rollback_that_cannot_finish_fails_the_plan_with_what_is_left(
     assert "by hand" in reason
     assert new_worker in await _workers(world)
     assert (await world.folded(spec.plan_id)).status is PlanStatus.FAILED
+
+
+async def test_a_restart_does_not_extend_the_provision_timeout(world: World) -> None:
+    world.sim.faults.never_ready.add("small-general-201-*")
+    spec = world.spec("f-late", Strategy.ROLLING, count=1, provision_timeout_s=100)
+    journal = await world.approved(spec)
+    runner = PlanRunner(journal, world.context())
+    await _when_recorded(runner, ev.WorkerAdded, "stop")
+    state = await runner.run()
+    assert state.status is PlanStatus.EXECUTING
+    await world.clock.sleep(150)  # the daemon was down for 150 s
+    state = await PlanRunner(journal, world.context()).run()
+    assert state.status is PlanStatus.ROLLED_BACK
+    timed_out = [
+        e for e in await events_of(world, spec.plan_id) if isinstance(e, ev.NodeJoinTimedOut)
+    ]
+    assert len(timed_out) == 1 and 150 <= timed_out[0].waited_s < 200
+    await assert_untouched(world)
