@@ -57,16 +57,25 @@ class WorkerClaims:
 
     def __init__(self) -> None:
         self._journals: dict[str, PlanJournal] = {}
+        self._counts: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._claim_lock = asyncio.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
 
     def register(self, journal: PlanJournal) -> None:
+        """Count this plan's workers as claimed until as many `unregister` calls. A runner
+        registers itself while it runs; a service may also register every plan in flight
+        (paused ones too)."""
         self._journals[journal.plan_id] = journal
+        self._counts[journal.plan_id] = self._counts.get(journal.plan_id, 0) + 1
 
     def unregister(self, journal: PlanJournal) -> None:
-        if self._journals.get(journal.plan_id) is journal:
-            del self._journals[journal.plan_id]
+        left = self._counts.get(journal.plan_id, 0) - 1
+        if left > 0:
+            self._counts[journal.plan_id] = left
+            return
+        self._counts.pop(journal.plan_id, None)
+        self._journals.pop(journal.plan_id, None)
 
     def claimed(self, plan_id: str, replacement_id: str) -> set[str]:
         """Workers other replacements (of any registered plan) took as theirs."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from decimal import Decimal
 
 from daemon.executor import PlanRunner
@@ -112,3 +114,30 @@ async def test_blue_green_soak_survives_a_stop(world: World) -> None:
     last_cordon = [e for e in events if isinstance(e, ev.NodeCordoned)][-1]
     first_drain = next(e for e in events if isinstance(e, ev.DrainStarted))
     assert 200.0 <= when(first_drain) - when(last_cordon) < 280.0
+
+
+async def test_two_plans_adding_to_one_group_at_once_each_get_their_own_worker(
+    world: World,
+) -> None:
+    """Two plans (two node groups' worth) add to the same VPSie group concurrently."""
+    base = world.spec("p-two", Strategy.ROLLING, count=2)
+    first = dataclasses.replace(
+        base,
+        plan_id="p-a",
+        replacements=(dataclasses.replace(base.replacements[0], replacement_id="p-a/1"),),
+        batches=(("p-a/1",),),
+    )
+    second = dataclasses.replace(
+        base,
+        plan_id="p-b",
+        replacements=(dataclasses.replace(base.replacements[1], replacement_id="p-b/1"),),
+        batches=(("p-b/1",),),
+    )
+    journals = [await world.approved(first), await world.approved(second)]
+    states = await asyncio.gather(*(PlanRunner(j, world.context()).run() for j in journals))
+    for state in states:
+        assert state.status is PlanStatus.COMPLETED, state.reasons
+    added = [s.replacements[r].new_worker for s in states for r in s.replacements]
+    assert len(set(added)) == 2
+    workers = {w.identifier for w in await world.cloud.list_workers(world.cluster_id)}
+    assert workers == set(added) | {world.initial[2][0]}
