@@ -250,7 +250,7 @@ class Drainer:
     async def _evict_all(self) -> None:
         rt = self.rt
         timeout = rt.spec.drain_timeout_s
-        deadline = rt.monotonic() + timeout
+        deadline = rt.monotonic() + timeout - rt.since(self.rid, ev.DrainStarted)
         low, high = rt.ctx.eviction_backoff_s
         backoff = low
         attempts: Counter[str] = Counter()
@@ -351,7 +351,7 @@ class Drainer:
         rt = self.rt
         r = rt.replacement(self.rid)
         timeout = rt.spec.drain_timeout_s
-        deadline = rt.monotonic() + timeout
+        deadline = rt.monotonic() + timeout - rt.since(self.rid, ev.NodeDrained)
         namespaces = {ref.partition("/")[0] for ref in r.drain_pods}
         while True:
             everything = await rt.call(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 from adapters.errors import NotFound, PermanentError, TemporaryError
@@ -178,6 +179,17 @@ class Runtime:
 
     def monotonic(self) -> float:
         return self.ctx.clock.monotonic()
+
+    def since(self, rid: str, event_type: type[ev.Event]) -> float:
+        """Clock seconds since `event_type` was last recorded for `rid` (0 if never): the
+        part of a timeout already used before a restart."""
+        at = self.journal.last_at(rid, event_type)
+        if at is None:
+            return 0.0
+        try:
+            return max(0.0, self.ctx.clock.now() - datetime.fromisoformat(at).timestamp())
+        except ValueError:
+            return 0.0
 
     def check(self) -> None:
         reason = self._interrupt()

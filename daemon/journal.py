@@ -41,6 +41,9 @@ class PlanJournal:
         self._fold = fold
         self._lock = asyncio.Lock()
         self._subscribers: list[Subscriber] = []
+        # (replacement id, event type) -> `at` of its latest such event, for deadlines that
+        # must survive restarts (the fold keeps only the latest update of a replacement).
+        self._last: dict[tuple[str, str], str] = {}
 
     def __repr__(self) -> str:
         state = self._fold.plans.get(self._plan_id)
@@ -51,9 +54,12 @@ class PlanJournal:
     async def load(cls, store: EventStore, plan_id: str) -> PlanJournal:
         """Fold the plan's stream (empty for a plan not proposed yet)."""
         fold = FoldState(keep_finished=True)
+        journal = cls(store, plan_id, fold)
         for recorded in await store.read_stream(ev.stream_for(plan_id)):
-            apply(fold, recorded)
-        return cls(store, plan_id, fold)
+            change = apply(fold, recorded)
+            if change is not None:
+                journal._remember(change.event)
+        return journal
 
     @property
     def plan_id(self) -> str:
@@ -104,7 +110,17 @@ class PlanJournal:
             self._fold = candidate
             state = candidate.plans[self._plan_id]
             for event in events:
+                self._remember(event)
+            for event in events:
                 self._notify(state, event)
+
+    def _remember(self, event: ev.Event) -> None:
+        if isinstance(event, ev.ReplacementEvent):
+            self._last[(event.replacement_id, type(event).type_name())] = event.at
+
+    def last_at(self, replacement_id: str, event_type: type[ev.Event]) -> str | None:
+        """When `event_type` was last recorded for a replacement (RFC 3339), or None."""
+        return self._last.get((replacement_id, event_type.type_name()))
 
     def _notify(self, state: PlanState, event: ev.Event) -> None:
         for callback in self._subscribers:

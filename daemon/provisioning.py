@@ -17,8 +17,6 @@ them can move).
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from adapters.errors import Conflict, PermanentError, TemporaryError
 from daemon.execution import Runtime, StepFailed
 from statemachine import events as ev
@@ -257,16 +255,10 @@ def match_node(nodes: list[NodeInfo], hostname: str, ips: tuple[str, ...]) -> No
 async def wait_joined(rt: Runtime, rid: str) -> None:
     """JOINING -> READY: the new worker's Node Ready within provision_timeout_s, labelled.
 
-    The timeout counts from `WorkerAdded` in the log (the last event of a joining
-    replacement), so restarts do not extend it."""
+    The timeout counts from `WorkerAdded` in the log, so restarts do not extend it."""
     r = rt.replacement(rid)
     timeout = rt.spec.provision_timeout_s
-    try:
-        waited_before = max(
-            0.0, rt.ctx.clock.now() - datetime.fromisoformat(r.updated_at).timestamp()
-        )
-    except ValueError:
-        waited_before = 0.0
+    waited_before = rt.since(rid, ev.WorkerAdded)
     started = rt.monotonic() - waited_before
     deadline = started + timeout
     while True:

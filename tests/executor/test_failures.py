@@ -281,3 +281,21 @@ async def test_a_restart_does_not_extend_the_provision_timeout(world: World) -> 
     ]
     assert len(timed_out) == 1 and 150 <= timed_out[0].waited_s < 200
     await assert_untouched(world)
+
+
+async def test_a_restart_does_not_extend_the_drain_timeout(tmp_path: Path) -> None:
+    async for world in open_world(tmp_path, small_text(min_available=3)):
+        spec = world.spec("f-drain-late", Strategy.ROLLING, count=1, drain_timeout_s=100)
+        journal = await world.approved(spec)
+        runner = PlanRunner(journal, world.context())
+        await _when_recorded(runner, ev.EvictionBlocked, "stop")
+        state = await runner.run()
+        assert state.status is PlanStatus.EXECUTING
+        await world.clock.sleep(150)
+        resumed = world.clock.now()
+        state = await PlanRunner(journal, world.context()).run()
+        assert state.status is PlanStatus.ROLLED_BACK
+        events = await events_of(world, spec.plan_id)
+        timed_out = next(e for e in events if isinstance(e, ev.DrainTimedOut))
+        assert when(timed_out) - resumed < 30  # at the first look, not 100 s later
+        await assert_untouched(world)
