@@ -256,8 +256,6 @@ class Drainer:
         attempts: Counter[str] = Counter()
         while True:
             pods = [p for p in await _pods_on(rt, self.node, deadline) if evictable(p)]
-            if not self.owners:
-                self.owners = {o for p in pods if (o := _owner(p)) is not None}
             waiting = [p for p in pods if not p.deleting]
             if not pods:
                 await rt.record(
