@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from decimal import Decimal
 
 from daemon.drain import Drainer, cordon
@@ -317,8 +316,7 @@ class PlanRunner:
         soak = self.state.spec.soak_s
         if soak <= 0 or not states or any(r.status is not _RS.CORDONED for r in states):
             return
-        last = max(datetime.fromisoformat(r.updated_at).timestamp() for r in states)
-        left = soak - (self._ctx.clock.now() - last)
+        left = soak - min(self._forward.since(rid, ev.NodeCordoned) for rid in rids)
         if left > 0:
             await self._forward.sleep(left)
 
