@@ -50,7 +50,7 @@ class Scenario:
     auth: SimAuth
     faults: FaultConfig = field(default_factory=FaultConfig)
     boot_delay_s: float = 120.0
-    pod_start_delay_s: float = 5.0
+    pod_start_delay_s: float = 3.0
     page_size: int = 25
     node_shape: str = "identifier"
     manifests: list[dict[str, Any]] = field(default_factory=list)
@@ -216,7 +216,7 @@ class _Reader:
             auth=self.auth(spec.get("auth", {})),
             faults=faults,
             boot_delay_s=self.number(spec, "bootDelaySeconds", "spec", 120.0),
-            pod_start_delay_s=self.number(spec, "podStartDelaySeconds", "spec", 5.0),
+            pod_start_delay_s=self.number(spec, "podStartDelaySeconds", "spec", 3.0),
             page_size=self.integer(spec, "pageSize", "spec", 25, minimum=1),
             node_shape=node_shape,
         )

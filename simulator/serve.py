@@ -84,7 +84,9 @@ async def start_simulator(
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     clock = SimClock(speed, start=time.time())
     rng = random.Random(seed)
-    kube = KubeWorld(clock, random.Random(rng.getrandbits(64)))
+    kube = KubeWorld(
+        clock, random.Random(rng.getrandbits(64)), pod_start_delay_s=loaded.pod_start_delay_s
+    )
     try:
         kube.load_manifests(loaded.manifests)
     except ValueError as exc:
@@ -105,9 +107,10 @@ async def start_simulator(
         "kubernetes", loaded.faults, clock, random.Random(rng.getrandbits(64))
     )
     await kube.start()
+    kube_app = make_kube_app(kube, middlewares=[kube_faults], token=kube_token)
     try:
         async with (
-            serve_app(make_kube_app(kube, middlewares=[kube_faults]), port=kube_port) as kube_url,
+            serve_app(kube_app, port=kube_port) as kube_url,
             serve_vpsie(
                 vpsie, rng=random.Random(rng.getrandbits(64)), port=vpsie_port
             ) as vpsie_url,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,9 +57,14 @@ def _bad(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
 
-def make_kube_app(kube: KubeWorld, *, middlewares: Sequence[Any] = ()) -> web.Application:
-    """The aiohttp application serving `kube`; start `kube` separately (`await kube.start()`)."""
-    app = web.Application(middlewares=list(middlewares), client_max_size=64 * 2**20)
+def make_kube_app(kube: KubeWorld, *, middlewares: Sequence[Any] = (),
+                  token: str | None = None) -> web.Application:
+    """The aiohttp application serving `kube`; start `kube` separately (`await kube.start()`).
+
+    With `token`, a request that presents credentials other than `Bearer <token>` gets a 401
+    Status (checked before `middlewares`); see `bearer_middleware` for requests without any."""
+    chain = [bearer_middleware(token), *middlewares] if token is not None else [*middlewares]
+    app = web.Application(middlewares=chain, client_max_size=64 * 2**20)
     app[WORLD_KEY] = kube
     app.router.add_get("/version", _version)
     for probe in ("/healthz", "/readyz", "/livez"):
@@ -68,6 +74,25 @@ def make_kube_app(kube: KubeWorld, *, middlewares: Sequence[Any] = ()) -> web.Ap
     app.router.add_route("*", "/api/{tail:.*}", _dispatch)
     app.router.add_route("*", "/apis/{tail:.*}", _dispatch)
     return app
+
+
+def bearer_middleware(token: str) -> Any:
+    """Authentication as an API server with anonymous access on: a request presenting any
+    other credentials than `Bearer <token>` is refused with 401; a request without an
+    Authorization header is anonymous and served (kubectl, like every client-go program, never
+    sends credentials to a plain-http server, and the simulator serves plain http)."""
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        given = request.headers.get("Authorization")
+        if given is not None and not hmac.compare_digest(
+                given.encode("utf-8", "replace"), expected):
+            return _error(ApiError(401, "Unauthorized", "Unauthorized"))
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return check
 
 
 async def _ok(request: web.Request) -> web.Response:

@@ -7,8 +7,8 @@ indexes stay true. Controllers run in one background task woken by any change:
 - Deployment -> one ReplicaSet -> pods; a deleted or evicted pod is replaced at once;
 - DaemonSet -> one pod on every node whose taints it tolerates (cordons are ignored);
 - the scheduler binds pending pods first-fit from a rotating start node (deterministic);
-- the kubelet turns a bound pod Running and Ready after `POD_START_S` simulated seconds and
-  finishes a graceful deletion after `POD_STOP_S`;
+- the kubelet turns a bound pod Running and Ready after `pod_start_delay_s` simulated seconds
+  (3 by default) and finishes a graceful deletion after `POD_STOP_S`;
 - PodDisruptionBudget status (`expectedPods`, `currentHealthy`, `desiredHealthy`,
   `disruptionsAllowed`) is recomputed for every namespace whose pods changed.
 """
@@ -41,7 +41,8 @@ from simulator.kube.store import ApiError, Key, Store, not_found
 
 _log = logging.getLogger(__name__)
 
-POD_START_S = 3.0
+POD_START_S = 3.0  # default of KubeWorld(pod_start_delay_s=...)
+GENERATE_NAME_TRIES = 8
 FREEZE_AT_PODS = 20_000
 POD_STOP_S = 2.0
 TICK_S = 5.0
@@ -71,9 +72,13 @@ class EvictionBlock:
 class KubeWorld:
     """A simulated Kubernetes control plane. Deterministic given the rng's seed."""
 
-    def __init__(self, clock: SimClock, rng: random.Random) -> None:
+    def __init__(self, clock: SimClock, rng: random.Random, *,
+                 pod_start_delay_s: float = POD_START_S) -> None:
+        if not pod_start_delay_s >= 0:
+            raise ValueError(f"pod_start_delay_s must be >= 0, got {pod_start_delay_s}")
         self.clock = clock
         self.rng = rng
+        self.pod_start_delay_s = pod_start_delay_s
         self.registry = Registry()
         self.store = Store(clock, rng)
         self.started = False
@@ -244,17 +249,17 @@ class KubeWorld:
 
     def create(self, rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj.setdefault("metadata", {})
-        if not meta.get("name"):
-            prefix = meta.get("generateName")
-            if not prefix:
-                raise ApiError(422, "Invalid", f"{rt.kind}: metadata.name is required")
-            meta["name"] = prefix + self._suffix()
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
         if rt.namespaced:
             ns = meta.setdefault("namespace", "default")
             if self.store.get("/namespaces", "", ns) is None:
                 raise ApiError(404, "NotFound", f'namespaces "{ns}" not found',
                                {"name": ns, "kind": "namespaces"})
+        if not meta.get("name"):
+            prefix = meta.get("generateName")
+            if not prefix:
+                raise ApiError(422, "Invalid", f"{rt.kind}: metadata.name is required")
+            meta["name"] = self._free_name(rt, meta.get("namespace", ""), prefix)
         hook = _CREATE_PREP.get(rt.key)
         if hook is not None:
             hook(self, obj)
@@ -522,8 +527,8 @@ class KubeWorld:
             raw = orjson.dumps(body)
             cached = (gen, raw, pod_requests(spec), orjson.loads(raw))
             self._template_cache[ometa["uid"]] = cached
-        while self.store.get("/pods", ns, name) is not None:
-            name = f"{name.rsplit('-', 1)[0]}-{self._suffix()}"
+        if self.store.get("/pods", ns, name) is not None:
+            name = self._free_name(self.registry_type("", "pods"), ns, f"{name.rsplit('-', 1)[0]}-")
         if not self.started and node is None and ometa["uid"] not in self._nofit:
             # Before start the world is "already running": bind and start in one write.
             key = (ns, name)
@@ -607,7 +612,8 @@ class KubeWorld:
 
     def _after_bind(self, pod: dict[str, Any], key: Key) -> None:
         if self.started:
-            self._later(POD_START_S, lambda: self._start_pod(key, pod["metadata"]["uid"]))
+            uid = pod["metadata"]["uid"]
+            self._later(self.pod_start_delay_s, lambda: self._start_pod(key, uid))
         else:
             self._start_pod(key, pod["metadata"]["uid"])
 
@@ -917,6 +923,16 @@ class KubeWorld:
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}},
             "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
+
+    def _free_name(self, rt: ResourceType, ns: str, prefix: str) -> str:
+        """`prefix` plus a random suffix not taken yet in `ns`: drawn again on a collision
+        (deterministic, from the seeded rng), as the API server retries generateName."""
+        for _ in range(GENERATE_NAME_TRIES):
+            name = prefix + self._suffix()
+            if self.store.get(rt.key, ns, name) is None:
+                return name
+        raise ApiError(409, "AlreadyExists", f"{rt.kind}: no free name for generateName "
+                       f"{prefix!r} after {GENERATE_NAME_TRIES} tries")
 
     def _suffix(self) -> str:
         bits = self.rng.getrandbits(40)

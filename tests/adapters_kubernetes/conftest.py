@@ -65,7 +65,7 @@ async def sim(tmp_path: Path) -> AsyncIterator[Sim]:
     faults = FaultConfig()
     world.load_manifests([web_deployment("web", 4), pdb("web", "web", minAvailable=3)])
     await world.start()
-    app = make_kube_app(world, middlewares=[
+    app = make_kube_app(world, token=TOKEN, middlewares=[
         fault_middleware("kubernetes", faults, clock, random.Random(3))])
     runner = web.AppRunner(app)
     await runner.setup()

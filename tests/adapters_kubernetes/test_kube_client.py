@@ -287,3 +287,63 @@ async def test_bad_kubeconfig_is_a_clear_permanent_error(tmp_path: Path) -> None
         async with KubeClient.from_kubeconfig(str(tmp_path / "missing")):
             pass
     assert "missing" in str(info.value)
+
+
+async def test_a_wrong_token_is_an_authentication_error(sim: Sim, tmp_path: Path) -> None:
+    from adapters.errors import AuthenticationError
+    from tests.adapters_kubernetes.conftest import write_kubeconfig
+
+    wrong = "not-the-token-the-simulator-wrote"
+    path = write_kubeconfig(tmp_path / "wrong", sim.port, token=wrong)
+    async with KubeClient.from_kubeconfig(str(path)) as client:
+        with pytest.raises(AuthenticationError) as info:
+            await client.list_nodes()
+    assert info.value.status == 401
+    assert wrong not in str(info.value) and TOKEN not in str(info.value)
+
+
+def test_pods_are_built_slot_by_slot_and_equal_to_the_constructor() -> None:
+    import dataclasses
+
+    from adapters.kubernetes import translate
+    from statemachine.world import PodInfo, Resources, Toleration
+
+    # The fast path is in use only while it covers PodInfo's fields exactly.
+    assert tuple(f.name for f in dataclasses.fields(PodInfo)) == translate.POD_INFO_FIELDS
+    assert translate._new_pod_info is translate._pod_info_by_slots
+    values = ("ns", "p", "n1", "u", {"a": "1"}, {"b": "2"}, "ReplicaSet", "rs", "Running",
+              True, Resources(cpu_millis=5, memory_bytes=6, pods=1),
+              (Toleration(key="k", operator="Exists"),), {"z": "1"}, (), (), True, False,
+              True, False)
+    fast = translate._pod_info_by_slots(*values)
+    slow = translate._pod_info_by_init(*values)
+    assert type(fast) is PodInfo and fast == slow and repr(fast) == repr(slow)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.name = "other"  # type: ignore[misc]
+    assert dataclasses.replace(fast, name="q").name == "q"
+
+
+def test_repeated_fragments_are_translated_once() -> None:
+    from adapters.kubernetes.translate import pod_info
+
+    def pod(name: str) -> dict[str, object]:
+        return {"metadata": {"name": name, "namespace": "x"},
+                "spec": {"containers": [{"resources": {"requests": {"cpu": "1",
+                                                                    "memory": "1Gi"}}}],
+                         "tolerations": [{"key": "k", "operator": "Exists",
+                                          "effect": "NoSchedule"}],
+                         "affinity": {"nodeAffinity": {
+                             "requiredDuringSchedulingIgnoredDuringExecution": {
+                                 "nodeSelectorTerms": [{"matchExpressions": [
+                                     {"key": "zone", "operator": "In",
+                                      "values": ["a"]}]}]}}}},
+                "status": {"phase": "Running",
+                           "conditions": [{"type": "Ready", "status": "True"}]}}
+
+    a, b = pod_info(pod("a")), pod_info(pod("b"))
+    assert (a.name, b.name) == ("a", "b") and a.ready and b.ready
+    assert a.requests.cpu_millis == 1000 and a.requests.memory_bytes == 2**30
+    assert a.tolerations[0].key == "k" and a.tolerations[0].effect == "NoSchedule"
+    assert a.required_node_affinity[0][0].values == ("a",)
+    assert a.tolerations is b.tolerations
+    assert a.required_node_affinity is b.required_node_affinity

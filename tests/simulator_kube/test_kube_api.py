@@ -98,3 +98,47 @@ async def test_patch_flavours(base: tuple[KubeWorld, str]) -> None:
     assert node is not None
     assert node["spec"]["unschedulable"] is True and node["metadata"]["labels"]["tier"] == "gold"
     assert node["status"]["addresses"]  # the main resource never writes status
+
+
+async def test_the_bearer_token_is_checked(tmp_path: object) -> None:
+    world = KubeWorld(SimClock(1000), random.Random(5))
+    await world.start()
+    runner = web.AppRunner(make_kube_app(world, token="right-token"))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v1/namespaces"
+    try:
+        async with aiohttp.ClientSession() as s:
+            for wrong in ("Bearer wrong-token", "Bearer right-token2", "Basic cmlnaHQtdG9rZW4=",
+                          "Bearer", "Bearer rïght"):
+                r = await s.get(url, headers={"Authorization": wrong})
+                body = await r.json()
+                assert r.status == 401, wrong
+                assert body["kind"] == "Status" and body["reason"] == "Unauthorized"
+                assert "right-token" not in str(body)
+            r = await s.get(url, headers={"Authorization": "Bearer right-token"})
+            assert r.status == 200 and (await r.json())["kind"] == "NamespaceList"
+            # No credentials at all: anonymous, as kubectl over plain http
+            r = await s.get(url)
+            assert r.status == 200
+    finally:
+        await world.stop()
+        await runner.cleanup()
+
+
+async def test_generate_name_collisions_draw_again(base: tuple[KubeWorld, str]) -> None:
+    world, url = base
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"generateName": "job-", "namespace": "default"},
+           "spec": {"containers": [{"name": "c", "image": "i"}]}}
+    state = world.rng.getstate()
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(f"{url}/api/v1/namespaces/default/pods", json=pod)
+        first = (await r.json())["metadata"]["name"]
+        assert r.status == 201 and first.startswith("job-")
+        world.rng.setstate(state)  # the next draw is `first` again: taken
+        r = await s.post(f"{url}/api/v1/namespaces/default/pods", json=pod)
+        second = (await r.json())["metadata"]["name"]
+    assert r.status == 201 and second.startswith("job-") and second != first
+    assert world.store.get("/pods", "default", first) is not None
+    assert world.store.get("/pods", "default", second) is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -178,3 +179,43 @@ async def test_same_seed_same_world() -> None:
     first = await snapshot(42)
     assert first == await snapshot(42)
     assert first != await snapshot(43)
+
+
+async def test_a_replicaset_of_thousands_loads_with_unique_names() -> None:
+    w = KubeWorld(SimClock(5000), random.Random(3))
+    for i in range(40):
+        w.register_node(name=f"n{i}", labels={}, cpu=64, memory_mb=262144, pods=200,
+                        addresses=[f"10.0.1.{i}"])
+    w.load_manifests([deployment("many", 6000, cpu="10m")])
+    await w.start()
+    try:
+        names = [p["metadata"]["name"] for p in w.pods("default")]
+        assert len(names) == len(set(names)) == 6000
+    finally:
+        await w.stop()
+
+
+def at(rfc3339: str) -> int:
+    return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp())
+
+
+async def test_pod_start_delay_is_the_worlds() -> None:
+    async def started_after(delay: float | None) -> int:
+        w = world_with(1, speed=2000) if delay is None else KubeWorld(
+            SimClock(2000), random.Random(1), pod_start_delay_s=delay)
+        if delay is not None:
+            w.register_node(name="n0", labels={}, cpu=2, memory_mb=4096, addresses=["10.0.0.1"])
+        await w.start()
+        try:
+            w.load_manifests([deployment("web", 1, cpu="10m")])
+            await settle(w, lambda: all(p["status"].get("phase") == "Running"
+                                        for p in w.pods("default")) and w.pods("default"))
+            pod = w.pods("default")[0]
+            return at(pod["status"]["startTime"]) - at(pod["metadata"]["creationTimestamp"])
+        finally:
+            await w.stop()
+
+    assert await started_after(None) >= 3  # the default
+    assert await started_after(200) >= 200
+    with pytest.raises(ValueError, match="pod_start_delay_s"):
+        KubeWorld(SimClock(1), random.Random(1), pod_start_delay_s=-1)
