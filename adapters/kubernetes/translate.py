@@ -12,8 +12,12 @@ The adapter reads raw JSON rather than kubernetes-asyncio's model objects: build
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from adapters.kubernetes.quantities import bytes_of, millicores
 from statemachine.world import (
@@ -32,6 +36,7 @@ from statemachine.world import (
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 _EMPTY: dict[str, Any] = {}
 HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
+CACHE_LIMIT = 4096  # distinct request pairs, toleration lists, affinities kept
 
 
 def _resources(d: dict[str, Any] | None) -> Resources:
@@ -69,19 +74,25 @@ def _pod_resources(cpu: int, mem: int) -> Resources:
     return Resources(cpu_millis=cpu, memory_bytes=mem, pods=1)
 
 
-@lru_cache(maxsize=4096)
-def _single(cpu: str | None, mem: str | None) -> Resources:
-    return _pod_resources(millicores(cpu), bytes_of(mem))
+_single_cache: dict[tuple[Any, Any], Resources] = {}
+
+
+def _single(cpu_q: Any, mem_q: Any) -> Resources:
+    """Requests of a one-container pod, cached by the two raw quantities (they repeat)."""
+    key = (cpu_q, mem_q)
+    found = _single_cache.get(key)
+    if found is None:
+        if len(_single_cache) >= CACHE_LIMIT:
+            _single_cache.clear()
+        found = _single_cache[key] = _pod_resources(millicores(cpu_q), bytes_of(mem_q))
+    return found
 
 
 def _requests(spec: dict[str, Any]) -> Resources:
     containers: list[dict[str, Any]] = spec.get("containers") or []
     if len(containers) == 1 and "initContainers" not in spec and "overhead" not in spec:
-        # the common case, answered from a cache keyed by the two request strings
         r = (containers[0].get("resources") or _EMPTY).get("requests") or _EMPTY
-        cpu_q, mem_q = r.get("cpu"), r.get("memory")
-        return _single(None if cpu_q is None else str(cpu_q),
-                       None if mem_q is None else str(mem_q))
+        return _single(r.get("cpu"), r.get("memory"))
     cpu = mem = 0
     for c in spec.get("containers") or ():
         r = (c.get("resources") or _EMPTY).get("requests")
@@ -128,6 +139,49 @@ def _ready(status: dict[str, Any]) -> bool:
     return False
 
 
+_toleration_cache: dict[tuple[tuple[Any, ...], ...], tuple[Toleration, ...]] = {}
+
+
+def _tolerations(raw: list[dict[str, Any]]) -> tuple[Toleration, ...]:
+    """Cached by value: pods of one controller (and every pod's defaults) repeat them."""
+    key = tuple((t.get("key"), t.get("operator"), t.get("value"), t.get("effect")) for t in raw)
+    found = _toleration_cache.get(key)
+    if found is None:
+        if len(_toleration_cache) >= CACHE_LIMIT:
+            _toleration_cache.clear()
+        found = _toleration_cache[key] = tuple(
+            Toleration(key=k or "", operator=op or "Equal", value=v or "", effect=eff or "")
+            for k, op, v, eff in key)
+    return found
+
+
+_Affinity = tuple[tuple[tuple[LabelRequirement, ...], ...], tuple[LabelSelector, ...]]
+_affinity_cache: dict[bytes, _Affinity] = {}
+
+
+def _affinity(affinity: dict[str, Any]) -> _Affinity:
+    """Required node affinity terms and hostname anti-affinity selectors, cached by the JSON
+    of the fragment (pods of one controller share it)."""
+    key = orjson.dumps(affinity)
+    found = _affinity_cache.get(key)
+    if found is not None:
+        return found
+    node_aff = ((affinity.get("nodeAffinity") or _EMPTY)
+                .get("requiredDuringSchedulingIgnoredDuringExecution") or _EMPTY)
+    required_node = tuple(
+        tuple(_requirement(e) for e in term.get("matchExpressions") or ())
+        for term in node_aff.get("nodeSelectorTerms") or ())
+    anti = tuple(
+        label_selector(term.get("labelSelector"))
+        for term in ((affinity.get("podAntiAffinity") or _EMPTY)
+                     .get("requiredDuringSchedulingIgnoredDuringExecution") or ())
+        if term.get("topologyKey") == HOSTNAME_TOPOLOGY)
+    if len(_affinity_cache) >= CACHE_LIMIT:
+        _affinity_cache.clear()
+    _affinity_cache[key] = found = (required_node, anti)
+    return found
+
+
 def pod_info(obj: dict[str, Any]) -> PodInfo:
     """One pod. The dicts of the parsed answer are reused, not copied (they are ours)."""
     meta = obj.get("metadata") or _EMPTY
@@ -140,43 +194,94 @@ def pod_info(obj: dict[str, Any]) -> PodInfo:
             break
     annotations = meta.get("annotations") or {}
     affinity = spec.get("affinity")
-    required_node: tuple[tuple[LabelRequirement, ...], ...] = ()
-    anti: tuple[LabelSelector, ...] = ()
-    if affinity:
-        node_aff = ((affinity.get("nodeAffinity") or _EMPTY)
-                    .get("requiredDuringSchedulingIgnoredDuringExecution") or _EMPTY)
-        required_node = tuple(
-            tuple(_requirement(e) for e in term.get("matchExpressions") or ())
-            for term in node_aff.get("nodeSelectorTerms") or ())
-        anti = tuple(
-            label_selector(term.get("labelSelector"))
-            for term in ((affinity.get("podAntiAffinity") or _EMPTY)
-                         .get("requiredDuringSchedulingIgnoredDuringExecution") or ())
-            if term.get("topologyKey") == HOSTNAME_TOPOLOGY)
+    required_node, anti = _affinity(affinity) if affinity else _NO_AFFINITY
     tolerations = spec.get("tolerations")
-    return PodInfo(
-        namespace=meta.get("namespace", ""),
-        name=meta.get("name", ""),
-        node_name=spec.get("nodeName") or "",
-        uid=meta.get("uid") or "",
-        labels=meta.get("labels") or {},
-        annotations=annotations,
-        owner_kind=owner_kind,
-        owner_name=owner_name,
-        phase=status.get("phase") or "Pending",
-        ready=_ready(status),
-        requests=_requests(spec),
-        tolerations=tuple(Toleration(key=t.get("key") or "", operator=t.get("operator") or "Equal",
-                                     value=t.get("value") or "", effect=t.get("effect") or "")
-                          for t in tolerations) if tolerations else (),
-        node_selector=spec.get("nodeSelector") or {},
-        required_node_affinity=required_node,
-        anti_affinity_hostname=anti,
-        uses_local_storage=_local_storage(spec),
-        is_daemonset=owner_kind == "DaemonSet",
-        is_mirror=MIRROR_ANNOTATION in annotations,
-        deleting=bool(meta.get("deletionTimestamp")),
+    return _new_pod_info(
+        meta.get("namespace", ""),
+        meta.get("name", ""),
+        spec.get("nodeName") or "",
+        meta.get("uid") or "",
+        meta.get("labels") or {},
+        annotations,
+        owner_kind,
+        owner_name,
+        status.get("phase") or "Pending",
+        _ready(status),
+        _requests(spec),
+        _tolerations(tolerations) if tolerations else (),
+        spec.get("nodeSelector") or {},
+        required_node,
+        anti,
+        _local_storage(spec),
+        owner_kind == "DaemonSet",
+        MIRROR_ANNOTATION in annotations,
+        bool(meta.get("deletionTimestamp")),
     )
+
+
+_NO_AFFINITY: _Affinity = ((), ())
+# PodInfo's fields in order, as `_new_pod_info` takes them.
+POD_INFO_FIELDS = (
+    "namespace", "name", "node_name", "uid", "labels", "annotations", "owner_kind",
+    "owner_name", "phase", "ready", "requests", "tolerations", "node_selector",
+    "required_node_affinity", "anti_affinity_hostname", "uses_local_storage", "is_daemonset",
+    "is_mirror", "deleting",
+)
+
+
+def _slot_setters() -> tuple[Callable[[PodInfo, Any], None], ...]:
+    return tuple(getattr(PodInfo, name).__set__ for name in POD_INFO_FIELDS)
+
+
+def _pod_info_by_slots(
+    namespace: str, name: str, node_name: str, uid: str, labels: dict[str, str],
+    annotations: dict[str, str], owner_kind: str, owner_name: str, phase: str, ready: bool,
+    requests: Resources, tolerations: tuple[Toleration, ...], node_selector: dict[str, str],
+    required_node_affinity: tuple[tuple[LabelRequirement, ...], ...],
+    anti_affinity_hostname: tuple[LabelSelector, ...], uses_local_storage: bool,
+    is_daemonset: bool, is_mirror: bool, deleting: bool, *,
+    _new: Callable[[type[PodInfo]], PodInfo] = object.__new__,
+    _s: tuple[Callable[[PodInfo, Any], None], ...] = _slot_setters(),
+) -> PodInfo:
+    """A PodInfo filled slot by slot, as its generated `__init__` would (that one calls
+    `object.__setattr__` per field, which is half the cost of reading a big list). The result
+    is an ordinary frozen PodInfo."""
+    p = _new(PodInfo)
+    _s[0](p, namespace)
+    _s[1](p, name)
+    _s[2](p, node_name)
+    _s[3](p, uid)
+    _s[4](p, labels)
+    _s[5](p, annotations)
+    _s[6](p, owner_kind)
+    _s[7](p, owner_name)
+    _s[8](p, phase)
+    _s[9](p, ready)
+    _s[10](p, requests)
+    _s[11](p, tolerations)
+    _s[12](p, node_selector)
+    _s[13](p, required_node_affinity)
+    _s[14](p, anti_affinity_hostname)
+    _s[15](p, uses_local_storage)
+    _s[16](p, is_daemonset)
+    _s[17](p, is_mirror)
+    _s[18](p, deleting)
+    return p
+
+
+def _pod_info_by_init(*values: Any) -> PodInfo:
+    return PodInfo(**dict(zip(POD_INFO_FIELDS, values, strict=True)))
+
+
+def _slots_usable() -> bool:
+    """The slot filler is exact only while PodInfo has exactly these fields and no
+    `__post_init__`; otherwise the (slower) constructor is used."""
+    return (tuple(f.name for f in dataclasses.fields(PodInfo)) == POD_INFO_FIELDS
+            and not hasattr(PodInfo, "__post_init__") and hasattr(PodInfo, "__slots__"))
+
+
+_new_pod_info: Callable[..., PodInfo] = (
+    _pod_info_by_slots if _slots_usable() else _pod_info_by_init)
 
 
 def pdb_info(obj: dict[str, Any]) -> PdbInfo:
