@@ -57,6 +57,9 @@ class Notifier:
         payload = "\n".join(f"{k.upper()}={v}" for k, v in fields.items())
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+                # Never block the event loop: a reader that stops reading (a full queue) costs
+                # a dropped message, not a frozen daemon.
+                s.setblocking(False)
                 s.connect(self._address)
                 s.sendall(payload.encode())
         except OSError as exc:

@@ -662,6 +662,7 @@ class Service:
         self._elector: LeaderElector | None = None
         self.control_address: str = ""
         self.ready = asyncio.Event()  # set once recovery finished (tests, the demo)
+        self._last_status = ""
 
     # -- lifecycle --
 
@@ -1150,7 +1151,10 @@ class Service:
         for s in running:
             by_state[s.status.value] = by_state.get(s.status.value, 0) + 1
         self.metrics.set_plans_in_flight(by_state)
-        self._notifier.status(text[:400])
+        text = text[:400]
+        if text != self._last_status:
+            self._last_status = text
+            self._notifier.status(text)
 
     def report(self) -> dict[str, Any]:
         """Every plan this process touched, as it holds them (`run --once` prints this)."""
