@@ -1,0 +1,273 @@
+"""`vpsie-rebalancer run` as systemd runs it: READY after recovery, approval through the control
+API, Kubernetes Events and metrics, SIGTERM, SIGHUP, a standby daemon, a lost lease, and the
+crash-injection variable refused when malformed. The daemon is a real subprocess against the
+simulator; the assertions read the world, the log and what the daemon tells systemd."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import yaml
+
+from tests.crash.invariants import check, read_log
+from tests.crash.rehearsal import REPO, Rehearsal, rehearsal
+from tests.service.daemon_process import DaemonProcess
+
+MUTATING = ("POST pods/eviction", "PATCH nodes", "PUT nodes")
+LEASE = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/vpsie-rebalancer"
+
+
+async def verdict_ok(reh: Rehearsal) -> None:
+    await reh.settle(30)
+    await reh.sampler.sample()
+    after = await reh.reader.picture()
+    log = await read_log(reh.db_path)
+    verdict = check(reh, log, after, report=None)
+    assert verdict.ok, verdict.explain()
+
+
+async def kube(reh: Rehearsal, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    token = yaml.safe_load(reh.sim.kubeconfig_path.read_text())["users"][0]["user"]["token"]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            method,
+            reh.sim.kube_url + path,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            data=orjson.dumps(body) if body is not None else None,
+        ) as resp,
+    ):
+        return resp.status, orjson.loads(await resp.read())
+
+
+async def test_approval_events_metrics_and_sigterm(tmp_path: Path) -> None:
+    async with rehearsal(tmp_path, fork=False) as reh:
+        reh.configure(strategy="rolling", require_approval=True, max_concurrent=2, batch_size=2)
+        daemon = DaemonProcess(reh, identity="a")
+        await daemon.start()
+        waiting = await daemon.plan("awaiting_approval")
+        assert daemon.notify.seen("READY")
+        requests_before = sum(
+            n for r, n in reh.proxy.witness.requests.items() if r.startswith(MUTATING)
+        )
+        code, metrics = await daemon.call("GET", "/metrics")
+        assert code == 200 and "vpsie_rebalancing_plans_created_total{" in metrics
+
+        refused, _ = await daemon.call("POST", f"/v1/plans/{waiting['plan_id']}/approve", token="x")
+        code, approved = await daemon.call(
+            "POST", f"/v1/plans/{waiting['plan_id']}/approve", {"by": "alice", "reason": "ok"}
+        )
+        assert refused == 403 and code == 200, approved
+
+        async def done() -> bool:
+            return not (await daemon.status())["plans"]
+
+        await daemon.until("the approved plan to finish", done, timeout_s=60)
+        exit_code = await daemon.stop()
+        _, events = await kube(reh, "GET", "/apis/events.k8s.io/v1/events")
+        await verdict_ok(reh)
+        log = await read_log(reh.db_path)
+
+    assert requests_before == 0, "the daemon acted before the plan was approved"
+    assert exit_code == 0
+    assert any(m.get("STOPPING") == "1" for m in daemon.notify.messages)
+    plan = log.state.plans[waiting["plan_id"]]
+    assert plan.status.value == "completed" and plan.approved_by == "alice"
+    reasons = {e["reason"] for e in events["items"]}
+    for reason in (
+        "PlanCreated",
+        "SafetyCheckPassed",
+        "PlanAwaitingApproval",
+        "PlanStarted",
+        "BatchStarted",
+        "NodeProvisioning",
+        "NodeProvisioned",
+        "NodeDraining",
+        "NodeDrained",
+        "NodeTerminating",
+        "NodeTerminated",
+        "BatchCompleted",
+        "PlanCompleted",
+        "SavingsRealized",
+    ):
+        assert reason in reasons, f"no {reason} Event; got {sorted(reasons)}"
+
+
+async def test_reject_and_sighup_keeps_a_good_config_and_takes_a_new_one(tmp_path: Path) -> None:
+    async with rehearsal(tmp_path, fork=False) as reh:
+        reh.configure(strategy="surge", require_approval=True)
+        good = reh.config_path.read_text()
+        daemon = DaemonProcess(reh, identity="a")
+        await daemon.start()
+        waiting = await daemon.plan("awaiting_approval")
+        code, body = await daemon.call(
+            "POST", f"/v1/plans/{waiting['plan_id']}/reject", {"reason": "not this week"}
+        )
+        assert code == 200 and body["state"] == "rejected", body
+        again, _ = await daemon.call("POST", f"/v1/plans/{waiting['plan_id']}/approve")
+
+        reh.config_path.write_text(good.replace("minNodes", "minNodez"))
+        daemon.signal(signal.SIGHUP)
+        await daemon.until("the bad configuration refused", _logged(daemon, "not reloaded"))
+        alive = await daemon.status()
+
+        reh.config_path.write_text(
+            good.replace('analysis_interval = "10m"', 'analysis_interval = "20m"')
+        )
+        daemon.signal(signal.SIGHUP)
+        await daemon.until("the new configuration taken", _logged(daemon, "configuration reloaded"))
+        exit_code = await daemon.stop()
+        after = await reh.reader.picture()
+        log = await read_log(reh.db_path)
+
+    assert again == 409
+    assert alive["leader"] is True
+    assert log.state.plans[waiting["plan_id"]].status.value == "rejected"
+    assert after.workers.keys() == reh.before.workers.keys()
+    assert any(m.get("RELOADING") == "1" for m in daemon.notify.messages)
+    assert sum(1 for m in daemon.notify.messages if m.get("READY") == "1") >= 3
+    assert exit_code == 0
+
+
+def _logged(daemon: DaemonProcess, text: str) -> Any:
+    async def check() -> bool:
+        return text in daemon.log()
+
+    return check
+
+
+async def test_a_standby_waits_for_the_lease_and_takes_over(tmp_path: Path) -> None:
+    async with rehearsal(tmp_path, fork=False) as reh:
+        reh.configure(require_approval=True)
+        assert reh.socket is not None
+        second_socket = reh.socket.with_name("control-b.sock")
+        second = tmp_path / "config-b.toml"
+        second.write_text(reh.config_path.read_text().replace(str(reh.socket), str(second_socket)))
+        a = DaemonProcess(reh, identity="a")
+        b = DaemonProcess(reh, identity="b", config=second, socket_path=second_socket)
+        await a.start()
+        waiting = await a.plan("awaiting_approval")
+        await b.start()
+
+        async def b_standby() -> bool:
+            code, ready = await b.call("GET", "/readyz")
+            return code == 200 and ready["reason"] == "standby"
+
+        await b.until("b to wait as a standby", b_standby)
+        b_status = await b.status()
+        assert b_status["leader"] is False
+        await a.stop()
+
+        async def b_leads() -> bool:
+            status = await b.status()
+            return bool(status["leader"]) and any(
+                p["plan_id"] == waiting["plan_id"] for p in status["plans"]
+            )
+
+        await b.until("b to lead with a's plan", b_leads, timeout_s=20)
+        code, _ = await b.call("POST", f"/v1/plans/{waiting['plan_id']}/approve")
+        assert code == 200
+
+        async def done() -> bool:
+            return not (await b.status())["plans"]
+
+        await b.until("b to finish the plan", done, timeout_s=60)
+        assert await b.stop() == 0
+        await verdict_ok(reh)
+
+
+async def test_sigterm_mid_plan_records_the_step_and_a_restart_finishes(tmp_path: Path) -> None:
+    async with rehearsal(tmp_path) as reh:
+        reh.configure(strategy="rolling", max_concurrent=2, batch_size=2)
+        daemon = DaemonProcess(reh, identity="rehearsal-daemon")
+        await daemon.start()
+        await daemon.plan("executing")
+
+        async def a_node_joined() -> bool:
+            return len(reh.reader.workers()) > len(reh.before.workers)
+
+        await daemon.until("a worker added", a_node_joined)
+        assert await daemon.stop() == 0
+        stopped = await read_log(reh.db_path)
+        run = await reh.run_daemon()
+        await verdict_ok(reh)
+        finished = await read_log(reh.db_path)
+
+    plan_id = next(iter(stopped.state.plans))
+    halted = stopped.state.plans[plan_id]
+    assert halted.status.value == "executing"
+    assert all(r.pending_intent is None for r in halted.replacements.values())
+    assert run.returncode == 0
+    assert finished.state.plans[plan_id].status.value == "completed"
+
+
+async def test_losing_the_lease_stops_acting_within_its_duration(tmp_path: Path) -> None:
+    async with rehearsal(tmp_path, fork=False) as reh:
+        reh.configure(strategy="rolling", max_concurrent=2, batch_size=2)
+        daemon = DaemonProcess(reh, identity="a")
+        await daemon.start()
+        await daemon.plan("executing")
+
+        async def intruder(stop: asyncio.Event) -> None:
+            while not stop.is_set():
+                code, lease = await kube(reh, "GET", LEASE)
+                if code == 200:
+                    now = datetime.fromtimestamp(reh.sim.clock.now(), tz=UTC)
+                    lease["spec"]["holderIdentity"] = "intruder"
+                    lease["spec"]["renewTime"] = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                    await kube(reh, "PUT", LEASE, lease)
+                await reh.sim.clock.sleep(5)
+
+        stop = asyncio.Event()
+        grabbing = asyncio.create_task(intruder(stop))
+
+        async def stepped_down() -> bool:
+            return (await daemon.status())["leader"] is False
+
+        await daemon.until("the daemon to step down", stepped_down, timeout_s=20)
+        await reh.sim.clock.sleep(60)  # the lease duration: anything in flight has stopped
+        quiet_from = sum(n for r, n in reh.proxy.witness.requests.items() if r.startswith(MUTATING))
+        await reh.sim.clock.sleep(120)
+        quiet_to = sum(n for r, n in reh.proxy.witness.requests.items() if r.startswith(MUTATING))
+        stop.set()
+        await grabbing
+
+        async def leads_and_finishes() -> bool:
+            status = await daemon.status()
+            return bool(status["leader"]) and not status["plans"]
+
+        await daemon.until("the daemon to lead again and finish", leads_and_finishes, 60)
+        assert await daemon.stop() == 0
+        await verdict_ok(reh)
+        log = await read_log(reh.db_path)
+
+    assert quiet_to == quiet_from, "the daemon kept acting without the lease"
+    assert [p.status.value for p in log.state.plans.values()] == ["completed"]
+
+
+def test_a_malformed_crash_point_is_refused_at_start(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        'cluster = "c"\nkubeconfig = "k"\nvpsie_credentials = "v"\n'
+        '[[node_groups]]\nname = "general"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)],
+        env={"VPSIE_REBALANCER_CRASH_AT": "soon", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "VPSIE_REBALANCER_CRASH_AT='soon'" in result.stderr
+    assert "Traceback" not in result.stderr
