@@ -65,7 +65,8 @@ async def roll_back_replacement(rt: Runtime, rid: str, reason: str) -> str | Non
         if r.cordoned_by_us:
             left.append(f"node {rt.spec_of(rid).old_node} is still cordoned by this plan")
         if r.new_worker and not r.new_deleted:
-            left.append(f"worker {r.new_worker} that this plan added still exists")
+            node = f"; its node {r.new_node} may be cordoned by this plan" if r.new_node else ""
+            left.append(f"worker {r.new_worker} that this plan added still exists{node}")
         problem = f"replacement {rid}: rollback could not complete: {exc.reason}" + (
             f" ({'; '.join(left)})" if left else ""
         )
