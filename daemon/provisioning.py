@@ -253,7 +253,7 @@ def match_node(nodes: list[NodeInfo], hostname: str, ips: tuple[str, ...]) -> No
 
 
 async def wait_joined(rt: Runtime, rid: str) -> None:
-    """JOINING -> READY: the new worker's Node Ready within provision_timeout_s, labelled.
+    """JOINING -> READY: the new worker's Node Ready within provision_timeout_s.
 
     The timeout counts from `WorkerAdded` in the log, so restarts do not extend it."""
     r = rt.replacement(rid)
@@ -276,7 +276,6 @@ async def wait_joined(rt: Runtime, rid: str) -> None:
                     plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, node_name=node.name
                 )
             )
-            await ensure_labelled(rt, rid)
             return
         waited = rt.monotonic() - started
         if rt.monotonic() >= deadline:
