@@ -52,7 +52,7 @@ async def test_approval_events_metrics_and_sigterm(tmp_path: Path) -> None:
     async with rehearsal(tmp_path, fork=False) as reh:
         reh.configure(strategy="rolling", require_approval=True, max_concurrent=2, batch_size=2)
         daemon = DaemonProcess(reh, identity="a")
-        await daemon.start()
+        await daemon.start(env={"WATCHDOG_USEC": "200000"})
         waiting = await daemon.plan("awaiting_approval")
         assert daemon.notify.seen("READY")
         requests_before = sum(
@@ -79,6 +79,7 @@ async def test_approval_events_metrics_and_sigterm(tmp_path: Path) -> None:
     assert requests_before == 0, "the daemon acted before the plan was approved"
     assert exit_code == 0
     assert any(m.get("STOPPING") == "1" for m in daemon.notify.messages)
+    assert sum(1 for m in daemon.notify.messages if m.get("WATCHDOG") == "1") >= 2
     plan = log.state.plans[waiting["plan_id"]]
     assert plan.status.value == "completed" and plan.approved_by == "alice"
     reasons = {e["reason"] for e in events["items"]}
