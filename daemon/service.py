@@ -654,7 +654,6 @@ class Service:
         self._last_finished: dict[str, str] = {}
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
-        self._reload_requested = False
         self._store: EventStore | None = None
         self._cloud: Cloud | None = None
         self._cluster: Cluster | None = None
@@ -678,7 +677,8 @@ class Service:
             self._wake.set()
 
     def request_reload(self) -> None:
-        self._reload_requested = True
+        """SIGHUP: read the configuration again now (leader or standby)."""
+        self._reload()
         self._wake.set()
 
     async def run(self) -> int:
@@ -828,8 +828,6 @@ class Service:
             return self._acting(elector) or self._stopping.is_set()
         next_snapshot = self._clock.monotonic() + SNAPSHOT_EVERY_S
         while self._acting(elector):
-            if self._reload_requested:
-                self._reload()
             now = self._clock.monotonic()
             for policy in self.config.node_groups:
                 view = self._groups.setdefault(policy.name, _GroupView())
@@ -1112,7 +1110,6 @@ class Service:
             log.warning("could not write a recovery snapshot: %s", exc)
 
     def _reload(self) -> None:
-        self._reload_requested = False
         if self._config_path is None:
             return
         self._notifier.reloading()
