@@ -272,3 +272,49 @@ def test_a_malformed_crash_point_is_refused_at_start(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "VPSIE_REBALANCER_CRASH_AT='soon'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_pause_holds_still_resume_continues_cancel_rolls_back(tmp_path: Path) -> None:
+    async with rehearsal(tmp_path, fork=False) as reh:
+        reh.configure(strategy="rolling", max_concurrent=1, batch_size=1)
+        daemon = DaemonProcess(reh, identity="a")
+        await daemon.start()
+        plan = await daemon.plan("executing")
+        path = f"/v1/plans/{plan['plan_id']}"
+
+        async def a_worker_added() -> bool:
+            return len(reh.reader.workers()) > len(reh.before.workers)
+
+        await daemon.until("a worker added", a_worker_added)
+        code, paused = await daemon.call("POST", f"{path}/pause", {"reason": "lunch"})
+        assert code == 200 and paused["state"] == "paused", paused
+
+        async def settled() -> bool:
+            status = await daemon.status()
+            return not any(p["running"] for p in status["plans"])
+
+        await daemon.until("the runner to stop at a safe point", settled)
+        still_from = sum(n for r, n in reh.proxy.witness.requests.items() if r.startswith(MUTATING))
+        await reh.sim.clock.sleep(200)
+        still_to = sum(n for r, n in reh.proxy.witness.requests.items() if r.startswith(MUTATING))
+        twice, _ = await daemon.call("POST", f"{path}/pause")
+
+        code, resumed = await daemon.call("POST", f"{path}/resume")
+        assert code == 200 and resumed["state"] == "executing", resumed
+        code, cancelled = await daemon.call("POST", f"{path}/cancel", {"reason": "changed mind"})
+        assert code == 200, cancelled
+
+        async def ended() -> bool:
+            return not (await daemon.status())["plans"]
+
+        await daemon.until("the cancelled plan to end", ended, timeout_s=60)
+        assert await daemon.stop() == 0
+        await verdict_ok(reh)
+        log = await read_log(reh.db_path)
+
+    assert still_to == still_from, "the daemon acted while the plan was paused"
+    assert twice == 409
+    final = log.state.plans[plan["plan_id"]]
+    assert final.status.value == "rolled_back", final.status
+    kinds = [kind for _, kind, _, _ in final.reasons]
+    assert "PlanPaused" in kinds and "PlanResumed" in kinds and "PlanRollbackStarted" in kinds
