@@ -740,7 +740,6 @@ class Service:
         self._reporter = Reporter(
             cluster, self.metrics, Regarding("Lease", LEASE_NAME, LEASE_NAMESPACE)
         )
-        reporter_task = asyncio.create_task(self._reporter.run())
         control = ControlServer(
             self,
             listen=str(self.config.listen),
@@ -749,6 +748,7 @@ class Service:
             token_file=self.config.token_file,
         )
         self.control_address = str(await control.start())
+        reporter_task = asyncio.create_task(self._reporter.run())
         self._elector = LeaderElector(
             cluster,
             self._clock,

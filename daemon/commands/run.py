@@ -117,7 +117,8 @@ def main(args: argparse.Namespace) -> int:
         code = asyncio.run(service.run())
     except (EventStoreError, RecoveryError) as exc:
         return fail(f"event log {config.database}: {exc}", 1)
-    except (AdapterError, SettingsError, OSError) as exc:
+    except (AdapterError, SettingsError, OSError, ValueError) as exc:
+        # ValueError: the control token file is readable by others (refused at start).
         return fail(str(exc), 1)
     except KeyboardInterrupt:
         return 130
