@@ -109,8 +109,8 @@ class CrashPoint:
 def parse_crash_at(text: str) -> CrashPoint:
     """`N` or `N:after-call`; ValueError naming the variable and the text."""
     raw = text.strip()
-    number, _, mode = raw.partition(":")
-    if mode not in ("", "after-call") or not number.isdigit() or int(number) < 1:
+    number, sep, mode = raw.partition(":")
+    if (sep and mode != "after-call") or not number.isdigit() or int(number) < 1:
         raise ValueError(
             f"{CRASH_ENV}={text!r}: expected N or N:after-call with N a whole number >= 1"
         )

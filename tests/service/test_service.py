@@ -19,7 +19,7 @@ import yaml
 
 from tests.crash.invariants import check, read_log
 from tests.crash.rehearsal import REPO, Rehearsal, rehearsal
-from tests.service.daemon_process import DaemonProcess
+from tests.service.daemon_process import TOKEN, DaemonProcess
 
 MUTATING = ("POST pods/eviction", "PATCH nodes", "PUT nodes")
 LEASE = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/vpsie-rebalancer"
@@ -72,11 +72,17 @@ async def test_approval_events_metrics_and_sigterm(tmp_path: Path) -> None:
 
         await daemon.until("the approved plan to finish", done, timeout_s=60)
         exit_code = await daemon.stop()
+        daemon_log = daemon.log()
+        kube_token = yaml.safe_load(reh.sim.kubeconfig_path.read_text())["users"][0]["user"]
+        secrets = ("rehearsal-secret-5c1d7e", TOKEN, kube_token["token"])
         _, events = await kube(reh, "GET", "/apis/events.k8s.io/v1/events")
         await verdict_ok(reh)
         log = await read_log(reh.db_path)
 
     assert requests_before == 0, "the daemon acted before the plan was approved"
+    assert "control: approve by alice" in daemon_log
+    for secret in secrets:
+        assert secret not in daemon_log
     assert exit_code == 0
     assert any(m.get("STOPPING") == "1" for m in daemon.notify.messages)
     assert sum(1 for m in daemon.notify.messages if m.get("WATCHDOG") == "1") >= 2
