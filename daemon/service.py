@@ -337,6 +337,8 @@ class Reporter:
         self._batches_finished: dict[str, set[int]] = {}
         self._batch_started_at: dict[tuple[str, int], str] = {}
         self._marks: dict[tuple[str, str, str], str] = {}
+        # Savings realised per node group since this daemon started (the metric's value).
+        self._saved: dict[str, Decimal] = {}
         self.sent = 0
         self.dropped = 0
 
@@ -518,6 +520,10 @@ class Reporter:
                 self._emit(old, "NodeFailed", f"Rolling back {spec.old_node}: {reason}", "Warning")
             case ev.ReplacementRolledBack():
                 self._metrics.node_failed(group)
+            case ev.ReplacementCompleted(monthly_saving=saving):
+                total = self._saved.get(group, Decimal(0)) + saving
+                self._saved[group] = total
+                self._metrics.set_savings_realized(group, float(total))
             case ev.ReplacementFailed(reason=reason):
                 self._metrics.node_failed(group)
                 self._emit(old, "NodeFailed", f"{spec.old_node}: {reason}", "Warning")

@@ -6,6 +6,7 @@ simulator; the assertions read the world, the log and what the daemon tells syst
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import subprocess
 import sys
@@ -71,6 +72,7 @@ async def test_approval_events_metrics_and_sigterm(tmp_path: Path) -> None:
             return not (await daemon.status())["plans"]
 
         await daemon.until("the approved plan to finish", done, timeout_s=60)
+        _, metrics_after = await daemon.call("GET", "/metrics")
         exit_code = await daemon.stop()
         daemon_log = daemon.log()
         kube_token = yaml.safe_load(reh.sim.kubeconfig_path.read_text())["users"][0]["user"]
@@ -88,6 +90,17 @@ async def test_approval_events_metrics_and_sigterm(tmp_path: Path) -> None:
     assert sum(1 for m in daemon.notify.messages if m.get("WATCHDOG") == "1") >= 2
     plan = log.state.plans[waiting["plan_id"]]
     assert plan.status.value == "completed" and plan.approved_by == "alice"
+    saved = re.search(
+        r'^vpsie_rebalancing_savings_realized_monthly_dollars\{node_group="general"\} (\S+)$',
+        metrics_after,
+        re.M,
+    )
+    assert saved is not None and float(saved.group(1)) == float(plan.realised_monthly_saving or 0)
+    assert re.search(
+        r'^vpsie_rebalancing_nodes_provisioned_total\{node_group="general"\} [1-9]',
+        metrics_after,
+        re.M,
+    )
     reasons = {e["reason"] for e in events["items"]}
     for reason in (
         "PlanCreated",
