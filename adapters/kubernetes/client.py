@@ -13,16 +13,20 @@ import contextlib
 import gc
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import aiohttp
+import msgspec
 import orjson
+from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.config.config_exception import ConfigException
+from yarl import URL
 
 from adapters.errors import (
     AuthenticationError,
@@ -33,13 +37,13 @@ from adapters.errors import (
     PermanentError,
     TemporaryError,
 )
+from adapters.kubernetes.pods import decode_pod_list, pod_info, pod_of
 from adapters.kubernetes.translate import (
     lease_body,
     lease_info,
     node_group_spec,
     node_info,
     pdb_info,
-    pod_info,
 )
 from statemachine.world import LeaseInfo, NodeGroupSpec, NodeInfo, PdbInfo, PodInfo
 
@@ -107,11 +111,99 @@ def _raise_for(status: int, method: str, path: str, body: bytes, retry_after: st
     raise PermanentError(what, service=SERVICE, status=status)
 
 
+def _peek_continue(raw: bytes) -> str | None:
+    """The continue token of a list answer, read from its head without parsing the items
+    (the API server writes kind, apiVersion and metadata before items). Only a guess: the
+    token in the fully parsed answer decides."""
+    end = raw.find(b'"items":', 0, 8192)
+    head = raw[:end].rstrip() if end > 0 else b""
+    if not head.endswith(b","):
+        return None
+    try:
+        doc = orjson.loads(head[:-1] + b"}")
+    except orjson.JSONDecodeError:
+        return None
+    meta = doc.get("metadata") if isinstance(doc, dict) else None
+    token = meta.get("continue") if isinstance(meta, dict) else None
+    return token if isinstance(token, str) and token else None
+
+
+Page = tuple[Sequence[Any], str, str]  # items, continue token, resourceVersion
+
+
+def _decode_dicts(path: str, raw: bytes) -> Page:
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise MalformedResponse(f"GET {path}: the answer is not JSON", service=SERVICE) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
+        raise MalformedResponse(f"GET {path}: not a list", service=SERVICE)
+    meta = doc.get("metadata") or {}
+    return doc["items"], str(meta.get("continue") or ""), str(meta.get("resourceVersion") or "")
+
+
+def _decode_pods(path: str, raw: bytes) -> Page:
+    try:
+        doc = decode_pod_list(raw)
+    except msgspec.DecodeError as e:
+        raise MalformedResponse(f"GET {path}: not a pod list: {e}", service=SERVICE) from None
+    meta = doc.metadata
+    return doc.items, meta.continue_ if meta else "", meta.resourceVersion if meta else ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind(Generic[T]):
+    """How one kind of object is read: a list page, one item of it, one watched object."""
+
+    decode_page: Callable[[str, bytes], Page]
+    item: Callable[[Any], T]
+    event: Callable[[dict[str, Any]], T]
+
+
+NODES = _Kind(_decode_dicts, node_info, node_info)
+PODS = _Kind(_decode_pods, pod_of, pod_info)
+PDBS = _Kind(_decode_dicts, pdb_info, pdb_info)
+NODE_GROUPS = _Kind(_decode_dicts, node_group_spec, node_group_spec)
+
+
+async def _discard(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a read ahead that is no longer wanted, and collect its outcome."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+def _resolve_environment_once(rest: Any, server: str) -> None:
+    """Read the proxy settings from the environment now, once, instead of on every request.
+
+    kubernetes-asyncio's session trusts the environment, so aiohttp looks for proxy variables
+    and a ~/.netrc in a worker thread before every request: two thread round trips that delay
+    each request, and keep a page asked for ahead from leaving before the current one is
+    decoded. A proxy given in the kubeconfig (`proxy-url`) wins, as before; netrc credentials
+    play no part in bearer-token authentication.
+    """
+    if not rest.proxy and server:
+        try:
+            proxy, auth = get_env_proxy_for_url(URL(server))
+        except LookupError:
+            pass
+        else:
+            rest.proxy = str(proxy)
+            if auth is not None:
+                rest.proxy_headers = {**(rest.proxy_headers or {}),
+                                      "Proxy-Authorization": auth.encode()}
+    session = rest.pool_manager
+    if hasattr(session, "_trust_env"):
+        session._trust_env = False
+
+
 class KubeClient:
     """The Kubernetes API through kubernetes-asyncio. Use as an async context manager."""
 
     def __init__(self, *, kubeconfig: str | None = None, context: str | None = None,
-                 page_size: int = 5000, request_timeout_s: float = 30.0,
+                 page_size: int = 2000, request_timeout_s: float = 30.0,
                  reporting_controller: str = "rebalancer.vpsie.com/vpsie-rebalancer",
                  now: Callable[[], float] = time.time) -> None:
         self._kubeconfig = kubeconfig
@@ -148,6 +240,7 @@ class KubeClient:
                                  service=SERVICE) from None
         self.server = cfg.host or ""
         self._api = k8s_client.ApiClient(configuration=cfg)
+        _resolve_environment_once(self._api.rest_client, cfg.host or "")
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -210,48 +303,50 @@ class KubeClient:
             raise MalformedResponse(f"{method} {path}: the answer is not JSON",
                                     service=SERVICE) from None
 
-    async def _list(self, path: str, query: Mapping[str, Any] | None = None,
-                    translate: Callable[[dict[str, Any]], T] | None = None
-                    ) -> tuple[list[Any], str]:
-        """Every item, page by page (translated page by page when `translate` is given);
-        restarts when the continue token expired."""
+    async def _list(self, path: str, query: Mapping[str, Any] | None, kind: _Kind[T]
+                    ) -> tuple[list[T], str]:
+        """Every item, page by page, translated; restarts when the continue token expired."""
         with _no_gc():
-            return await self._list_pages(path, query, translate)
+            return await self._list_pages(path, query, kind)
 
-    async def _list_pages(self, path: str, query: Mapping[str, Any] | None,
-                          translate: Callable[[dict[str, Any]], T] | None
-                          ) -> tuple[list[Any], str]:
+    async def _list_pages(self, path: str, query: Mapping[str, Any] | None, kind: _Kind[T]
+                          ) -> tuple[list[T], str]:
+        """Pipelined: the next page is asked for (its token read from the head of the current
+        one) before the current page is decoded, so the server works while we decode."""
         for _ in range(3):
-            items: list[Any] = []
-            params = dict(query or {})
-            params["limit"] = self._page_size
+            items: list[T] = []
+            base = {**(query or {}), "limit": self._page_size}
+            ahead: asyncio.Task[bytes] | None = None
             try:
+                raw = await self._read("GET", path, query=base)
                 while True:
-                    raw = await self._read("GET", path, query=params)
-                    try:
-                        doc = orjson.loads(raw)
-                    except orjson.JSONDecodeError:
-                        raise MalformedResponse(f"GET {path}: the answer is not JSON",
-                                                service=SERVICE) from None
-                    if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
-                        raise MalformedResponse(f"GET {path}: not a list", service=SERVICE)
-                    if translate is None:
-                        items.extend(doc["items"])
-                    else:
-                        items.extend(translate(o) for o in doc["items"])
-                    meta = doc.get("metadata") or {}
-                    token = meta.get("continue")
+                    guess = _peek_continue(raw)
+                    if guess:
+                        ahead = asyncio.create_task(
+                            self._read("GET", path, query={**base, "continue": guess}))
+                        await asyncio.sleep(0)  # the request leaves now
+                    page, token, rv = kind.decode_page(path, raw)
+                    del raw
+                    items.extend(map(kind.item, page))
+                    del page
                     if not token:
-                        return items, str(meta.get("resourceVersion") or "")
-                    params["continue"] = token
+                        return items, rv
+                    if ahead is None or token != guess:
+                        await _discard(ahead)
+                        ahead = asyncio.create_task(
+                            self._read("GET", path, query={**base, "continue": token}))
+                    raw = await ahead
+                    ahead = None
             except _Gone:
                 continue
+            finally:
+                await _discard(ahead)
         raise TemporaryError(f"GET {path}: the list kept expiring", service=SERVICE)
 
     # ----- reads -----------------------------------------------------------------------------
 
     async def list_nodes(self) -> list[NodeInfo]:
-        items, _ = await self._list("/api/v1/nodes", translate=node_info)
+        items, _ = await self._list("/api/v1/nodes", None, NODES)
         return items
 
     async def get_node(self, name: str) -> NodeInfo | None:
@@ -262,16 +357,16 @@ class KubeClient:
 
     async def list_pods(self, node_name: str | None = None) -> list[PodInfo]:
         query = {"fieldSelector": f"spec.nodeName={node_name}"} if node_name else None
-        items, _ = await self._list("/api/v1/pods", query, pod_info)
+        items, _ = await self._list("/api/v1/pods", query, PODS)
         return items
 
     async def list_pdbs(self) -> list[PdbInfo]:
-        items, _ = await self._list("/apis/policy/v1/poddisruptionbudgets", translate=pdb_info)
+        items, _ = await self._list("/apis/policy/v1/poddisruptionbudgets", None, PDBS)
         return items
 
     async def list_node_group_specs(self) -> list[NodeGroupSpec] | None:
         try:
-            items, _ = await self._list(NODEGROUPS, translate=node_group_spec)
+            items, _ = await self._list(NODEGROUPS, None, NODE_GROUPS)
         except NotFound:
             return None
         return items
@@ -372,22 +467,22 @@ class KubeClient:
     # ----- watches ---------------------------------------------------------------------------
 
     def watch_nodes(self, *, timeout_s: float = 60.0) -> AsyncIterator[tuple[str, NodeInfo]]:
-        return self._watch("/api/v1/nodes", {}, timeout_s, node_info)
+        return self._watch("/api/v1/nodes", {}, timeout_s, NODES)
 
     def watch_pods(self, *, node_name: str | None = None, timeout_s: float = 60.0
                    ) -> AsyncIterator[tuple[str, PodInfo]]:
         query = {"fieldSelector": f"spec.nodeName={node_name}"} if node_name else {}
-        return self._watch("/api/v1/pods", query, timeout_s, pod_info)
+        return self._watch("/api/v1/pods", query, timeout_s, PODS)
 
     async def _watch(self, path: str, query: dict[str, str], timeout_s: float,
-                     translate: Callable[[dict[str, Any]], T]) -> AsyncIterator[tuple[str, T]]:
+                     kind: _Kind[T]) -> AsyncIterator[tuple[str, T]]:
         """The current objects as ADDED, then changes, until timeout_s; re-lists on 410."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         rv = ""
         while loop.time() < deadline:
             if not rv:
-                items, rv = await self._list(path, query, translate)
+                items, rv = await self._list(path, query, kind)
                 for item in items:
                     yield "ADDED", item
             left = deadline - loop.time()
@@ -416,20 +511,20 @@ class KubeClient:
                         break  # the server ended the stream: watch again from rv
                     try:
                         event = orjson.loads(line)
-                        kind, obj = event["type"], event["object"]
+                        event_type, obj = event["type"], event["object"]
                     except (orjson.JSONDecodeError, KeyError, TypeError):
                         raise MalformedResponse(f"watch {path}: unreadable event",
                                                 service=SERVICE) from None
-                    if kind == "ERROR":
+                    if event_type == "ERROR":
                         if obj.get("code") == 410:
                             rv = ""
                             break
                         _raise_for(int(obj.get("code") or 500), "GET", path,
                                    orjson.dumps(obj), None)
                     rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
-                    if kind == "BOOKMARK":
+                    if event_type == "BOOKMARK":
                         continue
-                    yield kind, translate(obj)
+                    yield event_type, kind.event(obj)
             finally:
                 resp.release()
 

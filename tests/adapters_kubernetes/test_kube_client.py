@@ -305,7 +305,7 @@ async def test_a_wrong_token_is_an_authentication_error(sim: Sim, tmp_path: Path
 def test_pods_are_built_slot_by_slot_and_equal_to_the_constructor() -> None:
     import dataclasses
 
-    from adapters.kubernetes import translate
+    from adapters.kubernetes import pods as translate
     from statemachine.world import PodInfo, Resources, Toleration
 
     # The fast path is in use only while it covers PodInfo's fields exactly.
@@ -324,7 +324,7 @@ def test_pods_are_built_slot_by_slot_and_equal_to_the_constructor() -> None:
 
 
 def test_repeated_fragments_are_translated_once() -> None:
-    from adapters.kubernetes.translate import pod_info
+    from adapters.kubernetes.pods import pod_info
 
     def pod(name: str) -> dict[str, object]:
         return {"metadata": {"name": name, "namespace": "x"},
@@ -347,3 +347,32 @@ def test_repeated_fragments_are_translated_once() -> None:
     assert a.required_node_affinity[0][0].values == ("a",)
     assert a.tolerations is b.tolerations
     assert a.required_node_affinity is b.required_node_affinity
+
+
+async def test_a_malformed_pod_list_is_reported_with_where(sim: Sim, kube: KubeClient) -> None:
+    from adapters.errors import MalformedResponse
+
+    sim.world.create(sim.world.registry_type("", "pods"), {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "odd", "namespace": "shop", "labels": {"n": 1}},
+        "spec": {"containers": [{"name": "c", "image": "i"}]}})
+    with pytest.raises(MalformedResponse) as info:
+        await kube.list_pods()
+    assert "metadata.labels" in str(info.value) and "/api/v1/pods" in str(info.value)
+
+
+async def test_a_proxy_from_the_environment_is_used(sim: Sim, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.adapters_kubernetes.conftest import write_kubeconfig
+
+    # The kubeconfig names a host that does not resolve; only the proxy (the simulator,
+    # which serves absolute-form request targets) makes the request succeed.
+    path = write_kubeconfig(tmp_path / "kc", sim.port)
+    path.write_text(path.read_text().replace(f"127.0.0.1:{sim.port}", "kube.invalid:6443"))
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{sim.port}")
+    async with KubeClient.from_kubeconfig(str(path), request_timeout_s=5) as client:
+        assert [n.name for n in await client.list_nodes()] == ["node-0", "node-1", "node-2"]
+        assert len(await client.list_pods()) == 4

@@ -1,0 +1,112 @@
+"""Pod JSON as the API may serve it, into PodInfo: optional and null fields, odd quantities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import orjson
+import pytest
+
+from adapters.kubernetes.pods import decode_pod_list, pod_info, pod_of
+
+
+def listed(*pods: dict[str, Any]) -> list[Any]:
+    raw = orjson.dumps({"kind": "PodList", "apiVersion": "v1",
+                        "metadata": {"resourceVersion": "7", "continue": "abc"},
+                        "items": list(pods)})
+    doc = decode_pod_list(raw)
+    assert doc.metadata is not None
+    assert (doc.metadata.resourceVersion, doc.metadata.continue_) == ("7", "abc")
+    return [pod_of(p) for p in doc.items]
+
+
+def test_a_bare_pod_gets_the_defaults() -> None:
+    (p,) = listed({})
+    assert (p.namespace, p.name, p.node_name, p.phase, p.ready) == ("", "", "", "Pending", False)
+    assert p.labels == {} and p.tolerations == () and p.requests.pods == 1
+    assert p.requests.cpu_millis == 0 and not p.uses_local_storage and not p.deleting
+
+
+def test_nulls_where_the_api_allows_them() -> None:
+    (p,) = listed({"metadata": {"name": "a", "labels": None, "annotations": None,
+                                "ownerReferences": None},
+                   "spec": {"containers": None, "tolerations": None, "affinity": None,
+                            "nodeSelector": None, "volumes": None},
+                   "status": {"conditions": None}})
+    assert p.name == "a" and p.labels == {} and p.tolerations == ()
+    assert p.required_node_affinity == () and p.anti_affinity_hostname == ()
+
+
+def test_requests_sum_containers_take_the_largest_init_and_add_overhead() -> None:
+    (p,) = listed({"spec": {
+        "containers": [{"resources": {"requests": {"cpu": 1, "memory": "512Mi"}}},
+                       {"resources": {"requests": {"cpu": "250m"}}}, {}],
+        "initContainers": [{"resources": {"requests": {"cpu": "2", "memory": "128Mi"}}}],
+        "overhead": {"cpu": "10m", "memory": 1024}}})
+    assert p.requests.cpu_millis == 2000 + 10
+    assert p.requests.memory_bytes == 512 * 2**20 + 1024
+
+
+def test_owner_storage_mirror_deletion_and_readiness() -> None:
+    a, b, c = listed(
+        {"metadata": {"name": "a", "namespace": "x", "uid": "u1",
+                      "annotations": {"kubernetes.io/config.mirror": "h"},
+                      "deletionTimestamp": "2026-01-01T00:00:00Z",
+                      "ownerReferences": [{"kind": "Node", "name": "n"},
+                                          {"kind": "DaemonSet", "name": "ds",
+                                           "controller": True}]},
+         "spec": {"nodeName": "n1", "volumes": [{"name": "v", "emptyDir": {}}]},
+         "status": {"phase": "Running", "conditions": [
+             {"type": "Initialized", "status": "True"}, {"type": "Ready", "status": "True"}]}},
+        {"spec": {"volumes": [{"name": "m", "emptyDir": {"medium": "Memory"}},
+                              {"name": "s", "secret": {"secretName": "x"}}]},
+         "status": {"conditions": [{"type": "Ready", "status": "False"}]}},
+        {"spec": {"volumes": [{"name": "h", "hostPath": {"path": "/var"}}]}})
+    assert (a.owner_kind, a.owner_name, a.is_daemonset, a.is_mirror) == (
+        "DaemonSet", "ds", True, True)
+    assert a.deleting and a.ready and a.uses_local_storage and a.node_name == "n1"
+    assert a.uid == "u1" and a.phase == "Running"
+    assert not b.uses_local_storage and not b.ready and b.owner_kind == ""
+    assert c.uses_local_storage
+
+
+def test_tolerations_and_affinity_are_read_and_shared() -> None:
+    spec = {"tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule"},
+                            {"key": "node.kubernetes.io/not-ready", "operator": "Exists",
+                             "effect": "NoExecute", "tolerationSeconds": 300}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "zone", "operator": "In", "values": ["a", "b"]}]}]}},
+                "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"topologyKey": "kubernetes.io/hostname",
+                     "labelSelector": {"matchLabels": {"app": "x"}}},
+                    {"topologyKey": "topology.kubernetes.io/zone",
+                     "labelSelector": {"matchLabels": {"app": "y"}}}]}}}
+    p, q = listed({"metadata": {"name": "p"}, "spec": spec},
+                  {"metadata": {"name": "q"}, "spec": spec})
+    assert [(t.key, t.operator, t.effect) for t in p.tolerations] == [
+        ("k", "Exists", "NoSchedule"), ("node.kubernetes.io/not-ready", "Exists", "NoExecute")]
+    assert p.required_node_affinity[0][0].values == ("a", "b")
+    assert [s.match_labels for s in p.anti_affinity_hostname] == [{"app": "x"}]
+    assert p.tolerations is q.tolerations
+    assert p.required_node_affinity is q.required_node_affinity
+
+
+def test_one_pod_from_a_watch_event_reads_the_same() -> None:
+    obj = {"metadata": {"name": "w", "namespace": "n", "labels": {"a": "1"}},
+           "spec": {"nodeName": "x", "containers": [{"resources": {"requests": {
+               "cpu": "100m", "memory": "64Mi"}}}]},
+           "status": {"phase": "Running"}}
+    (listed_pod,) = listed(obj)
+    assert pod_info(obj) == listed_pod
+
+
+@pytest.mark.parametrize("bad", [
+    {"metadata": {"labels": {"a": 1}}},
+    {"spec": {"containers": [{"resources": {"requests": {"cpu": ["1"]}}}]}},
+    {"status": {"conditions": "Ready"}},
+])
+def test_wrong_types_are_decode_errors(bad: dict[str, Any]) -> None:
+    with pytest.raises(msgspec.ValidationError):
+        listed(bad)
