@@ -4,8 +4,8 @@
 `SimClock`, seeds the node groups' workers (already booted, registered as Nodes), binds both
 servers on 127.0.0.1 (ephemeral ports unless given) and writes, into `state_dir`:
 
-- `kubeconfig`: an http server URL and a bearer token; works for kubectl and
-  kubernetes-asyncio;
+- `kubeconfig`: an http server URL and a bearer token, which the API checks (other
+  credentials get 401; see docs/simulator-kube.md); works for kubectl and kubernetes-asyncio;
 - `vpsie.json` (mode 0600): the VPSie endpoint and secrets, in the format
   `adapters.vpsie` reads (`base_url`, `prefix`, `auth`, `token` or `client_id` +
   `client_secret`, `cluster_identifier`).

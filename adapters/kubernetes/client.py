@@ -2,8 +2,9 @@
 
 kubernetes-asyncio supplies configuration (kubeconfig or in-cluster), authentication, TLS and
 the connection pool; requests go through `ApiClient.call_api` with `_preload_content=False` and
-the JSON is read with orjson (model objects are far too slow for 150,000 pods). Every library
-error is translated here into `adapters.errors`; the bearer token is never put in a message.
+the JSON is read with orjson, pods with msgspec (model objects are far too slow for 150,000
+pods). Every library error is translated here into `adapters.errors`; the bearer token is never
+put in a message.
 """
 
 from __future__ import annotations
@@ -159,6 +160,9 @@ class _Kind(Generic[T]):
     item: Callable[[Any], T]
     event: Callable[[dict[str, Any]], T]
 
+
+# What translating a well-formed answer of an unexpected shape raises.
+UNREADABLE = (msgspec.DecodeError, ValueError, TypeError, AttributeError, KeyError)
 
 NODES = _Kind(_decode_dicts, node_info, node_info)
 PODS = _Kind(_decode_pods, pod_of, pod_info)
@@ -327,7 +331,11 @@ class KubeClient:
                         await asyncio.sleep(0)  # the request leaves now
                     page, token, rv = kind.decode_page(path, raw)
                     del raw
-                    items.extend(map(kind.item, page))
+                    try:
+                        items.extend(map(kind.item, page))
+                    except UNREADABLE as e:
+                        raise MalformedResponse(f"GET {path}: an item cannot be read: {e}",
+                                                service=SERVICE) from None
                     del page
                     if not token:
                         return items, rv
@@ -524,7 +532,12 @@ class KubeClient:
                     rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
                     if event_type == "BOOKMARK":
                         continue
-                    yield event_type, kind.event(obj)
+                    try:
+                        item = kind.event(obj)
+                    except UNREADABLE as e:
+                        raise MalformedResponse(f"watch {path}: an object cannot be read: {e}",
+                                                service=SERVICE) from None
+                    yield event_type, item
             finally:
                 resp.release()
 

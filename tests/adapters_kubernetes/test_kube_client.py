@@ -359,6 +359,12 @@ async def test_a_malformed_pod_list_is_reported_with_where(sim: Sim, kube: KubeC
     with pytest.raises(MalformedResponse) as info:
         await kube.list_pods()
     assert "metadata.labels" in str(info.value) and "/api/v1/pods" in str(info.value)
+    sim.world.delete(sim.world.registry_type("", "pods"), "shop", "odd", 0)
+    pod = sim.world.pods("shop")[0]  # stored as no API server would accept it
+    pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "a lot"
+    sim.world.store.touch("/pods", pod)
+    with pytest.raises(MalformedResponse, match="not a Kubernetes quantity: 'a lot'"):
+        await kube.list_pods()
 
 
 async def test_a_proxy_from_the_environment_is_used(sim: Sim, tmp_path: Path,

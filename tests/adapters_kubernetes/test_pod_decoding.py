@@ -110,3 +110,10 @@ def test_one_pod_from_a_watch_event_reads_the_same() -> None:
 def test_wrong_types_are_decode_errors(bad: dict[str, Any]) -> None:
     with pytest.raises(msgspec.ValidationError):
         listed(bad)
+
+
+def test_a_bad_quantity_or_affinity_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="not a Kubernetes quantity"):
+        listed({"spec": {"containers": [{"resources": {"requests": {"cpu": "lots"}}}]}})
+    with pytest.raises(msgspec.ValidationError, match="affinity"):
+        listed({"spec": {"affinity": ["not", "an", "object"]}})
