@@ -4,8 +4,10 @@
 
 Repeats the crash suite's rehearsal (tests/crash): a simulated world, the real daemon as a
 separate process killing itself at seeded random points (`VPSIE_REBALANCER_CRASH_AT=N` or
-`N:after-call`, N drawn from 1..--max-n), restarted until a run finishes; strategies rolling,
-surge and blue-green in turn, a fresh world each time, until at least --kills kills happened.
+`N:after-call`, N drawn from 1..--max-n), restarted until a run finishes; five kinds of world
+in turn, a fresh one each time, until at least --kills kills happened: rolling, surge and
+blue-green plans that complete, and two that must roll back (api pods that can never be
+evicted, under rolling; a new worker that never turns Ready, under surge).
 After each world the invariants of ARCHITECTURE.md are checked (tests/crash/invariants.py).
 Prints, per invariant, how many violations were found (target: zero), the kills per strategy,
 the plan outcomes and the time taken.
@@ -27,10 +29,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.crash.invariants import INVARIANTS, check, read_log  # noqa: E402
-from tests.crash.rehearsal import rehearsal  # noqa: E402
-from tests.crash.test_crash_kills import kill_until_done  # noqa: E402
+from tests.crash.rehearsal import rehearsal, scenario_text  # noqa: E402
+from tests.crash.test_crash_kills import API_NEVER_EVICTABLE, kill_until_done  # noqa: E402
 
-STRATEGIES = ("rolling", "surge", "blue-green")
+NEW_WORKER_NEVER_READY = '  faults:\n    neverReady: ["rh-*-0006"]\n'
+# (label, strategy, faults): plans that complete, and plans that must roll back.
+WORLDS = (
+    ("rolling", "rolling", ""),
+    ("surge", "surge", ""),
+    ("blue-green", "blue-green", ""),
+    ("rolling/pdb-stuck", "rolling", API_NEVER_EVICTABLE),
+    ("surge/never-ready", "surge", NEW_WORKER_NEVER_READY),
+)
 
 
 async def bench(kills_wanted: int, seed: int, speed: float, max_n: int, keep: bool) -> int:
@@ -44,11 +54,18 @@ async def bench(kills_wanted: int, seed: int, speed: float, max_n: int, keep: bo
     started = time.perf_counter()
     base = Path(tempfile.mkdtemp(prefix="bench-crash-"))
     while sum(kills_by.values()) < kills_wanted:
-        strategy = STRATEGIES[worlds % len(STRATEGIES)]
+        label, strategy, faults = WORLDS[worlds % len(WORLDS)]
         world_seed = rng.getrandbits(32)
-        directory = base / f"world-{worlds:03d}-{strategy}"
-        async with rehearsal(directory, seed=world_seed, speed=speed) as reh:
-            reh.configure(strategy=strategy, max_concurrent=2, batch_size=2)
+        directory = base / f"world-{worlds:03d}-{label.replace('/', '-')}"
+        scenario = scenario_text(faults=faults)
+        async with rehearsal(directory, scenario=scenario, seed=world_seed, speed=speed) as reh:
+            reh.configure(
+                strategy=strategy,
+                max_concurrent=2,
+                batch_size=2,
+                drain_timeout="120s",
+                provision_timeout="300s",
+            )
             kills = await kill_until_done(reh, random.Random(world_seed), max_n=max_n)
             await reh.settle(30)
             await reh.sampler.sample()
@@ -56,7 +73,7 @@ async def bench(kills_wanted: int, seed: int, speed: float, max_n: int, keep: bo
             log = await read_log(reh.db_path)
             verdict = check(reh, log, after, report=reh.runs[-1].report())
         worlds += 1
-        kills_by[strategy] += kills
+        kills_by[label] += kills
         replaced += verdict.replaced
         for status in verdict.plans.values():
             outcomes[status] += 1
@@ -67,7 +84,7 @@ async def bench(kills_wanted: int, seed: int, speed: float, max_n: int, keep: bo
             shutil.rmtree(directory, ignore_errors=True)
         total = sum(kills_by.values())
         print(
-            f"  world {worlds:3d} {strategy:<10} kills {kills:3d} (total {total:4d}) "
+            f"  world {worlds:3d} {label:<18} kills {kills:3d} (total {total:4d}) "
             f"replaced {verdict.replaced} violations {sum(verdict.counts().values())} "
             f"[{time.perf_counter() - started:6.1f} s]",
             flush=True,
