@@ -50,7 +50,7 @@ def _seconds(start: str, end: str) -> float:
 
 async def _allowances(reh: Rehearsal) -> dict[str, tuple[str, dict[str, Any], int]]:
     """PDB name -> (namespace, selector, disruptions allowed at the start, at least 1)."""
-    body = await reh.reader._get("/apis/policy/v1/poddisruptionbudgets")
+    body = await reh.reader.get("/apis/policy/v1/poddisruptionbudgets")
     return {
         pdb["metadata"]["name"]: (
             pdb["metadata"]["namespace"],

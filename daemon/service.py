@@ -665,8 +665,6 @@ class Service:
         self._cluster: Cluster | None = None
         self._reporter: Reporter | None = None
         self._elector: LeaderElector | None = None
-        self.control_address: str = ""
-        self.ready = asyncio.Event()  # set once recovery finished (tests, the demo)
         self._last_status = ""
 
     # -- lifecycle --
@@ -753,7 +751,7 @@ class Service:
             metrics=self.metrics,
             token_file=self.config.token_file,
         )
-        self.control_address = str(await control.start())
+        await control.start()
         reporter_task = asyncio.create_task(self._reporter.run())
         self._elector = LeaderElector(
             cluster,
@@ -765,7 +763,6 @@ class Service:
             on_change=self._on_leadership,
         )
         self.readiness.set_role(Role.STANDBY)
-        self.ready.set()
         self._notifier.ready(f"recovered ({in_flight} plans in flight); waiting for the lease")
         elector_task = asyncio.create_task(self._elector.run())
         try:

@@ -292,14 +292,15 @@ class WorldReader:
         kubeconfig = yaml.safe_load(sim.kubeconfig_path.read_text())
         self._token = kubeconfig["users"][0]["user"]["token"]
 
-    async def _get(self, path: str) -> Any:
+    async def get(self, path: str) -> Any:
+        """GET a Kubernetes API path, the decoded JSON."""
         async with self._session.get(
             self.sim.kube_url + path, headers={"Authorization": f"Bearer {self._token}"}
         ) as resp:
             return orjson.loads(await resp.read())
 
     async def nodes(self) -> dict[str, NodeView]:
-        body = await self._get("/api/v1/nodes")
+        body = await self.get("/api/v1/nodes")
         out: dict[str, NodeView] = {}
         for node in body.get("items", []):
             conds = node.get("status", {}).get("conditions") or []
@@ -314,12 +315,12 @@ class WorldReader:
         return out
 
     async def pods(self) -> list[dict[str, Any]]:
-        body = await self._get("/api/v1/pods")
+        body = await self.get("/api/v1/pods")
         items: list[dict[str, Any]] = body.get("items", [])
         return items
 
     async def deployments(self) -> dict[str, tuple[int, int]]:
-        body = await self._get("/apis/apps/v1/deployments")
+        body = await self.get("/apis/apps/v1/deployments")
         out: dict[str, tuple[int, int]] = {}
         for dep in body.get("items", []):
             meta = dep["metadata"]
