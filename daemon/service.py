@@ -930,9 +930,9 @@ class Service:
             cluster=self._cluster,
             clock=self._clock,
             poll_interval_s=self._poll_interval_s,
-            # kubectl drain retries a refused eviction every 5 s; doubling from 2 s up to 10 s
+            # kubectl drain retries a refused eviction every 5 s; doubling from 1 s up to 5 s
             # keeps a budget-bound drain close to the pods' own start time.
-            eviction_backoff_s=(2.0, 10.0),
+            eviction_backoff_s=(1.0, 5.0),
             recheck=self._recheck,
         )
 
