@@ -12,6 +12,7 @@ workers ever seen, pods that vanished without an eviction. `Rehearsal.run_daemon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -490,6 +491,7 @@ class Zygote:
 
     def __init__(self) -> None:
         self._proc: asyncio.subprocess.Process | None = None
+        self._child: int | None = None
 
     async def start(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
@@ -518,15 +520,21 @@ class Zygote:
         self._proc.stdin.write(orjson.dumps(request) + b"\n")
         await self._proc.stdin.drain()
         pid = int((await self._line(30.0))["pid"])
+        self._child = pid
         try:
             done = await self._line(timeout_s)
         except TimeoutError:
             os.kill(pid, signal.SIGKILL)
             await self._line(30.0)
             raise AssertionError(f"the daemon did not finish within {timeout_s} s: {err}") from None
+        finally:
+            self._child = None
         return int(done["returncode"])
 
     async def close(self) -> None:
+        if self._child is not None:  # a test ended while a daemon ran: it must not outlive it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._child, signal.SIGKILL)
         if self._proc is None:
             return
         if self._proc.stdin is not None:

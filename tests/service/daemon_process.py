@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import orjson
@@ -58,6 +58,10 @@ class Notifications:
 
 
 class DaemonProcess:
+    # Every daemon a test started and did not stop; tests/service/conftest.py kills them when a
+    # test ends early, so a failure never leaves a daemon running.
+    live: ClassVar[set[DaemonProcess]] = set()
+
     def __init__(
         self,
         reh: Rehearsal,
@@ -93,6 +97,15 @@ class DaemonProcess:
                 env=environ,
                 cwd=str(REPO),
             )
+        DaemonProcess.live.add(self)
+
+    def kill(self) -> None:
+        """SIGKILL, if still running (teardown after a failed test)."""
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+        DaemonProcess.live.discard(self)
+        self.notify.close()
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -178,3 +191,4 @@ class DaemonProcess:
         finally:
             self.notify.drain()
             self.notify.close()
+            DaemonProcess.live.discard(self)
