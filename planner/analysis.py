@@ -298,45 +298,26 @@ def _size_options(
             bins=[], factory=factory, max_new=len(candidates), min_cpu=min_cpu, min_mem=min_mem
         )
         left = packer.place_all(buckets)
+        k = max(packer.opened, floor)
+        nodes: int | None = None
         if left:
             shape = left[0][0]
             note = (
                 f"{sum(c for _, c in left)} pods do not fit on {len(candidates)} nodes of this "
                 f"size (e.g. a {shape.describe()})"
             )
-            out.append(
-                SizeOption(
-                    size_id=offer.id,
-                    size_name=offer.name,
-                    monthly_price=offer.monthly_price,
-                    nodes=None,
-                    monthly_cost=None,
-                    note=note,
-                )
-            )
-            continue
-        k = max(packer.opened, floor)
-        if k > len(candidates):
+        elif k > len(candidates):
             note = f"minNodes needs {k} nodes, more than the {len(candidates)} candidates"
-            out.append(
-                SizeOption(
-                    size_id=offer.id,
-                    size_name=offer.name,
-                    monthly_price=offer.monthly_price,
-                    nodes=None,
-                    monthly_cost=None,
-                    note=note,
-                )
-            )
-            continue
+        else:
+            nodes, note = k, f"{k} nodes carry the candidates' pods"
         out.append(
             SizeOption(
                 size_id=offer.id,
                 size_name=offer.name,
                 monthly_price=offer.monthly_price,
-                nodes=k,
-                monthly_cost=offer.monthly_price * k,
-                note=f"{k} nodes carry the candidates' pods",
+                nodes=nodes,
+                monthly_cost=None if nodes is None else offer.monthly_price * nodes,
+                note=note,
             )
         )
     return out
