@@ -198,9 +198,15 @@ def _resolve_environment_once(rest: Any, server: str) -> None:
             if auth is not None:
                 rest.proxy_headers = {**(rest.proxy_headers or {}),
                                       "Proxy-Authorization": auth.encode()}
-    session = rest.pool_manager
-    if hasattr(session, "_trust_env"):
-        session._trust_env = False
+    # aiohttp has no public setter for trust_env: move the connector to a session made without it.
+    session: aiohttp.ClientSession = rest.pool_manager
+    if session.trust_env:
+        connector = session.connector
+        session.detach()
+        # read_bufsize as kubernetes-asyncio sets it: watch events can be large.
+        rest.pool_manager = aiohttp.ClientSession(
+            connector=connector, trust_env=False, read_bufsize=2**21
+        )
 
 
 class KubeClient:
