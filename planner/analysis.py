@@ -585,9 +585,7 @@ def _analyze(
         )
     )
     pods_by_node = {n: group.loads[n].movable for n in group.loads}
-    needs = checks.disruption_needs(
-        batches, pods_by_node, snapshot.pdbs, concurrent=policy.max_concurrent
-    )
+    needs = checks.disruption_needs(batches, pods_by_node, snapshot.pdbs)
     results.append(
         checks.check_disruption_budgets(
             needs, respect_pdbs=policy.respect_pdbs, pdb_count=len(snapshot.pdbs)

@@ -142,60 +142,46 @@ class DisruptionNeed:
     node: str  # the node that needs the most
     need: int
     allowed: int
-    nodes: tuple[str, ...] = ()  # the nodes drained at once that together need `need`
-
-    def where(self) -> str:
-        if len(self.nodes) > 1:
-            return f"nodes {', '.join(self.nodes)}, drained at once, hold"
-        return f"node {self.node} holds"
 
 
 def disruption_needs(
     batches: Sequence[Sequence[str]],
     pods_by_node: Mapping[str, Sequence[PodInfo]],
     pdbs: Sequence[PdbInfo],
-    *,
-    concurrent: int = 1,
 ) -> list[DisruptionNeed]:
-    """For each batch and PDB: how many of its pods one step of the batch's drains evicts.
+    """For each batch and PDB: the most of its pods on any one of the batch's nodes.
 
-    The rule: the executor drains up to `concurrent` (maxConcurrent) of a batch's nodes at
-    once, evicts every pod of a node without waiting in between, and waits until the evicted
-    pods are Ready elsewhere before a node's drain counts as done. So a PDB's simultaneous
-    disruptions in a batch are its pods on the `concurrent` nodes of the batch that hold the
-    most of them. A batch is allowed iff, for every PDB, that number is at most
-    `disruptions_allowed`. `node` names the node holding the most. An empty selector matches
-    every pod of its namespace (policy/v1).
+    The rule: the executor drains a batch's nodes one at a time and waits until the evicted
+    pods are Ready elsewhere before the next node, so a PDB's simultaneous disruptions in a
+    batch are those of one node: all matching pods on that node are evicted together. A batch
+    is allowed iff, for every PDB, that number is at most `disruptions_allowed`. An empty
+    selector matches every pod of its namespace (policy/v1).
     """
-    at_once = max(concurrent, 1)
     index: SelectorIndex[PdbInfo] = SelectorIndex()
     for pdb in sorted(pdbs, key=lambda p: (p.namespace, p.name)):
         index.add(pdb.namespace, selector_key(pdb.selector), pdb)
     out: list[DisruptionNeed] = []
     for b, batch in enumerate(batches):
-        per_node: dict[str, list[tuple[int, str]]] = {}
-        found: dict[str, PdbInfo] = {}
+        worst: dict[str, DisruptionNeed] = {}
         for node in batch:
             counts: dict[str, int] = {}
+            found: dict[str, PdbInfo] = {}
             for pod in pods_by_node.get(node, ()):
                 for pdb in index.matching(pod.namespace, pod.labels):
                     ref = f"{pdb.namespace}/{pdb.name}"
                     counts[ref] = counts.get(ref, 0) + 1
                     found[ref] = pdb
-            for ref, count in counts.items():
-                per_node.setdefault(ref, []).append((count, node))
-        for ref in sorted(per_node):
-            heaviest = sorted(per_node[ref], key=lambda cn: (-cn[0], cn[1]))[:at_once]
-            out.append(
-                DisruptionNeed(
-                    batch=b,
-                    pdb=ref,
-                    node=heaviest[0][1],
-                    need=sum(count for count, _ in heaviest),
-                    allowed=found[ref].disruptions_allowed,
-                    nodes=tuple(node for _, node in heaviest),
-                )
-            )
+            for ref in sorted(counts):
+                have = worst.get(ref)
+                if have is None or counts[ref] > have.need:
+                    worst[ref] = DisruptionNeed(
+                        batch=b,
+                        pdb=ref,
+                        node=node,
+                        need=counts[ref],
+                        allowed=found[ref].disruptions_allowed,
+                    )
+        out.extend(worst[ref] for ref in sorted(worst))
     return out
 
 
@@ -223,7 +209,7 @@ def check_disruption_budgets(
             disruptions_allowed=first.allowed,
         )
         msg = (
-            f"batch {first.batch}: {first.where()} {first.need} pods of PDB "
+            f"batch {first.batch}: node {first.node} holds {first.need} pods of PDB "
             f"{first.pdb}, which allows {first.allowed} disruptions now"
         )
         return CheckResult(name=DISRUPTION_BUDGETS, status=FAILED, message=msg, details=details)

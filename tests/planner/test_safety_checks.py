@@ -151,21 +151,6 @@ def test_pdb_with_more_pods_on_one_node_than_allowed_fails() -> None:
     assert a.action is Action.POSTPONE
 
 
-def test_pdb_counts_the_nodes_a_batch_drains_at_once() -> None:
-    nodes, pods = healthy()  # two app=web pods on every node
-    budgets = (pdb("web", "web", allowed=2),)
-    one_at_a_time = analyze(cluster(nodes, pods, pdbs=budgets), policy(batch_size=3), now=NOW)
-    assert max(len(b) for b in one_at_a_time.batches) >= 2
-    assert check(one_at_a_time, "disruption_budgets").status is PASSED
-    two_at_once = analyze(
-        cluster(nodes, pods, pdbs=budgets), policy(batch_size=3, max_concurrent=2), now=NOW
-    )
-    c = check(two_at_once, "disruption_budgets")
-    assert c.status is FAILED
-    assert (c.details["need"], c.details["disruptions_allowed"]) == (4, 2)
-    assert "drained at once" in c.message
-
-
 def test_pdb_allowing_no_disruption_fails() -> None:
     nodes, pods = fleet(2, 1, cpu=100)
     a = analyze(cluster(nodes, pods, pdbs=(pdb("web", "web", allowed=0),)), policy(), now=NOW)
