@@ -6,10 +6,11 @@ this plan cordoned and a person can tell our cordons from anyone else's. A node 
 unschedulable with our own annotation is ours (a cordon whose answer was lost), not "prior".
 
 Drain goes through the Eviction API only: a PodDisruptionBudget's refusal (HTTP 429) is
-recorded as `EvictionBlocked` and retried with exponential backoff (`eviction_backoff_s`)
-until the plan's `drain_timeout_s`, after which `DrainTimedOut` ends the step and the plan
-rolls back. Pods are never deleted directly, never force-deleted. DaemonSet pods, mirror pods
-and pods that have finished are left alone. Evictions of one replacement are one at a time:
+recorded as `EvictionBlocked` and retried with exponential backoff (`eviction_backoff_s`;
+back to its first value after a round in which an eviction went through) until the plan's
+`drain_timeout_s`, after which `DrainTimedOut` ends the step and the plan rolls back.
+Pods are never deleted directly, never force-deleted. DaemonSet pods, mirror pods and pods
+that have finished are left alone. Evictions of one replacement are one at a time:
 each is an intent with an outcome.
 
 After the node is empty, the drain waits until every controller that had pods on it has as
@@ -174,7 +175,8 @@ async def vacate_new_node(rt: Runtime, rid: str) -> None:
         if not pods:
             return
         blocked = []
-        for pod in (p for p in pods if not p.deleting):
+        waiting = [p for p in pods if not p.deleting]
+        for pod in waiting:
             try:
                 await rt.ctx.cluster.evict(pod.namespace, pod.name)
             except NotFound:
@@ -189,6 +191,8 @@ async def vacate_new_node(rt: Runtime, rid: str) -> None:
                 f"{timeout:g} s ({', '.join(_ref(p) for p in pods)}); drain it by hand"
             )
         if blocked:
+            if len(blocked) < len(waiting):
+                backoff = low
             await rt.sleep(min(backoff, max(0.0, deadline - rt.monotonic())))
             backoff = min(backoff * 2, high)
         else:
@@ -289,6 +293,8 @@ class Drainer:
                 raise StepFailed(f"drain of {self.node} timed out after {timeout:g} s: {why}")
             left = max(0.0, deadline - rt.monotonic())
             if blocked:
+                if len(blocked) < len(waiting):
+                    backoff = low  # an eviction went through: the budget is moving again
                 await rt.sleep(min(backoff, left))
                 backoff = min(backoff * 2, high)
             else:
@@ -305,7 +311,13 @@ class Drainer:
             await rt.ctx.cluster.evict(pod.namespace, pod.name)
         except NotFound:
             pass  # already gone: evicted as far as we are concerned
-        except EvictionBlocked as exc:
+        except (TemporaryError, PermanentError) as exc:
+            if isinstance(exc, EvictionBlocked):
+                reason = exc.message
+            elif isinstance(exc, TemporaryError):
+                reason = f"temporary error: {exc}"
+            else:
+                reason = f"refused: {exc}"
             await rt.record(
                 ev.EvictionBlocked(
                     **base,
@@ -313,34 +325,12 @@ class Drainer:
                     namespace=pod.namespace,
                     pod=pod.name,
                     attempt=attempt,
-                    reason=exc.message,
+                    reason=reason,
                 )
             )
+            if isinstance(exc, PermanentError):
+                raise StepFailed(f"cannot evict {_ref(pod)}: {exc}") from None
             return False
-        except TemporaryError as exc:
-            await rt.record(
-                ev.EvictionBlocked(
-                    **base,
-                    at=rt.at(),
-                    namespace=pod.namespace,
-                    pod=pod.name,
-                    attempt=attempt,
-                    reason=f"temporary error: {exc}",
-                )
-            )
-            return False
-        except PermanentError as exc:
-            await rt.record(
-                ev.EvictionBlocked(
-                    **base,
-                    at=rt.at(),
-                    namespace=pod.namespace,
-                    pod=pod.name,
-                    attempt=attempt,
-                    reason=f"refused: {exc}",
-                )
-            )
-            raise StepFailed(f"cannot evict {pod.namespace}/{pod.name}: {exc}") from None
         await rt.record(ev.PodEvicted(**base, at=rt.at(), namespace=pod.namespace, pod=pod.name))
         return True
 
