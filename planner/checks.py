@@ -151,11 +151,11 @@ def disruption_needs(
 ) -> list[DisruptionNeed]:
     """For each batch and PDB: the most of its pods on any one of the batch's nodes.
 
-    The rule: the executor drains a batch's nodes one at a time and waits until the evicted
-    pods are Ready elsewhere before the next node, so a PDB's simultaneous disruptions in a
-    batch are those of one node: all matching pods on that node are evicted together. A batch
-    is allowed iff, for every PDB, that number is at most `disruptions_allowed`. An empty
-    selector matches every pod of its namespace (policy/v1).
+    The rule: all matching pods on one node are evicted together, so a batch is allowed iff,
+    for every PDB, no node of it holds more of its pods than `disruptions_allowed`. Nodes
+    drained at once (up to maxConcurrent) are not added up: the Eviction API refuses what a
+    budget does not allow and the drain waits and retries, which is slower, not unsafe. An
+    empty selector matches every pod of its namespace (policy/v1).
     """
     index: SelectorIndex[PdbInfo] = SelectorIndex()
     for pdb in sorted(pdbs, key=lambda p: (p.namespace, p.name)):

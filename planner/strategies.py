@@ -9,8 +9,8 @@ how to undo it.
   and delete the old; until the first drain, completing or rolling back are both one step.
 
 Estimated duration (seconds), with P = provision estimate, D = drain estimate, c = max
-concurrent, n_b = new nodes in batch b, m_b = old nodes in batch b (drains run one node at a
-time, so a PDB is never disrupted by two nodes at once):
+concurrent, n_b = new nodes in batch b, m_b = old nodes in batch b. Drains are counted one
+node after another, an upper bound: the executor runs up to c of them at once.
   rolling:    sum over batches of ceil(n_b / c) * P + m_b * D
   surge:      ceil(N / c) * P + M * D
   blue-green: ceil(N / c) * P + soak + M * D
