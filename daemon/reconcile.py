@@ -12,7 +12,7 @@ and its outcome recorded as found:
 - PodEvictionRequested: is the pod gone from the node or terminating? PodEvicted, else
   EvictionBlocked;
 - WorkerDeleteRequested: is the worker gone? WorkerDeleted, else WorkerDeleteFailed;
-- UncordonRequested: NodeUncordoned (uncordoning it now if it still is cordoned).
+- UncordonRequested: NodeUncordoned (uncordoning it now if it still is cordoned by this plan).
 
 A "not made" outcome lets the executor try the step again with a fresh intent; an add is
 never repeated before its intent is settled, so no intent ever gets two workers.
@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.drain import uncordon_call
+from daemon.drain import ours, uncordon_call
 from daemon.execution import Runtime
 from daemon.provisioning import settle_add, settle_group
 from statemachine import events as ev
+from statemachine.world import NodeInfo
 
 NOT_MADE = "not made before the restart"
 
@@ -60,12 +61,7 @@ async def reconcile_one(rt: Runtime, rid: str) -> str:
             await rt.record(ev.WorkerAddFailed(**base, at=rt.at(), reason=NOT_MADE))
             return f"no worker was added to group {group_id}"
         case ev.CordonRequested(node=name):
-            node = await rt.call(
-                f"read node {name}",
-                lambda: cluster.get_node(name),
-                deadline=deadline,
-                interruptible=False,
-            )
+            node = await _read_node(rt, name, deadline)
             if node is not None and node.unschedulable:
                 await rt.record(ev.NodeCordoned(**base, at=rt.at(), node=name))
                 return f"node {name} is cordoned"
@@ -111,15 +107,19 @@ async def reconcile_one(rt: Runtime, rid: str) -> str:
             )
             return f"worker {worker} still exists"
         case ev.UncordonRequested(node=name):
-            node = await rt.call(
-                f"read node {name}",
-                lambda: cluster.get_node(name),
-                deadline=deadline,
-                interruptible=False,
-            )
-            if node is not None and node.unschedulable:
+            node = await _read_node(rt, name, deadline)
+            if node is not None and ours(node, rt.plan_id):  # a later cordon is not ours
                 await uncordon_call(rt, name, deadline)
             await rt.record(ev.NodeUncordoned(**base, at=rt.at(), node=name))
             return f"node {name} is uncordoned"
         case _:
             raise AssertionError(f"no reconciliation for {type(intent).type_name()}")
+
+
+async def _read_node(rt: Runtime, name: str, deadline: float) -> NodeInfo | None:
+    return await rt.call(
+        f"read node {name}",
+        lambda: rt.ctx.cluster.get_node(name),
+        deadline=deadline,
+        interruptible=False,
+    )

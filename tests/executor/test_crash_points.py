@@ -353,6 +353,30 @@ async def test_rollback_uncordon_and_delete_new(world: World, made: bool) -> Non
     assert [(d.worker_identifier, d.role) for d in deletes] == [(new_worker, "new")]
 
 
+async def test_settling_an_uncordon_leaves_a_later_cordon_of_someone_else(world: World) -> None:
+    """Our uncordon was made before the crash, then a person cordoned the node: settling the
+    intent records the uncordon and leaves the person's cordon alone."""
+    spec, journal = await _begin(world, "c-theirs")
+    r = spec.replacements[0]
+    rid = r.replacement_id
+    await _to(world, journal, rid, ReplacementStatus.CORDONED)
+    at = _at(world)
+    await journal.record(
+        ev.PlanRollbackStarted(plan_id=spec.plan_id, at=at, reason="test"),
+        ev.ReplacementRollbackStarted(plan_id=spec.plan_id, at=at, replacement_id=rid, reason="t"),
+        ev.UncordonRequested(plan_id=spec.plan_id, at=at, replacement_id=rid, node=r.old_node),
+    )
+    await world.cluster.uncordon(r.old_node, {CORDONED_BY_ANNOTATION: None})
+    await world.cluster.cordon(r.old_node)
+    state = await PlanRunner(await _restart(world, spec.plan_id), world.context()).run()
+    assert state.status is PlanStatus.ROLLED_BACK
+    node = await world.cluster.get_node(r.old_node)
+    assert node is not None and node.unschedulable
+    assert CORDONED_BY_ANNOTATION not in node.annotations
+    events = await replacement_events(world, spec.plan_id)
+    assert [type(e) for e in events if isinstance(e, ev.NodeUncordoned)] == [ev.NodeUncordoned]
+
+
 async def test_checks_passing_after_recovery_resume_forward(world: World) -> None:
     """Cordon made, then the crash; the checks pass: the plan goes on, and the checks run
     again before the next batch."""
