@@ -416,18 +416,20 @@ class KubeClient:
         prior = await self._patch_node(name, build)
         return bool((prior.get("spec") or {}).get("unschedulable"))
 
+    async def _merge_patch_node(self, name: str, patch: dict[str, Any]) -> None:
+        """A patch that does not depend on what the node holds: no read, no precondition."""
+        await self._request("PATCH", f"/api/v1/nodes/{name}", body=patch,
+                            content_type="application/merge-patch+json")
+
     async def uncordon(self, name: str, annotations: Mapping[str, str | None] | None = None
                        ) -> None:
-        def build(current: dict[str, Any]) -> dict[str, Any]:
-            patch: dict[str, Any] = {"spec": {"unschedulable": None}}
-            if annotations:
-                patch["metadata"] = {"annotations": dict(annotations)}
-            return patch
-
-        await self._patch_node(name, build)
+        patch: dict[str, Any] = {"spec": {"unschedulable": None}}
+        if annotations:
+            patch["metadata"] = {"annotations": dict(annotations)}
+        await self._merge_patch_node(name, patch)
 
     async def label_node(self, name: str, labels: Mapping[str, str | None]) -> None:
-        await self._patch_node(name, lambda _: {"metadata": {"labels": dict(labels)}})
+        await self._merge_patch_node(name, {"metadata": {"labels": dict(labels)}})
 
     async def set_taint(self, name: str, key: str, value: str = "", effect: str = "NoSchedule",
                         *, present: bool = True) -> None:
