@@ -122,6 +122,14 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def _text(body: dict[str, Any], key: str) -> str:
+    """A required non-empty string field of a JSON body, or a 400 naming it."""
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise VpsieError(400, f"{key} is required")
+    return value
+
+
 async def _login(request: web.Request) -> web.Response:
     state = _state(request)
     form = await request.post()
@@ -158,9 +166,7 @@ async def _datacenters(request: web.Request) -> web.Response:
 async def _offers(request: web.Request) -> web.Response:
     state = _state(request)
     body = await _json_body(request)
-    dc = body.get("dcIdentifier")
-    if not isinstance(dc, str) or not dc:
-        raise VpsieError(400, "dcIdentifier is required")
+    dc = _text(body, "dcIdentifier")
     state.datacenter(dc)
     items = [
         {
@@ -275,15 +281,8 @@ async def _groups(request: web.Request) -> web.Response:
 async def _create_group(request: web.Request) -> web.Response:
     state = _state(request)
     body = await _json_body(request)
-    cluster, name, size_id = (
-        body.get("clusterIdentifier"),
-        body.get("groupName"),
-        body.get("KubeSizeID"),
-    )
-    if not isinstance(cluster, str) or not cluster:
-        raise VpsieError(400, "clusterIdentifier is required")
-    if not isinstance(name, str) or not name:
-        raise VpsieError(400, "groupName is required")
+    cluster, name = _text(body, "clusterIdentifier"), _text(body, "groupName")
+    size_id = body.get("KubeSizeID")
     if isinstance(size_id, bool) or not isinstance(size_id, int):
         raise VpsieError(400, "KubeSizeID is required and must be an integer")
     group = state.create_group(cluster, name, size_id)
@@ -303,8 +302,6 @@ async def _add_worker(request: web.Request) -> web.Response:
 async def _delete_worker(request: web.Request) -> web.Response:
     state = _state(request)
     body = await _json_body(request)
-    identifier = body.get("identifier")
-    if not isinstance(identifier, str) or not identifier:
-        raise VpsieError(400, "identifier is required")
+    identifier = _text(body, "identifier")
     state.delete_worker(request.match_info["cluster"], identifier)
     return _ok(True, message="Node deleted")
