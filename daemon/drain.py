@@ -26,6 +26,7 @@ from typing import Any
 
 from adapters.errors import EvictionBlocked, NotFound, PermanentError, TemporaryError
 from daemon.execution import Runtime, StepFailed
+from daemon.provisioning import match_node
 from statemachine import events as ev
 from statemachine.machines import ReplacementStatus
 from statemachine.world import CORDONED_BY_ANNOTATION, NodeInfo, PodInfo
@@ -144,6 +145,21 @@ async def _pods_on(rt: Runtime, node: str, deadline: float) -> list[PodInfo]:
     )
 
 
+async def _node_of_new_worker(rt: Runtime, rid: str, deadline: float) -> NodeInfo | None:
+    """By name once it joined; else by the worker's hostname or IP: a node that turned Ready
+    only after its join timed out may already run pods."""
+    r = rt.replacement(rid)
+    if r.new_node:
+        name = r.new_node
+        return await rt.call(
+            f"read node {name}", lambda: rt.ctx.cluster.get_node(name), deadline=deadline
+        )
+    if not (r.new_hostname or r.new_ip):
+        return None
+    nodes = await rt.call("list the nodes", rt.ctx.cluster.list_nodes, deadline=deadline)
+    return match_node(nodes, r.new_hostname, (r.new_ip,))
+
+
 async def vacate_new_node(rt: Runtime, rid: str) -> None:
     """Before a rollback deletes the node this replacement added: cordon it and evict its pods
     (PodDisruptionBudgets honoured, with backoff), so nothing vanishes without an eviction.
@@ -151,17 +167,12 @@ async def vacate_new_node(rt: Runtime, rid: str) -> None:
     Not bracketed by events (the catalogue has none for the new node); every effect here is
     idempotent and a restarted rollback simply does it again.
     """
-    r = rt.replacement(rid)
-    name = r.new_node
-    if not name:
-        return  # never Ready: nothing was scheduled on it
     timeout = rt.spec.drain_timeout_s
     deadline = rt.monotonic() + timeout
-    node = await rt.call(
-        f"read node {name}", lambda: rt.ctx.cluster.get_node(name), deadline=deadline
-    )
+    node = await _node_of_new_worker(rt, rid, deadline)
     if node is None:
         return
+    name = node.name
     if not node.unschedulable:
         await rt.call(
             f"cordon node {name}",

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from daemon.clock import rfc3339
+from daemon.execution import Runtime
 from daemon.executor import InvalidRequest, PlanRunner
+from daemon.provisioning import add_worker, ensure_group, match_node
 from simulator.faults import FaultRule
 from statemachine import events as ev
 from statemachine.fold import PlanState
@@ -299,3 +302,54 @@ async def test_a_restart_does_not_extend_the_drain_timeout(tmp_path: Path) -> No
         timed_out = next(e for e in events if isinstance(e, ev.DrainTimedOut))
         assert when(timed_out) - resumed < 30  # at the first look, not 100 s later
         await assert_untouched(world)
+
+
+async def test_rollback_evicts_from_a_node_that_turned_ready_after_its_join_timed_out(
+    world: World,
+) -> None:
+    """The join timed out, then the Node turned Ready and took a pod. The rollback must not
+    delete the worker under that pod: it evicts first, and a budget that refuses stops it."""
+    spec = world.spec("f-late", Strategy.ROLLING, count=1, drain_timeout_s=60)
+    journal = await world.started(spec)
+    rid = spec.replacements[0].replacement_id
+    rt = Runtime(journal, world.context(), lambda: None)
+    await add_worker(rt, rid, await ensure_group(rt, rid), rt.monotonic() + 600)
+    r = journal.state.replacements[rid]
+    assert r.status is ReplacementStatus.JOINING and not r.new_node
+    for _ in range(1000):
+        node = match_node(await world.cluster.list_nodes(), r.new_hostname, (r.new_ip,))
+        if node is not None and node.ready:
+            break
+        await world.clock.sleep(5)
+    assert node is not None and node.ready
+    await journal.record(
+        ev.NodeJoinTimedOut(
+            plan_id=spec.plan_id, at=rfc3339(world.clock.now()), replacement_id=rid, waited_s=1
+        )
+    )
+    olds = [hostname for _, hostname in world.initial]
+    for name in olds:
+        await world.cluster.cordon(name)
+    web = [p for p in await world.cluster.list_pods() if p.labels.get("app") == "web"]
+    await world.cluster.evict(web[0].namespace, web[0].name)
+    for _ in range(1000):
+        moved = [
+            p
+            for p in await world.cluster.list_pods(node.name)
+            if p.labels.get("app") == "web" and p.phase == "Running"
+        ]
+        if moved:
+            break
+        await world.clock.sleep(5)
+    assert moved
+    for name in olds:
+        await world.cluster.uncordon(name)
+    world.sim.kube.block_evictions("shop", "app=web")
+    await journal.record(
+        ev.PlanRollbackStarted(plan_id=spec.plan_id, at=rfc3339(world.clock.now()), reason="test")
+    )
+    state = await PlanRunner(journal, world.context()).run()
+    assert state.status is PlanStatus.FAILED
+    assert "could not be evicted" in state.reasons[-1][3]
+    assert r.new_worker in await _workers(world)
+    assert moved[0].name in {p.name for p in await world.cluster.list_pods(node.name)}
