@@ -43,6 +43,19 @@ SelectorKey = tuple[tuple[tuple[str, str], ...], tuple[LabelRequirement, ...]]
 P = TypeVar("P")
 
 
+def _tiered(value: int, tiers: Sequence[tuple[int | None, int]], per: int) -> int:
+    """Sum over (upper bound, rate) tiers of the part of `value` in each tier times rate/per."""
+    total = lower = 0
+    for upto, rate in tiers:
+        top = value if upto is None else min(value, upto)
+        if top > lower:
+            total += (top - lower) * rate // per
+        if upto is None or value <= upto:
+            break
+        lower = upto
+    return total
+
+
 def system_reserve(capacity: Resources) -> Resources:
     """CPU and memory kept for the OS and kubelet, the tiers common managed services use.
 
@@ -50,30 +63,14 @@ def system_reserve(capacity: Resources) -> Resources:
     Memory: 255 MiB below 1 GiB; else 25% of the first 4 GiB, 20% of the next 4, 10% of the
     next 8, 6% of the next 112, 2% above 128 GiB; plus a 100 MiB eviction threshold.
     """
-    cpu = capacity.cpu_millis
-    reserved_cpu = 0
-    lower = 0
-    for upto, per_10k in ((1000, 600), (2000, 100), (4000, 50), (None, 25)):
-        top = cpu if upto is None else min(cpu, upto)
-        if top > lower:
-            reserved_cpu += (top - lower) * per_10k // 10000
-        if upto is None or cpu <= upto:
-            break
-        lower = upto
+    cpu_tiers = ((1000, 600), (2000, 100), (4000, 50), (None, 25))
+    reserved_cpu = _tiered(capacity.cpu_millis, cpu_tiers, 10000)
     mem = capacity.memory_bytes
     if mem < GIB:
         reserved_mem = 255 * MIB
     else:
-        reserved_mem = 0
-        tiers = ((4 * GIB, 25), (8 * GIB, 20), (16 * GIB, 10), (128 * GIB, 6), (None, 2))
-        lower = 0
-        for upto, pct in tiers:
-            top = mem if upto is None else min(mem, upto)
-            if top > lower:
-                reserved_mem += (top - lower) * pct // 100
-            if upto is None or mem <= upto:
-                break
-            lower = upto
+        mem_tiers = ((4 * GIB, 25), (8 * GIB, 20), (16 * GIB, 10), (128 * GIB, 6), (None, 2))
+        reserved_mem = _tiered(mem, mem_tiers, 100)
     reserved_mem += EVICTION_THRESHOLD_BYTES
     return Resources(cpu_millis=reserved_cpu, memory_bytes=min(reserved_mem, mem), pods=0)
 
