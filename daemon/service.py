@@ -1085,6 +1085,10 @@ class Service:
         budgets of the next batch's nodes, by the planner's rule; the maintenance window for
         the remaining estimate. Capacity was simulated when the plan was made; at run time the
         drain's wait for the evicted pods to run elsewhere guards it.
+
+        A Kubernetes API that cannot be read raises (SnapshotError) instead of failing the
+        cluster-health check: the executor retries the checks, and rolls back only when they
+        still cannot run after `call_retry_s`, not on one unanswered read.
         """
         assert self._cloud is not None and self._cluster is not None
         policy = self._policy(state.spec.node_group)
@@ -1096,6 +1100,8 @@ class Service:
             now=now,
             datacenter=self._datacenter,
         )
+        if gathered.problems:
+            raise SnapshotError("; ".join(gathered.problems))
         return recheck_plan(state, gathered.snapshot, policy, now=rfc3339(now))
 
     def _policy(self, name: str) -> NodeGroupPolicy:
