@@ -1,6 +1,6 @@
 """Event store figures: durable append rate, group commit, and recovery cost vs log age.
 
-    python bench/eventstore.py [--quick]
+    python bench/eventstore.py [--quick]      # exits 1 when a target below is missed
 
 (a) sequential durable appends (one event each) vs plain sqlite3 doing the same inserts, same
     pragmas, one transaction per row, in the same run;
@@ -352,14 +352,17 @@ def main() -> int:
         ours, plain = asyncio.run(sequential_rates(d, n_seq))
         print(
             f"(a) sequential durable appends: {ours:8.0f}/s  plain sqlite3 {plain:8.0f}/s  "
-            f"ratio {ours / plain:.2f} (target >= 0.7)"
+            f"ratio {ours / plain:.2f} (target >= 0.7, {_verdict(ours / plain >= 0.7)})"
         )
+        ok = ours / plain >= 0.7
 
         grouped, per_txn = asyncio.run(concurrent_rate(d / "group.db", 64, each))
         print(
             f"(b) 64 concurrent appenders:    {grouped:8.0f}/s  vs plain {plain:8.0f}/s  "
-            f"ratio {grouped / plain:.1f}x (target >= 3x), {per_txn:.1f} appends/transaction"
+            f"ratio {grouped / plain:.1f}x (target >= 3x, {_verdict(grouped / plain >= 3)}), "
+            f"{per_txn:.1f} appends/transaction"
         )
+        ok &= grouped / plain >= 3
 
         results = []
         for shape in (small, big):
@@ -383,9 +386,14 @@ def main() -> int:
         ratio = results[1]["median_s"] / results[0]["median_s"]
         print(
             f"(c) recovery time ratio {big.total:,} / {small.total:,} events: {ratio:.2f}x "
-            f"(target <= 1.3x)"
+            f"(target <= 1.3x, {_verdict(ratio <= 1.3)})"
         )
-    return 0
+        ok &= ratio <= 1.3
+    return 0 if ok else 1
+
+
+def _verdict(met: bool) -> str:
+    return "ok" if met else "MISSED"
 
 
 if __name__ == "__main__":
