@@ -111,7 +111,8 @@ def test_cooldown_over_passes() -> None:
         now=NOW,
         last_plan_finished_at="2026-11-26T10:59:59Z",
     )
-    assert check(a, "node_group_health").status is PASSED
+    c = check(a, "node_group_health")
+    assert c.status is PASSED and "cooldown over" in c.message
 
 
 def test_surge_above_max_nodes_is_a_warning() -> None:
