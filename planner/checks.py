@@ -131,7 +131,7 @@ def check_node_group_health(
     if max_nodes is not None and path.peak > max_nodes:
         msg = f"the plan briefly runs {path.peak} nodes, above maxNodes {max_nodes}"
         return CheckResult(name=NODE_GROUP_HEALTH, status=WARNING, message=msg, details=details)
-    cooldown = "no earlier plan" if last_plan_finished_at is None else "cooldown over"
+    cooldown = "no cooldown applies" if last_plan_finished_at is None else "cooldown over"
     msg = f"{path.current} nodes, never below {path.lowest} (minNodes {min_nodes}); {cooldown}"
     return CheckResult(name=NODE_GROUP_HEALTH, status=PASSED, message=msg, details=details)
 
