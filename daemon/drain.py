@@ -81,15 +81,34 @@ async def cordon(rt: Runtime, rid: str) -> None:
                 )
             )
             if not prior:
-                try:
-                    await rt.call(
-                        f"cordon node {name}",
-                        lambda: rt.ctx.cluster.cordon(
-                            name, annotations={CORDONED_BY_ANNOTATION: rt.plan_id}
-                        ),
-                        deadline=deadline,
-                        interruptible=False,
+                attempts = 0
+
+                async def mark() -> bool:
+                    nonlocal attempts
+                    attempts += 1
+                    return await rt.ctx.cluster.cordon(
+                        name, annotations={CORDONED_BY_ANNOTATION: rt.plan_id}
                     )
+
+                try:
+                    was_cordoned = await rt.call(
+                        f"cordon node {name}", mark, deadline=deadline, interruptible=False
+                    )
+                    if was_cordoned and attempts == 1:
+                        # Someone cordoned the node between our read and our patch: the cordon
+                        # is theirs. (After a retry it may be our own first attempt, so ours.)
+                        await rt.call(
+                            f"take our mark off node {name}",
+                            lambda: rt.ctx.cluster.cordon(
+                                name, annotations={CORDONED_BY_ANNOTATION: None}
+                            ),
+                            deadline=deadline,
+                            interruptible=False,
+                        )
+                        raise StepFailed(
+                            f"node {name} was cordoned by someone else while this plan "
+                            "cordoned it; leaving their cordon and the node alone"
+                        )
                 except StepFailed as exc:
                     await rt.record(
                         ev.CordonFailed(

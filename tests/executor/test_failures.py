@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
+from adapters.kubernetes import KubeClient
 from daemon.clock import rfc3339
 from daemon.execution import Runtime
 from daemon.executor import InvalidRequest, PlanRunner
@@ -18,6 +20,7 @@ from statemachine import events as ev
 from statemachine.fold import PlanState
 from statemachine.machines import PlanStatus, ReplacementStatus
 from statemachine.plan import Strategy
+from statemachine.world import CORDONED_BY_ANNOTATION
 from tests.executor.checks import (
     assert_evictions_bracketed,
     assert_nothing_cordoned,
@@ -353,3 +356,42 @@ async def test_rollback_evicts_from_a_node_that_turned_ready_after_its_join_time
     assert "could not be evicted" in state.reasons[-1][3]
     assert r.new_worker in await _workers(world)
     assert moved[0].name in {p.name for p in await world.cluster.list_pods(node.name)}
+
+
+class _PersonCordonsFirst:
+    """The Cluster port as it looks when a person cordons a node in the instant between the
+    executor's read of it and the executor's own cordon patch."""
+
+    def __init__(self, inner: KubeClient, node: str) -> None:
+        self._inner = inner
+        self._node = node
+        self.raced = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def cordon(self, name: str, annotations: Mapping[str, str | None] | None = None) -> bool:
+        if name == self._node and not self.raced:
+            self.raced = True
+            await self._inner.cordon(name)
+        return await self._inner.cordon(name, annotations)
+
+
+async def test_a_cordon_made_by_someone_else_during_ours_is_left_to_them(world: World) -> None:
+    spec = world.spec("f-race", Strategy.ROLLING, count=1)
+    old = spec.replacements[0].old_node
+    cluster = _PersonCordonsFirst(world.cluster, old)
+    journal = await world.approved(spec)
+    state = await PlanRunner(journal, world.context(cluster=cluster)).run()
+    assert cluster.raced
+    assert state.status is PlanStatus.ROLLED_BACK
+    r = state.replacements[spec.replacements[0].replacement_id]
+    assert not r.cordoned_by_us
+    node = await world.cluster.get_node(old)
+    assert node is not None and node.unschedulable  # the person's cordon stays
+    assert CORDONED_BY_ANNOTATION not in node.annotations  # and carries no mark of ours
+    events = await events_of(world, spec.plan_id)
+    assert any(isinstance(e, ev.CordonFailed) and "someone else" in e.reason for e in events)
+    assert not any(isinstance(e, ev.UncordonRequested) for e in events)
+    await world.cluster.uncordon(old)
+    await assert_untouched(world)
