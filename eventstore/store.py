@@ -23,7 +23,6 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -61,16 +60,28 @@ READ_STREAM_SQL = (
     "WHERE e.stream = ? AND e.version >= ? ORDER BY e.version"
 )
 STREAM_VERSION_SQL = "SELECT version FROM streams WHERE stream = ?"
+_INSERT_ONE_SQL = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)"
+_ROWS_PER_STATEMENT = 999 // 8  # SQLite's smallest bound-parameter limit, 8 per row
 
 
-@dataclass(slots=True)
+# INSERT statements of 0..124 rows, built once: the same string lets sqlite3 reuse the
+# prepared statement.
+_INSERT_SQL = tuple(
+    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?,?)"] * n)
+    for n in range(_ROWS_PER_STATEMENT + 1)
+)
+
+
 class _Pending:
-    stream: str
-    expected: int
-    events: Sequence[NewEvent]
-    done: asyncio.Future[int] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    """One append waiting for its transaction; `done` gets the new version or the error."""
+
+    __slots__ = ("done", "events", "expected", "stream")
+
+    def __init__(self, stream: str, expected: int, events: Sequence[NewEvent]) -> None:
+        self.stream = stream
+        self.expected = expected
+        self.events = events
+        self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
 
 class _OutOfDate(EventStoreError):
@@ -209,6 +220,8 @@ class EventStore:
         self._head_hash = GENESIS
         self._closed = False
         self._writer_stopped = False
+        self._writer_busy = False  # the writer task holds a batch
+        self._head_unsure = False  # a write was cancelled mid-flight: reload before the next
         self._writer: asyncio.Task[None] | None = None
         self.transactions = 0  # append transactions committed since open (group commit shows)
 
@@ -237,7 +250,7 @@ class EventStore:
         if p != ":memory:":
             await asyncio.to_thread(_ready_file, p)
         try:
-            db = await aiosqlite.connect(p, isolation_level="IMMEDIATE")
+            db = await aiosqlite.connect(p, isolation_level=None)
         except sqlite3.Error as exc:
             raise translate(exc, p, "opening") from None
         store = cls(db, p, clock)
@@ -398,7 +411,12 @@ class EventStore:
             raise EventStoreError(f"{self._path}: append to {stream!r}: the writer has stopped")
         _check_events(stream, expected_version, events)
         pending = _Pending(stream, expected_version, tuple(events))
-        self._queue.put_nowait(pending)
+        if not self._writer_busy and self._queue.empty() and not self._lock.locked():
+            # Nothing else is being written: commit here, sparing a hop through the writer task.
+            async with self._lock:
+                await self._commit_locked([pending])
+        else:
+            self._queue.put_nowait(pending)
         return await pending.done
 
     async def _write_loop(self) -> None:
@@ -409,15 +427,19 @@ class EventStore:
                 item = await self._queue.get()
                 if item is None:
                     break
-                batch = [item]
-                while len(batch) < _MAX_BATCH and not self._queue.empty():
-                    nxt = self._queue.get_nowait()
-                    if nxt is None:
-                        stop = True
-                        break
-                    batch.append(nxt)
-                await self._commit_batch(batch)
+                self._writer_busy = True
+                async with self._lock:
+                    # Whatever queued while the lock was held joins this transaction.
+                    batch = [item]
+                    while len(batch) < _MAX_BATCH and not self._queue.empty():
+                        nxt = self._queue.get_nowait()
+                        if nxt is None:
+                            stop = True
+                            break
+                        batch.append(nxt)
+                    await self._commit_locked(batch)
                 batch = []
+                self._writer_busy = False
         finally:
             # Cancelled or broken: nobody may wait forever for an append.
             self._writer_stopped = True
@@ -434,21 +456,21 @@ class EventStore:
                         )
                     )
 
-    async def _commit_batch(self, batch: list[_Pending]) -> None:
-        async with self._lock:
-            results: list[int | BaseException]
-            try:
-                results = await self._attempt(batch)
-            except Exception as exc:
-                if len(batch) == 1:
-                    results = [exc]
-                else:  # find the culprit: each append on its own
-                    results = []
-                    for pending in batch:
-                        try:
-                            results.extend(await self._attempt([pending]))
-                        except Exception as single:
-                            results.append(single)
+    async def _commit_locked(self, batch: list[_Pending]) -> None:
+        """Commit `batch` (the lock is held) and hand each caller its result."""
+        results: list[int | BaseException]
+        try:
+            results = await self._attempt(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                results = [exc]
+            else:  # find the culprit: each append on its own
+                results = []
+                for pending in batch:
+                    try:
+                        results.extend(await self._attempt([pending]))
+                    except Exception as single:
+                        results.append(single)
         for pending, result in zip(batch, results, strict=True):
             if pending.done.done():
                 continue  # the caller was cancelled; its events may still be committed
@@ -473,16 +495,20 @@ class EventStore:
         That saves a round trip on the first append of every plan.
         """
         db = self._db
-        missing = list(
-            {
-                p.stream
-                for p in batch
-                if p.stream not in self._versions and not (optimistic and p.expected == 0)
-            }
-        )
-        versions = dict(self._versions)
+        cached = self._versions
+        versions: dict[str, int] = {}  # looked up or changed in this batch; merged on commit
         try:
             try:
+                if self._head_unsure:
+                    await self._load_head()
+                    self._head_unsure = False
+                missing = list(
+                    {
+                        p.stream
+                        for p in batch
+                        if p.stream not in cached and not (optimistic and p.expected == 0)
+                    }
+                )
                 if missing:  # look up and insert in one transaction
                     await db.execute("BEGIN IMMEDIATE")
                 for i in range(0, len(missing), _IN_LIMIT):
@@ -497,7 +523,9 @@ class EventStore:
                 rows: list[tuple[Any, ...]] = []
                 results: list[int | BaseException] = []
                 for p in batch:
-                    actual = versions.get(p.stream, 0)
+                    actual = versions.get(p.stream)
+                    if actual is None:
+                        actual = cached.get(p.stream, 0)
                     if actual != p.expected:
                         results.append(ConcurrencyError(p.stream, p.expected, actual))
                         continue
@@ -512,15 +540,20 @@ class EventStore:
                         )
                     versions[p.stream] = actual
                     results.append(actual)
-                if rows:
-                    # With no transaction open, sqlite3 sends BEGIN IMMEDIATE itself just before
-                    # the INSERT (isolation_level="IMMEDIATE"): one round trip to its thread less.
-                    await db.executemany(
-                        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows
-                    )
-                if db.in_transaction:
-                    await db.execute("COMMIT")
-            except BaseException:
+                if rows and not missing and len(rows) <= _ROWS_PER_STATEMENT:
+                    # One statement in autocommit mode is its own transaction: atomic, and
+                    # committed (fsynced) before it returns. One trip to aiosqlite's thread.
+                    await db.execute(_INSERT_SQL[len(rows)], [v for r in rows for v in r])
+                else:
+                    if rows and not db.in_transaction:
+                        await db.execute("BEGIN IMMEDIATE")
+                    if rows:
+                        await db.executemany(_INSERT_ONE_SQL, rows)
+                    if db.in_transaction:
+                        await db.execute("COMMIT")
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    self._head_unsure = True  # the statement may still commit on its thread
                 await self._rollback_quietly()
                 raise
         except sqlite3.IntegrityError as exc:
@@ -532,7 +565,7 @@ class EventStore:
         if rows:
             self.transactions += 1
         self._head, self._head_hash = seq, prev
-        self._versions = versions
+        cached.update(versions)
         return results
 
     async def _rollback_quietly(self) -> None:
