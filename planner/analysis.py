@@ -38,6 +38,7 @@ from planner.inventory import (
     group_nodes,
     is_movable,
     map_workers,
+    may_block_node,
 )
 from planner.policy import NodeGroupPolicy
 from planner.scheduling import (
@@ -136,6 +137,7 @@ class _NodeLoad:
     used: Resources  # every pod that is not finished
     daemonset: Resources
     movable: list[PodInfo]
+    suspects: list[PodInfo]  # the movable pods for which `may_block_node` holds
     load_shapes: list[tuple[Shape, int, bool]]  # shape, count, movable
 
 
@@ -196,11 +198,22 @@ def _utilisation(used: Resources, alloc: Resources) -> int:
 class _Tally:
     """One node's load while the group's pods are summed up."""
 
-    __slots__ = ("count", "cpu", "ds_count", "ds_cpu", "ds_mem", "mem", "movable", "shapes")
+    __slots__ = (
+        "count",
+        "cpu",
+        "ds_count",
+        "ds_cpu",
+        "ds_mem",
+        "mem",
+        "movable",
+        "shapes",
+        "suspects",
+    )
 
     def __init__(self) -> None:
         self.cpu = self.mem = self.count = self.ds_cpu = self.ds_mem = self.ds_count = 0
         self.movable: list[PodInfo] = []
+        self.suspects: list[PodInfo] = []
         self.shapes: dict[tuple[Shape, bool], int] = {}
 
 
@@ -219,6 +232,7 @@ class _Group:
         self.book = ShapeBook(load_pods)
         acc: dict[str, _Tally] = {n.name: _Tally() for n in nodes}
         shape_of = self.book.shape
+        skip_local = policy.skip_nodes_with_local_storage
         for pod in load_pods:
             t = acc[pod.node_name]
             req = pod.requests
@@ -232,6 +246,8 @@ class _Group:
             mov = is_movable(pod)
             if mov:
                 t.movable.append(pod)
+                if may_block_node(pod, skip_local):
+                    t.suspects.append(pod)
             key = (shape_of(pod), mov)
             t.shapes[key] = t.shapes.get(key, 0) + 1
         self.loads: dict[str, _NodeLoad] = {}
@@ -247,6 +263,7 @@ class _Group:
                 used=Resources(cpu_millis=t.cpu, memory_bytes=t.mem, pods=t.count),
                 daemonset=ds,
                 movable=t.movable,
+                suspects=t.suspects,
                 load_shapes=[(s, c, m) for (s, m), c in t.shapes.items()],
             )
             self.ds_overhead = _cmax(self.ds_overhead, ds)
@@ -422,7 +439,7 @@ def _analyze(
         load = group.loads[node.name]
         match = workers.get(node.name)
         excl = exclusion_for(
-            node, load.movable, match, skip_local_storage=policy.skip_nodes_with_local_storage
+            node, load.suspects, match, skip_local_storage=policy.skip_nodes_with_local_storage
         )
         if excl is not None:
             exclusions.append(excl)

@@ -158,6 +158,18 @@ def pinned_to_host(pod: PodInfo) -> bool:
     )
 
 
+def may_block_node(pod: PodInfo, skip_local: bool) -> bool:
+    """Whether `pod` might keep its node from being replaced; `exclusion_for` only looks at
+    the pods for which this holds, so a caller may hand it just those."""
+    return bool(
+        (skip_local and pod.uses_local_storage)
+        or not pod.owner_kind
+        or pod.annotations.get(KARPENTER_DO_NOT_DISRUPT)
+        or pod.annotations.get(SAFE_TO_EVICT_ANNOTATION)
+        or pinned_to_host(pod)
+    )
+
+
 def _pod_reason(pods: Iterable[PodInfo], skip_local: bool) -> tuple[str, str] | None:
     tests: list[tuple[str, str, list[str]]] = [
         (LOCAL_STORAGE, "pod {} uses local storage", []),
@@ -166,15 +178,7 @@ def _pod_reason(pods: Iterable[PodInfo], skip_local: bool) -> tuple[str, str] | 
         (POD_WITHOUT_CONTROLLER, "pod {} has no controller and would not come back", []),
         (POD_PINNED, "pod {} may only run on this node (hostname selector or affinity)", []),
     ]
-    suspects = [
-        p
-        for p in pods
-        if (skip_local and p.uses_local_storage)
-        or not p.owner_kind
-        or p.annotations.get(KARPENTER_DO_NOT_DISRUPT)
-        or p.annotations.get(SAFE_TO_EVICT_ANNOTATION)
-        or pinned_to_host(p)
-    ]
+    suspects = [p for p in pods if may_block_node(p, skip_local)]
     for pod in sorted(suspects, key=lambda p: (p.namespace, p.name)):
         ref = f"{pod.namespace}/{pod.name}"
         if skip_local and pod.uses_local_storage:
