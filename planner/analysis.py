@@ -232,6 +232,7 @@ class _Group:
         self.book = ShapeBook(load_pods)
         acc: dict[str, _Tally] = {n.name: _Tally() for n in nodes}
         shape_of = self.book.shape
+        self.movable_pods: list[PodInfo] = []  # in snapshot order
         skip_local = policy.skip_nodes_with_local_storage
         for pod in load_pods:
             t = acc[pod.node_name]
@@ -246,6 +247,7 @@ class _Group:
             mov = is_movable(pod)
             if mov:
                 t.movable.append(pod)
+                self.movable_pods.append(pod)
                 if may_block_node(pod, skip_local):
                     t.suspects.append(pod)
             key = (shape_of(pod), mov)
@@ -609,8 +611,8 @@ def _analyze(
             cooldown_s=policy.cooldown_s,
         )
     )
-    pods_by_node = {n: group.loads[n].movable for n in group.loads}
-    needs = checks.disruption_needs(batches, pods_by_node, snapshot.pdbs)
+    held = checks.budget_pods(group.movable_pods, snapshot.pdbs)
+    needs = checks.disruption_needs(batches, held)
     results.append(
         checks.check_disruption_budgets(
             needs, respect_pdbs=policy.respect_pdbs, pdb_count=len(snapshot.pdbs)

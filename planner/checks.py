@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -145,33 +145,45 @@ class DisruptionNeed:
     allowed: int
 
 
-def disruption_needs(
-    batches: Sequence[Sequence[str]],
-    pods_by_node: Mapping[str, Sequence[PodInfo]],
-    pdbs: Sequence[PdbInfo],
-) -> list[DisruptionNeed]:
+@dataclass(frozen=True, slots=True)
+class BudgetPods:
+    """How many pods of each PDB ("namespace/name") every node holds."""
+
+    by_node: Mapping[str, Mapping[str, int]]
+    pdbs: Mapping[str, PdbInfo]
+
+
+def budget_pods(pods: Iterable[PodInfo], pdbs: Sequence[PdbInfo]) -> BudgetPods:
+    """Count `pods` per node and matching PDB. One pass in the order given: in snapshot order
+    it reads the pods in the order they sit in memory, which matters at 100,000s of pods. An
+    empty selector matches every pod of its namespace (policy/v1)."""
+    index: SelectorIndex[PdbInfo] = SelectorIndex()
+    for pdb in sorted(pdbs, key=lambda p: (p.namespace, p.name)):
+        index.add(pdb.namespace, selector_key(pdb.selector), pdb)
+    by_node: dict[str, dict[str, int]] = {}
+    found: dict[str, PdbInfo] = {}
+    for pod in pods:
+        for pdb in index.matching(pod.namespace, pod.labels):
+            ref = f"{pdb.namespace}/{pdb.name}"
+            counts = by_node.setdefault(pod.node_name, {})
+            counts[ref] = counts.get(ref, 0) + 1
+            found[ref] = pdb
+    return BudgetPods(by_node=by_node, pdbs=found)
+
+
+def disruption_needs(batches: Sequence[Sequence[str]], held: BudgetPods) -> list[DisruptionNeed]:
     """For each batch and PDB: the most of its pods on any one of the batch's nodes.
 
     The rule: all matching pods on one node are evicted together, so a batch is allowed iff,
     for every PDB, no node of it holds more of its pods than `disruptions_allowed`. Nodes
     drained at once (up to maxConcurrent) are not added up: the Eviction API refuses what a
-    budget does not allow and the drain waits and retries, which is slower, not unsafe. An
-    empty selector matches every pod of its namespace (policy/v1).
+    budget does not allow and the drain waits and retries, which is slower, not unsafe.
     """
-    index: SelectorIndex[PdbInfo] = SelectorIndex()
-    for pdb in sorted(pdbs, key=lambda p: (p.namespace, p.name)):
-        index.add(pdb.namespace, selector_key(pdb.selector), pdb)
     out: list[DisruptionNeed] = []
     for b, batch in enumerate(batches):
         worst: dict[str, DisruptionNeed] = {}
         for node in batch:
-            counts: dict[str, int] = {}
-            found: dict[str, PdbInfo] = {}
-            for pod in pods_by_node.get(node, ()):
-                for pdb in index.matching(pod.namespace, pod.labels):
-                    ref = f"{pdb.namespace}/{pdb.name}"
-                    counts[ref] = counts.get(ref, 0) + 1
-                    found[ref] = pdb
+            counts = held.by_node.get(node, {})
             for ref in sorted(counts):
                 have = worst.get(ref)
                 if have is None or counts[ref] > have.need:
@@ -180,7 +192,7 @@ def disruption_needs(
                         pdb=ref,
                         node=node,
                         need=counts[ref],
-                        allowed=found[ref].disruptions_allowed,
+                        allowed=held.pdbs[ref].disruptions_allowed,
                     )
         out.extend(worst[ref] for ref in sorted(worst))
     return out
