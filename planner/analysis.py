@@ -214,7 +214,7 @@ class _Tally:
         self.cpu = self.mem = self.count = self.ds_cpu = self.ds_mem = self.ds_count = 0
         self.movable: list[PodInfo] = []
         self.suspects: list[PodInfo] = []
-        self.shapes: dict[tuple[Shape, bool], int] = {}
+        self.shapes: list[tuple[Shape, bool]] = []  # one per pod, counted per node after
 
 
 class _Group:
@@ -250,12 +250,14 @@ class _Group:
                 self.movable_pods.append(pod)
                 if may_block_node(pod, skip_local):
                     t.suspects.append(pod)
-            key = (shape_of(pod), mov)
-            t.shapes[key] = t.shapes.get(key, 0) + 1
+            t.shapes.append((shape_of(pod), mov))
         self.loads: dict[str, _NodeLoad] = {}
         self.ds_overhead = Resources()
         for node in nodes:
             t = acc[node.name]
+            shapes: dict[tuple[Shape, bool], int] = {}
+            for key in t.shapes:
+                shapes[key] = shapes.get(key, 0) + 1
             alloc = effective_allocatable(node_capacity(node), node.allocatable)
             ds = Resources(cpu_millis=t.ds_cpu, memory_bytes=t.ds_mem, pods=t.ds_count)
             self.loads[node.name] = _NodeLoad(
@@ -266,7 +268,7 @@ class _Group:
                 daemonset=ds,
                 movable=t.movable,
                 suspects=t.suspects,
-                load_shapes=[(s, c, m) for (s, m), c in t.shapes.items()],
+                load_shapes=[(s, c, m) for (s, m), c in shapes.items()],
             )
             self.ds_overhead = _cmax(self.ds_overhead, ds)
         self.labels, self.taints = _template(nodes)
