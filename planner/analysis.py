@@ -614,7 +614,7 @@ def _analyze(
         )
     )
     held = checks.budget_pods(group.movable_pods, snapshot.pdbs)
-    needs = checks.disruption_needs(batches, held)
+    needs = checks.budget_needs(batches, held)
     results.append(
         checks.check_disruption_budgets(
             needs, respect_pdbs=policy.respect_pdbs, pdb_count=len(snapshot.pdbs)

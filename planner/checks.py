@@ -153,25 +153,42 @@ class BudgetPods:
     pdbs: Mapping[str, PdbInfo]
 
 
-def budget_pods(pods: Iterable[PodInfo], pdbs: Sequence[PdbInfo]) -> BudgetPods:
-    """Count `pods` per node and matching PDB. One pass in the order given: in snapshot order
-    it reads the pods in the order they sit in memory, which matters at 100,000s of pods. An
-    empty selector matches every pod of its namespace (policy/v1)."""
+def _pdb_index(pdbs: Sequence[PdbInfo]) -> SelectorIndex[PdbInfo]:
     index: SelectorIndex[PdbInfo] = SelectorIndex()
     for pdb in sorted(pdbs, key=lambda p: (p.namespace, p.name)):
         index.add(pdb.namespace, selector_key(pdb.selector), pdb)
+    return index
+
+
+def _count(
+    index: SelectorIndex[PdbInfo], pod: PodInfo, counts: dict[str, int], found: dict[str, PdbInfo]
+) -> None:
+    for pdb in index.matching(pod.namespace, pod.labels):
+        ref = f"{pdb.namespace}/{pdb.name}"
+        counts[ref] = counts.get(ref, 0) + 1
+        found[ref] = pdb
+
+
+def budget_pods(pods: Iterable[PodInfo], pdbs: Sequence[PdbInfo]) -> BudgetPods:
+    """Count `pods` per node (`node_name`) and matching PDB. One pass in the order given: in
+    snapshot order it reads the pods in the order they sit in memory, which matters at
+    100,000s of pods. An empty selector matches every pod of its namespace (policy/v1)."""
+    index = _pdb_index(pdbs)
     by_node: dict[str, dict[str, int]] = {}
     found: dict[str, PdbInfo] = {}
     for pod in pods:
-        for pdb in index.matching(pod.namespace, pod.labels):
-            ref = f"{pdb.namespace}/{pdb.name}"
-            counts = by_node.setdefault(pod.node_name, {})
-            counts[ref] = counts.get(ref, 0) + 1
-            found[ref] = pdb
+        counts = by_node.get(pod.node_name)
+        if counts is None:
+            counts = by_node[pod.node_name] = {}
+        _count(index, pod, counts, found)
     return BudgetPods(by_node=by_node, pdbs=found)
 
 
-def disruption_needs(batches: Sequence[Sequence[str]], held: BudgetPods) -> list[DisruptionNeed]:
+def disruption_needs(
+    batches: Sequence[Sequence[str]],
+    pods_by_node: Mapping[str, Sequence[PodInfo]],
+    pdbs: Sequence[PdbInfo],
+) -> list[DisruptionNeed]:
     """For each batch and PDB: the most of its pods on any one of the batch's nodes.
 
     The rule: all matching pods on one node are evicted together, so a batch is allowed iff,
@@ -179,6 +196,18 @@ def disruption_needs(batches: Sequence[Sequence[str]], held: BudgetPods) -> list
     drained at once (up to maxConcurrent) are not added up: the Eviction API refuses what a
     budget does not allow and the drain waits and retries, which is slower, not unsafe.
     """
+    index = _pdb_index(pdbs)
+    by_node: dict[str, dict[str, int]] = {}
+    found: dict[str, PdbInfo] = {}
+    for node in dict.fromkeys(n for batch in batches for n in batch):
+        counts = by_node[node] = {}
+        for pod in pods_by_node.get(node, ()):
+            _count(index, pod, counts, found)
+    return budget_needs(batches, BudgetPods(by_node=by_node, pdbs=found))
+
+
+def budget_needs(batches: Sequence[Sequence[str]], held: BudgetPods) -> list[DisruptionNeed]:
+    """`disruption_needs` from pods already counted with `budget_pods`."""
     out: list[DisruptionNeed] = []
     for b, batch in enumerate(batches):
         worst: dict[str, DisruptionNeed] = {}
