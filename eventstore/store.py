@@ -98,17 +98,29 @@ def _check_events(stream: str, expected_version: int, events: Sequence[NewEvent]
     if not events:
         raise ValueError(f"append to {stream!r}: no events given")
     for i, e in enumerate(events):
-        where = f"append to {stream!r}, event {i}"
-        if not isinstance(e, NewEvent):
-            raise TypeError(f"{where}: expected a NewEvent, got {type(e).__name__}")
-        if not isinstance(e.type, str) or not e.type:
-            raise ValueError(f"{where}: type must be a non-empty string")
-        if isinstance(e.schema_version, bool) or not isinstance(e.schema_version, int):
-            raise TypeError(f"{where} ({e.type}): schema_version must be an int")
-        if e.schema_version < 1:
-            raise ValueError(f"{where} ({e.type}): schema_version must be >= 1")
-        if not isinstance(e.data, bytes):
-            raise TypeError(f"{where} ({e.type}): data must be bytes, got {type(e.data).__name__}")
+        if not (
+            isinstance(e, NewEvent)
+            and type(e.type) is str
+            and e.type
+            and type(e.schema_version) is int
+            and e.schema_version >= 1
+            and type(e.data) is bytes
+        ):
+            _check_event(f"append to {stream!r}, event {i}", e)
+
+
+def _check_event(where: str, e: object) -> None:
+    """The slow path of `_check_events`: says what is wrong with `e`, if anything."""
+    if not isinstance(e, NewEvent):
+        raise TypeError(f"{where}: expected a NewEvent, got {type(e).__name__}")
+    if not isinstance(e.type, str) or not e.type:
+        raise ValueError(f"{where}: type must be a non-empty string")
+    if isinstance(e.schema_version, bool) or not isinstance(e.schema_version, int):
+        raise TypeError(f"{where} ({e.type}): schema_version must be an int")
+    if e.schema_version < 1:
+        raise ValueError(f"{where} ({e.type}): schema_version must be >= 1")
+    if not isinstance(e.data, bytes):
+        raise TypeError(f"{where} ({e.type}): data must be bytes, got {type(e.data).__name__}")
 
 
 def _ready_file(path: str) -> None:
@@ -406,7 +418,8 @@ class EventStore:
         stream has moved on, nothing is written and ConcurrencyError is raised. Returns only
         once the transaction holding these events has committed.
         """
-        self._ensure_open(f"append to {stream!r}")
+        if self._closed:
+            self._ensure_open(f"append to {stream!r}")
         if self._writer_stopped:
             raise EventStoreError(f"{self._path}: append to {stream!r}: the writer has stopped")
         _check_events(stream, expected_version, events)
