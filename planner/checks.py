@@ -177,10 +177,8 @@ def budget_pods(pods: Iterable[PodInfo], pdbs: Sequence[PdbInfo]) -> BudgetPods:
     by_node: dict[str, dict[str, int]] = {}
     found: dict[str, PdbInfo] = {}
     for pod in pods:
-        counts = by_node.get(pod.node_name)
-        if counts is None:
-            counts = by_node[pod.node_name] = {}
-        _count(index, pod, counts, found)
+        if index.matching(pod.namespace, pod.labels):  # most pods have no PDB: touch no node
+            _count(index, pod, by_node.setdefault(pod.node_name, {}), found)
     return BudgetPods(by_node=by_node, pdbs=found)
 
 
