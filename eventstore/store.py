@@ -1,11 +1,13 @@
 """The append-only event log on SQLite: streams, a global order, group commit, a hash chain.
 
-One aiosqlite connection does everything. Appends go through a queue to a single writer task:
-whatever has queued up while the previous transaction was being made durable is written in
-the next one (group commit), each append checked on its own against its stream's version, so
-a stale append fails alone while the others in its transaction commit. An append returns only
-after the COMMIT of the transaction that holds it; with `synchronous=FULL` that COMMIT has
-been fsynced.
+One aiosqlite connection does everything, in autocommit mode. An append made while nothing
+else is being written commits in its caller's task; otherwise it queues for a single writer
+task: whatever has queued up while the previous transaction was being made durable is written
+in the next one (group commit), each append checked on its own against its stream's version,
+so a stale append fails alone while the others in its transaction commit. A transaction is
+usually one multi-row INSERT (one trip to aiosqlite's thread). An append returns only after
+the COMMIT of the transaction that holds it; with `synchronous=FULL` that COMMIT has been
+fsynced.
 
 A row as stored (version 2 of the layout, see `schema`):
 
@@ -390,7 +392,8 @@ class EventStore:
             with contextlib.suppress(Exception):
                 await self._writer
         try:
-            await self._db.close()
+            async with self._lock:  # an append committing in its caller's task finishes first
+                await self._db.close()
         except sqlite3.Error as exc:
             raise translate(exc, self._path, "closing") from None
 
@@ -452,6 +455,9 @@ class EventStore:
                         batch.append(nxt)
                     await self._commit_locked(batch)
                 batch = []
+                # Let the callers just answered run first: their next appends queue for the
+                # next batch instead of one of them committing alone in its own task.
+                await asyncio.sleep(0)
                 self._writer_busy = False
         finally:
             # Cancelled or broken: nobody may wait forever for an append.
