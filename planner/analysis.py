@@ -527,22 +527,11 @@ def _analyze(
         by_emptiness = sorted(rest, key=lambda c: (c.utilisation_per_mille, c.pods, c.node))
         removed = {c.node for c in by_emptiness[:n_remove]}
         for c in rest:
-            if c.node in removed:
+            removal = c.node in removed
+            if removal:
                 reason = (
                     f"remove: its {c.pods} pods fit on the group's {k} {target.name} nodes; "
                     f"saves ${_money(c.monthly_price)}/month"
-                )
-                replacements.append(
-                    ReplacementSpec(
-                        replacement_id="",
-                        batch=0,
-                        old_node=c.node,
-                        old_worker=c.worker,
-                        old_size_id=c.size_id,
-                        old_monthly_price=c.monthly_price,
-                        new_size_id=None,
-                        reason=reason,
-                    )
                 )
             else:
                 reason = (
@@ -551,20 +540,20 @@ def _analyze(
                     f"${_money(c.monthly_price - target.monthly_price)}/month; "
                     f"{c.pods} pods move"
                 )
-                replacements.append(
-                    ReplacementSpec(
-                        replacement_id="",
-                        batch=0,
-                        old_node=c.node,
-                        old_worker=c.worker,
-                        old_size_id=c.size_id,
-                        old_monthly_price=c.monthly_price,
-                        new_size_id=target.id,
-                        new_size_name=target.name,
-                        new_monthly_price=target.monthly_price,
-                        reason=reason,
-                    )
+            replacements.append(
+                ReplacementSpec(
+                    replacement_id="",
+                    batch=0,
+                    old_node=c.node,
+                    old_worker=c.worker,
+                    old_size_id=c.size_id,
+                    old_monthly_price=c.monthly_price,
+                    new_size_id=None if removal else target.id,
+                    new_size_name="" if removal else target.name,
+                    new_monthly_price=Decimal(0) if removal else target.monthly_price,
+                    reason=reason,
                 )
+            )
         by_node = {c.node: c for c in candidates}
         replacements.sort(
             key=lambda r: (
