@@ -1,9 +1,10 @@
-"""What did happen: the append-only, hash-chained event log on SQLite.
+"""What did happen: the append-only, hash-chained event log, on SQLite or PostgreSQL.
 
 Generic by design: payloads are opaque bytes with a type name and schema version; the meaning
 of events lives in `statemachine`. See docs/eventstore.md.
 """
 
+from eventstore.base import EventStore, is_postgres
 from eventstore.errors import (
     ConcurrencyError,
     CorruptLogError,
@@ -13,7 +14,6 @@ from eventstore.errors import (
     SnapshotRangeError,
 )
 from eventstore.records import NewEvent, RecordedEvent, Snapshot, VerifyReport
-from eventstore.store import EventStore
 
 __all__ = [
     "ConcurrencyError",
@@ -27,4 +27,5 @@ __all__ = [
     "Snapshot",
     "SnapshotRangeError",
     "VerifyReport",
+    "is_postgres",
 ]

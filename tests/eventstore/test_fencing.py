@@ -75,10 +75,10 @@ async def test_a_term_never_taken_is_refused(store: EventStore) -> None:
 
 
 async def test_the_stale_leader_is_refused_by_the_database_not_by_its_cache(
-    tmp_path: Path,
+    shared_target: str,
 ) -> None:
     """Adversary: a standby on the same log takes the lead while this daemon is stalled."""
-    path = tmp_path / "events.db"
+    path = shared_target
     async with (
         await EventStore.open(path, clock=StepClock()) as stalled,
         await EventStore.open(path, clock=StepClock()) as standby,
@@ -96,8 +96,8 @@ async def test_the_stale_leader_is_refused_by_the_database_not_by_its_cache(
         assert report.ok and report.checked == 4, report.problem
 
 
-async def test_a_stale_append_fails_alone_inside_a_group(tmp_path: Path) -> None:
-    path = tmp_path / "events.db"
+async def test_a_stale_append_fails_alone_inside_a_group(shared_target: str) -> None:
+    path = shared_target
     async with (
         await EventStore.open(path, clock=StepClock()) as store,
         await EventStore.open(path, clock=StepClock()) as other,
@@ -173,9 +173,9 @@ async def test_verify_names_a_fenced_append_that_got_through(tmp_path: Path) -> 
     assert "under term 1, but term 2" in report.problem
 
 
-async def test_snapshots_and_reads_use_the_real_head(tmp_path: Path) -> None:
+async def test_snapshots_and_reads_use_the_real_head(shared_target: str) -> None:
     """Adversary: the other daemon on the log appended; this one has not written since."""
-    path = tmp_path / "events.db"
+    path = shared_target
     async with (
         await EventStore.open(path, clock=StepClock()) as idle,
         await EventStore.open(path, clock=StepClock()) as writer,

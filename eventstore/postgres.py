@@ -1,0 +1,311 @@
+"""The PostgreSQL backend: the same log, for daemons on more than one host.
+
+Two asyncpg connections: one writes (group commit through the shared writer task, each group
+one call of the `eventlog_append` function: one round trip, one transaction, durable when it
+returns with `synchronous_commit = on`, which the connection sets for itself unless opened
+with synchronous="NORMAL"), one reads, so
+recovery and audit reads do not queue behind appends. The driver is asyncpg: through the same
+function, sequential durable appends measured 1,289/s against psycopg 3's 1,005/s (median of
+nine interleaved rounds on one server).
+
+Nothing is cached that a decision depends on: seq, the chain hash, stream versions and the
+term are read and checked by the server inside the append's transaction (see `pg_schema`),
+so any number of processes on any number of hosts can share one database. The password
+never goes into the DSN: the caller passes it (read from a credentials file), and `path`
+shows the DSN with any password removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from eventstore.base import EventStore, Pending, check_holder, check_snapshot_args
+from eventstore.chain import GENESIS, snapshot_hash
+from eventstore.errors import (
+    ConcurrencyError,
+    CorruptLogError,
+    EventStoreError,
+    FencedError,
+    SchemaTooNewError,
+    SnapshotRangeError,
+)
+from eventstore.pg_schema import (
+    PG_LAYOUT_VERSION,
+    SCHEMA,
+    STATUS_CONFLICT,
+    STATUS_FENCED,
+    STATUS_OK,
+)
+from eventstore.schema import APPLICATION_ID
+
+_EVENT_COLUMNS = "seq, stream, version, type, schema_version, data, recorded_at, hash, term"
+_APPEND_SQL = "SELECT status, value, last_seq FROM eventlog_append($1,$2,$3,$4,$5,$6,$7,$8)"
+_HEAD_FOR_SHARE_SQL = "SELECT seq FROM log_head WHERE id = 1 FOR SHARE"
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+_CORRUPT_STATES = ("XX001", "XX002")  # data_corrupted, index_corrupted
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN without a password, fit for messages and logs."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.hostname or ""
+    user = f"{parts.username}@" if parts.username else ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}{host}{port}"))
+
+
+def _translate(exc: BaseException, where: str, doing: str) -> EventStoreError:
+    message = str(exc).strip() or type(exc).__name__
+    if getattr(exc, "sqlstate", None) in _CORRUPT_STATES:
+        return CorruptLogError(f"{where}: {doing}: the database reports damage ({message})")
+    return EventStoreError(f"{where}: {doing}: {message}")
+
+
+class PostgresEventStore(EventStore):
+    """The event log in a PostgreSQL database. Open with `await EventStore.open(dsn)`."""
+
+    _sql: ClassVar[dict[str, str]] = {
+        "head": "SELECT seq FROM log_head WHERE id = 1",
+        "stream_version": "SELECT version FROM streams WHERE stream = $1",
+        "streams": 'SELECT stream, version FROM streams ORDER BY stream COLLATE "C"',
+        "term": "SELECT term FROM leadership WHERE id = 1",
+        "hash_at": "SELECT hash FROM events WHERE seq = $1",
+        "read_from": f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq >= $1 ORDER BY seq LIMIT $2",
+        "read_stream": "SELECT e.seq, e.stream, e.version, e.type, e.schema_version, e.data, "
+        "e.recorded_at, e.hash, e.term, p.hash FROM events e "
+        "LEFT JOIN events p ON p.seq = e.seq - 1 "
+        "WHERE e.stream = $1 AND e.version >= $2 ORDER BY e.version",
+        "snapshot": "SELECT s.seq, s.schema_version, s.data, s.hash, e.hash FROM snapshots s "
+        "LEFT JOIN events e ON e.seq = s.seq WHERE s.name = $1",
+        "snapshots": "SELECT s.name, s.seq, s.schema_version, s.data, s.hash, e.hash "
+        'FROM snapshots s LEFT JOIN events e ON e.seq = s.seq ORDER BY s.name COLLATE "C"',
+    }
+
+    def __init__(
+        self,
+        writer: asyncpg.Connection,
+        reader: asyncpg.Connection,
+        where: str,
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__(where, clock)
+        self._wconn = writer
+        self._rconn = reader
+        self._read_lock = asyncio.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def _open(
+        cls,
+        target: str,
+        *,
+        synchronous: str = "FULL",
+        clock: Callable[[], float] = time.time,
+        password: str | None = None,
+    ) -> EventStore:
+        where = redact_dsn(target)
+        # FULL: a commit returns once its WAL is flushed. NORMAL, as on SQLite, survives the
+        # daemon dying but may lose the last commits if the database server's host crashes.
+        modes = {"FULL": "on", "NORMAL": "off"}
+        if synchronous not in modes:
+            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        settings = {
+            "synchronous_commit": modes[synchronous],
+            "application_name": "vpsie-rebalancer",
+        }
+        conns: list[asyncpg.Connection] = []
+        try:
+            for _ in range(2):
+                conns.append(
+                    await asyncpg.connect(
+                        target, password=password, server_settings=settings, timeout=30
+                    )
+                )
+            await _ensure_schema(conns[0], where)
+            store = cls(conns[0], conns[1], where, clock)
+            store._head = int(await conns[1].fetchval(cls._sql["head"]))
+        except BaseException as exc:
+            for c in conns:
+                with contextlib.suppress(Exception):
+                    await c.close()
+            if isinstance(exc, _DB_ERRORS):
+                raise _translate(exc, where, "opening") from None
+            raise
+        store._start_writer()
+        return store
+
+    async def _close_connections(self) -> None:
+        async with self._read_lock:
+            for c in (self._wconn, self._rconn):
+                with contextlib.suppress(*_DB_ERRORS):
+                    await c.close()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def _attempt(self, batch: list[Pending]) -> list[int | BaseException]:
+        streams, expected, terms, counts = [], [], [], []
+        types: list[str] = []
+        svs: list[int] = []
+        datas: list[bytes] = []
+        for p in batch:
+            streams.append(p.stream)
+            expected.append(p.expected)
+            terms.append(p.term)
+            counts.append(len(p.events))
+            for e in p.events:
+                types.append(e.type)
+                svs.append(e.schema_version)
+                datas.append(e.data)
+        try:
+            rows = await self._wconn.fetch(
+                _APPEND_SQL, streams, expected, terms, counts, types, svs, datas, self._clock()
+            )
+        except _DB_ERRORS as exc:
+            raise _translate(exc, self._path, f"appending to {batch[0].stream!r}") from None
+        results: list[int | BaseException] = []
+        wrote = False
+        for p, (status, value, last_seq) in zip(batch, rows, strict=True):
+            if status == STATUS_OK:
+                results.append(int(value))
+                wrote = True
+                self._head = max(self._head, int(last_seq))
+            elif status == STATUS_CONFLICT:
+                results.append(ConcurrencyError(p.stream, p.expected, int(value)))
+            elif status == STATUS_FENCED:
+                results.append(FencedError(self._path, p.stream, p.term, int(value)))
+            else:  # pragma: no cover - the function returns only the three statuses
+                results.append(EventStoreError(f"{self._path}: unknown append status {status}"))
+        if wrote:
+            self.transactions += 1
+        return results
+
+    async def acquire_term(self, holder: str) -> int:
+        """See `EventStore.acquire_term`. The UPDATE's row lock waits for appends in flight."""
+        doing = "taking the leadership term"
+        self._ensure_open(doing)
+        check_holder(doing, holder)
+        async with self._lock:
+            try:
+                term = int(
+                    await self._wconn.fetchval(
+                        "SELECT eventlog_acquire_term($1, $2)", holder, self._clock()
+                    )
+                )
+                self._head = int(await self._wconn.fetchval(self._sql["head"]))
+            except _DB_ERRORS as exc:
+                raise _translate(exc, self._path, doing) from None
+            self.transactions += 1
+            return term
+
+    async def save_snapshot(self, name: str, seq: int, schema_version: int, data: bytes) -> None:
+        doing = f"saving snapshot {name!r}"
+        self._ensure_open(doing)
+        check_snapshot_args(doing, name, schema_version, data)
+        async with self._lock:
+            try:
+                async with self._wconn.transaction():
+                    # The head as the database has it now; FOR SHARE keeps it from moving
+                    # (appends wait) until this transaction ends.
+                    head = int(
+                        await self._wconn.fetchval(
+                            "SELECT seq FROM log_head WHERE id = 1 FOR SHARE"
+                        )
+                    )
+                    if not 0 <= seq <= head:
+                        raise SnapshotRangeError(
+                            f"{self._path}: {doing}: seq {seq} is outside the log (head is {head})"
+                        )
+                    chain = GENESIS
+                    if seq:
+                        found = await self._wconn.fetchval(self._sql["hash_at"], seq)
+                        if found is None:
+                            raise CorruptLogError(
+                                f"{self._path}: {doing}: event seq {seq} is missing"
+                            )
+                        chain = bytes(found)
+                    await self._wconn.execute(
+                        "INSERT INTO snapshots (name, seq, schema_version, data, saved_at, hash) "
+                        "VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (name) DO UPDATE SET "
+                        "seq = excluded.seq, schema_version = excluded.schema_version, "
+                        "data = excluded.data, saved_at = excluded.saved_at, "
+                        "hash = excluded.hash",
+                        name,
+                        seq,
+                        schema_version,
+                        data,
+                        self._clock(),
+                        snapshot_hash(name, seq, schema_version, data, chain),
+                    )
+            except _DB_ERRORS as exc:
+                raise _translate(exc, self._path, doing) from None
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _fetch(self, doing: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        self._ensure_open(doing)
+        async with self._read_lock:
+            try:
+                return list(await self._rconn.fetch(sql, *params))
+            except _DB_ERRORS as exc:
+                raise _translate(exc, self._path, doing) from None
+
+    async def stream_versions(self, streams: Iterable[str]) -> dict[str, int]:
+        names = sorted(set(streams))
+        found: dict[str, int] = dict.fromkeys(names, 0)
+        rows = await self._fetch(
+            f"reading the versions of {len(names)} streams",
+            "SELECT stream, version FROM streams WHERE stream = ANY($1::text[])",
+            (names,),
+        )
+        found.update((str(s), int(v)) for s, v in rows)
+        return found
+
+
+async def _ensure_schema(conn: asyncpg.Connection, where: str) -> None:
+    """Create the layout in an empty database; refuse a newer layout or tables not ours.
+
+    An existing, current layout is only read. Creation holds a transaction-level advisory
+    lock, so two daemons starting together on an empty database create it once.
+    """
+    if await _layout_is_current(conn, where):
+        return
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", APPLICATION_ID)
+        if await _layout_is_current(conn, where):
+            return
+        if await conn.fetchval("SELECT to_regclass('events')") is not None:
+            raise EventStoreError(
+                f"{where}: the database has an 'events' table but is not an event log of "
+                "vpsie-rebalancer (no eventlog_layout table); refusing to write into it"
+            )
+        for statement in SCHEMA:
+            await conn.execute(statement)
+        await conn.execute(
+            "INSERT INTO eventlog_layout (id, application_id, version) VALUES (1, $1, $2)",
+            APPLICATION_ID,
+            PG_LAYOUT_VERSION,
+        )
+
+
+async def _layout_is_current(conn: asyncpg.Connection, where: str) -> bool:
+    if await conn.fetchval("SELECT to_regclass('eventlog_layout')") is None:
+        return False
+    row = await conn.fetchrow("SELECT application_id, version FROM eventlog_layout WHERE id = 1")
+    if row is None or int(row[0]) != APPLICATION_ID:
+        raise EventStoreError(f"{where}: eventlog_layout does not name this program's log")
+    version = int(row[1])
+    if version > PG_LAYOUT_VERSION:
+        raise SchemaTooNewError(where, version, PG_LAYOUT_VERSION)
+    if version < PG_LAYOUT_VERSION:  # no older PostgreSQL layout was ever released
+        raise EventStoreError(f"{where}: unknown event log layout version {version}")
+    return True

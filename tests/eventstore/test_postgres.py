@@ -1,0 +1,187 @@
+"""What is PostgreSQL's own in the contract: the layout table, several connections writing at
+once, a server process dying in the middle of a group commit, tampering inside the database."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from eventstore import (
+    CorruptLogError,
+    EventStore,
+    EventStoreError,
+    FencedError,
+    SchemaTooNewError,
+)
+from eventstore.postgres import redact_dsn
+from tests.eventstore.builders import StepClock, ev
+
+
+async def sql(dsn: str, *statements: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def waiting_for_a_lock(conn: asyncpg.Connection, function: str) -> int:
+    """The backend pid of the statement calling `function` once it waits for a row lock.
+
+    Polls the server's own view of its sessions (the wait is the server's, not a timer).
+    """
+    for _ in range(1000):
+        pid = await conn.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
+            f"%{function}%",
+        )
+        if pid is not None:
+            return int(pid)
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no call of {function} ever waited for the lock")
+
+
+async def test_a_newer_layout_is_refused(pg_dsn: str) -> None:
+    async with await EventStore.open(pg_dsn) as s:
+        await s.append("p", 0, [ev()])
+    await sql(pg_dsn, "UPDATE eventlog_layout SET version = 4")
+    with pytest.raises(SchemaTooNewError, match="version 4 is newer than this build supports"):
+        await EventStore.open(pg_dsn)
+
+
+async def test_a_database_with_someone_elses_events_table_is_not_written(pg_dsn: str) -> None:
+    await sql(pg_dsn, "CREATE TABLE events (id int)")
+    with pytest.raises(EventStoreError, match="not an event log"):
+        await EventStore.open(pg_dsn)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('streams')") is None
+    finally:
+        await conn.close()
+
+
+async def test_an_unreachable_server_is_one_clear_error_without_the_password() -> None:
+    dsn = "postgresql://rebalancer:s3cret@/events?host=/nonexistent-socket-dir"
+    with pytest.raises(EventStoreError) as info:
+        await EventStore.open(dsn)
+    assert "opening" in str(info.value)
+    assert "s3cret" not in str(info.value)
+    assert redact_dsn(dsn) == "postgresql://rebalancer@/events?host=/nonexistent-socket-dir"
+
+
+async def test_two_hosts_appending_at_once_keep_one_gap_free_order(pg_dsn: str) -> None:
+    """Adversary: a second daemon's connection writes while this one does; a reader polls."""
+    async with (
+        await EventStore.open(pg_dsn, clock=StepClock()) as a,
+        await EventStore.open(pg_dsn, clock=StepClock()) as b,
+        await EventStore.open(pg_dsn) as reader,
+    ):
+        seen: list[list[int]] = []
+        done = asyncio.Event()
+
+        async def poll() -> None:
+            while not done.is_set():
+                seen.append([e.seq async for e in reader.read_all(batch=16)])
+                await asyncio.sleep(0)
+
+        poller = asyncio.ensure_future(poll())
+        await asyncio.gather(
+            *(a.append(f"a{i}", 0, [ev(), ev()]) for i in range(64)),
+            *(b.append(f"b{i}", 0, [ev()]) for i in range(64)),
+        )
+        done.set()
+        await poller
+        for seqs in seen:
+            assert seqs == list(range(1, len(seqs) + 1))  # a prefix, never a gap
+        assert await reader.head() == 64 * 3
+        report = await reader.verify()
+        assert report.ok and report.checked == 192, report.problem
+        assert a.transactions < 64  # grouped
+
+
+async def test_a_server_process_dying_mid_group_commit_loses_the_whole_group(
+    pg_dsn: str,
+) -> None:
+    """Adversary: the database server process serving the writer dies inside the transaction.
+
+    Another connection holds the head row, so the group is certainly inside its transaction
+    (waiting for the row) when its backend is terminated.
+    """
+    async with await EventStore.open(pg_dsn, clock=StepClock()) as s:
+        await s.append("before", 0, [ev()])
+        blocker = await asyncpg.connect(pg_dsn)
+        try:
+            tx = blocker.transaction()
+            await tx.start()
+            await blocker.execute("SELECT 1 FROM log_head WHERE id = 1 FOR UPDATE")
+            group = [asyncio.ensure_future(s.append(f"g{i}", 0, [ev()])) for i in range(8)]
+            pid = await waiting_for_a_lock(blocker, "eventlog_append")
+            await blocker.execute("SELECT pg_terminate_backend($1)", pid)
+            results = await asyncio.gather(*group, return_exceptions=True)
+            await tx.rollback()
+        finally:
+            await blocker.close()
+        assert all(isinstance(r, EventStoreError) for r in results), results
+    async with await EventStore.open(pg_dsn) as again:
+        assert await again.head() == 1
+        assert await again.streams() == [("before", 1)]
+        assert await again.append("after", 0, [ev()]) == 1
+        report = await again.verify()
+        assert report.ok and report.checked == 2, report.problem
+
+
+async def test_taking_the_term_waits_for_an_append_in_flight(pg_dsn: str) -> None:
+    """The fence is a row lock: an append holding the leadership row delays the new term, and
+    the appends after the new term are refused."""
+    async with await EventStore.open(pg_dsn, clock=StepClock()) as s:
+        old = await s.acquire_term("host-a")
+        holder = await asyncpg.connect(pg_dsn)  # an append of host-a in flight
+        try:
+            tx = holder.transaction()
+            await tx.start()
+            await holder.execute("SELECT term FROM leadership WHERE id = 1 FOR SHARE")
+            async with await EventStore.open(pg_dsn, clock=StepClock()) as standby:
+                taking = asyncio.ensure_future(standby.acquire_term("host-b"))
+                await waiting_for_a_lock(holder, "eventlog_acquire_term")
+                assert not taking.done()  # waits for the row
+                await tx.commit()
+                new = await taking
+        finally:
+            await holder.close()
+        assert new == old + 1
+        with pytest.raises(FencedError):
+            await s.append("p", 0, [ev()], term=old)
+        assert await s.append("p", 0, [ev()], term=new) == 1
+
+
+async def test_tampering_inside_the_database_is_named(pg_dsn: str) -> None:
+    async with await EventStore.open(pg_dsn, clock=StepClock()) as s:
+        term = await s.acquire_term("host-a")
+        for i in range(5):
+            await s.append("plan-1", i, [ev(f"E{i}", b'{"n":%d}' % i)], term=term)
+    await sql(
+        pg_dsn,
+        "ALTER TABLE events DISABLE TRIGGER USER",
+        "UPDATE events SET data = '\\x7b226e223a397d'::bytea WHERE seq = 4",
+    )
+    async with await EventStore.open(pg_dsn) as s:
+        report = await s.verify()
+        assert not report.ok and report.first_bad_seq == 4
+        assert "stream 'plan-1', type 'E2'" in report.problem
+        with pytest.raises(CorruptLogError, match="seq 4"):
+            await s.read_stream("plan-1")
+
+
+async def test_events_refuse_update_delete_and_truncate(pg_dsn: str) -> None:
+    async with await EventStore.open(pg_dsn) as s:
+        await s.append("p", 0, [ev()])
+    for statement in (
+        "UPDATE events SET type = 'X'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+    ):
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await sql(pg_dsn, statement)
