@@ -33,7 +33,7 @@ import orjson
 from aiohttp import web
 
 from adapters.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from daemon.control_client import (
+from cli.control_client import (
     ACTIONS,
     MAX_REASON,
     PLAN_ID,

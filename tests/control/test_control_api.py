@@ -7,8 +7,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from cli.control_client import ControlClient, ControlClientError, parse_address
 from daemon.control import ControlServer, Readiness, Role
-from daemon.control_client import ControlClient, ControlClientError, parse_address
 
 from .conftest import FakeTarget, Running
 

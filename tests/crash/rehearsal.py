@@ -471,7 +471,7 @@ async def _subprocess(
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "daemon.cli",
+            "cli.main",
             *argv,
             stdout=stdout,
             stderr=stderr,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.service import (
+from daemon.service.lifecycle import (
     CRASH_ENV,
     CrashInjector,
     CrashPoint,

@@ -50,14 +50,14 @@ def main(args: argparse.Namespace) -> int:
     from adapters.errors import AdapterError
     from adapters.systemd_notify import Notifier
     from adapters.vpsie.settings import SettingsError, VpsieSettings
+    from cli.control_client import read_token_file
+    from cli.progress import ProgressPrinter
     from daemon.clock import ScaledClock, SystemClock
     from daemon.config import ConfigError, load_config
-    from daemon.control_client import read_token_file
     from daemon.jsonlog import configure_logging
     from daemon.ports import Clock
-    from daemon.progress import ProgressPrinter
-    from daemon.recovery import RecoveryError
-    from daemon.service import Service, crash_point_from_env
+    from daemon.service.lifecycle import Service, crash_point_from_env
+    from daemon.service.recovery import RecoveryError
     from eventstore import EventStoreError
 
     log = logging.getLogger("daemon.run")

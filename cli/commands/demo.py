@@ -145,9 +145,9 @@ async def _demo(args: argparse.Namespace) -> int:
     from decimal import Decimal
 
     import simulator
+    from cli.progress import ProgressPrinter, elapsed, money
     from daemon.clock import ScaledClock
-    from daemon.progress import ProgressPrinter, elapsed, money
-    from daemon.service import Service
+    from daemon.service.lifecycle import Service
     from simulator.serve import start_simulator
 
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr, format="%(levelname)s %(message)s")

@@ -50,16 +50,16 @@ from adapters.kubernetes import KubeClient
 from adapters.metrics import Metrics
 from adapters.systemd_notify import Notifier
 from adapters.vpsie import VpsieClient
+from cli.progress import ProgressPrinter
 from daemon.clock import SystemClock, rfc3339
 from daemon.config import Config, ConfigError, load_config
 from daemon.control import ControlError, ControlServer, Readiness, Role
-from daemon.executor import ExecutionContext, InvalidRequest, PlanRunner
-from daemon.journal import PlanJournal
-from daemon.leadership import LeaderElector
+from daemon.executor.journal import PlanJournal
+from daemon.executor.runner import ExecutionContext, InvalidRequest, PlanRunner
 from daemon.ports import Clock, Cloud, Cluster
-from daemon.progress import ProgressPrinter
-from daemon.recovery import Recovered, RecoveryError, recover, write_snapshot
-from daemon.snapshot import SnapshotError, gather_snapshot
+from daemon.service.leadership import LeaderElector
+from daemon.service.recovery import Recovered, RecoveryError, recover, write_snapshot
+from daemon.service.snapshot import SnapshotError, gather_snapshot
 from eventstore import EventStore, EventStoreError
 from planner import NodeGroupPolicy, analyze, make_plan, map_workers
 from planner.checks import (
