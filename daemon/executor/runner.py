@@ -4,8 +4,8 @@
 intent the log left open (`daemon.executor.reconcile`), re-runs the safety checks if work was in
 flight (`ctx.recheck`), then executes forward or rolls back (`daemon.executor.rollback`) until
 the plan is completed, rolled back or failed. It returns early, with everything recorded,
-when the plan is paused, when a stop is requested (SIGTERM: the current step finishes first), or when the
-lease is lost; calling `run()` again (in this process or the next) carries on.
+when the plan is paused, when a stop is requested (SIGTERM: the current step finishes first),
+or when the lease is lost; calling `run()` again (in this process or the next) carries on.
 
 Every change goes through the journal: an intent is committed before each call to the world
 and an outcome after it, so a crash at any instant leaves a log that `reconcile` can settle.
