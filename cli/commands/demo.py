@@ -182,7 +182,7 @@ async def _demo(args: argparse.Namespace) -> int:
             config_path=config_path,
             clock=clock,
             once=True,
-            progress=progress,
+            observers=(progress.on_event,),
             lease_duration_s=60,
             poll_interval_s=2.0,
         )

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from cli.control_client import Address
 from daemon.control import ControlError, ControlServer, Readiness, Role
+from daemon.control_protocol import Address
 
 # state -> {action: next state}
 _ALLOWED = {
