@@ -170,25 +170,28 @@ class EventStore(abc.ABC):
         synchronous: str = "FULL",
         clock: Callable[[], float] = time.time,
         password: str | None = None,
+        create: bool = True,
     ) -> EventStore:
         """Open (creating or migrating) the log at `target`: a path, ":memory:", or a DSN.
 
-        `synchronous` applies to SQLite ("FULL" or "NORMAL"); `password` to PostgreSQL (read
-        by the caller from a credentials file, so it is never part of the DSN or argv).
+        `synchronous` is "FULL" (an append is on disk when it returns) or "NORMAL" (see
+        docs/eventstore.md); `password` is PostgreSQL's (read by the caller from a
+        credentials file, so it is never part of the DSN or argv); `create=False` refuses a
+        log that does not exist yet instead of making an empty one (the audit tools).
         """
         t = os.fspath(target)
-        if cls is not EventStore:
-            return await cls._open(t, synchronous=synchronous, clock=clock, password=password)
-        if is_postgres(t):
-            from eventstore.postgres import PostgresEventStore
+        backend: type[EventStore] = cls
+        if cls is EventStore:
+            if is_postgres(t):
+                from eventstore.postgres import PostgresEventStore
 
-            return await PostgresEventStore._open(
-                t, synchronous=synchronous, clock=clock, password=password
-            )
-        from eventstore.store import SqliteEventStore
+                backend = PostgresEventStore
+            else:
+                from eventstore.store import SqliteEventStore
 
-        return await SqliteEventStore._open(
-            t, synchronous=synchronous, clock=clock, password=password
+                backend = SqliteEventStore
+        return await backend._open(
+            t, synchronous=synchronous, clock=clock, password=password, create=create
         )
 
     @classmethod
@@ -200,6 +203,7 @@ class EventStore(abc.ABC):
         synchronous: str,
         clock: Callable[[], float],
         password: str | None,
+        create: bool,
     ) -> EventStore: ...
 
     def _start_writer(self) -> None:
@@ -374,6 +378,16 @@ class EventStore(abc.ABC):
             f"reading the version of stream {stream!r}", self._sql["stream_version"], (stream,)
         )
         return int(rows[0][0]) if rows else 0
+
+    async def hash_at(self, seq: int) -> bytes | None:
+        """The chain hash stored with event `seq` (GENESIS for 0), None when there is none.
+
+        Compare it with an external record to detect a log cut short (see docs/eventstore.md).
+        """
+        if seq == 0:
+            return GENESIS
+        rows = await self._fetch(f"reading the hash of seq {seq}", self._sql["hash_at"], (seq,))
+        return bytes(rows[0][0]) if rows else None
 
     @abc.abstractmethod
     async def stream_versions(self, streams: Iterable[str]) -> dict[str, int]:

@@ -16,7 +16,7 @@ flight and every append after it sees the new term, in the same transaction as i
 
 from __future__ import annotations
 
-from eventstore.schema import FENCED_MESSAGE, LEADERSHIP_EVENT, LEADERSHIP_STREAM
+from eventstore.schema import LEADERSHIP_EVENT, LEADERSHIP_STREAM
 
 PG_LAYOUT_VERSION = 3  # the same contents as SQLite's layout 3
 
@@ -96,17 +96,6 @@ BEGIN
 END
 $fn$"""
 
-# Rows inserted by anything but eventlog_append are still fenced (defence in depth).
-FENCE_FUNCTION = f"""
-CREATE FUNCTION eventlog_fenced() RETURNS trigger LANGUAGE plpgsql AS $fn$
-BEGIN
-    IF new.term <> 0 AND new.term <> (SELECT term FROM leadership WHERE id = 1) THEN
-        RAISE EXCEPTION '{FENCED_MESSAGE}';
-    END IF;
-    RETURN new;
-END
-$fn$"""
-
 APPEND_ONLY_FUNCTION = """
 CREATE FUNCTION eventlog_append_only() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
@@ -158,13 +147,10 @@ SCHEMA = (
     "INSERT INTO leadership (id, term, holder, acquired_at) VALUES (1, 0, '', 0)",
     "INSERT INTO log_head (id, seq, hash) VALUES (1, 0, '\\x" + "00" * 32 + "'::bytea)",
     APPEND_ONLY_FUNCTION,
-    FENCE_FUNCTION,
     APPEND_FUNCTION,
     ACQUIRE_FUNCTION,
     """CREATE TRIGGER events_no_change BEFORE UPDATE OR DELETE ON events
         FOR EACH ROW EXECUTE FUNCTION eventlog_append_only()""",
     """CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
         FOR EACH STATEMENT EXECUTE FUNCTION eventlog_append_only()""",
-    """CREATE TRIGGER events_fenced BEFORE INSERT ON events
-        FOR EACH ROW EXECUTE FUNCTION eventlog_fenced()""",
 )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
@@ -26,8 +27,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from eventstore.base import EventStore, Pending, check_holder, check_snapshot_args
-from eventstore.chain import GENESIS, snapshot_hash
+from eventstore.base import (
+    EventStore,
+    Pending,
+    check_holder,
+    check_snapshot_args,
+    term_problem,
+)
+from eventstore.chain import GENESIS, row_hash, snapshot_hash
 from eventstore.errors import (
     ConcurrencyError,
     CorruptLogError,
@@ -43,11 +50,12 @@ from eventstore.pg_schema import (
     STATUS_FENCED,
     STATUS_OK,
 )
-from eventstore.schema import APPLICATION_ID
+from eventstore.schema import APPLICATION_ID, LEADERSHIP_STREAM
 
 _EVENT_COLUMNS = "seq, stream, version, type, schema_version, data, recorded_at, hash, term"
 _APPEND_SQL = "SELECT status, value, last_seq FROM eventlog_append($1,$2,$3,$4,$5,$6,$7,$8)"
 _HEAD_FOR_SHARE_SQL = "SELECT seq FROM log_head WHERE id = 1 FOR SHARE"
+_HEAD_FOR_UPDATE_SQL = "SELECT seq FROM log_head WHERE id = 1 FOR UPDATE"
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 _CORRUPT_STATES = ("XX001", "XX002")  # data_corrupted, index_corrupted
 
@@ -112,6 +120,7 @@ class PostgresEventStore(EventStore):
         synchronous: str = "FULL",
         clock: Callable[[], float] = time.time,
         password: str | None = None,
+        create: bool = True,
     ) -> EventStore:
         where = redact_dsn(target)
         # FULL: a commit returns once its WAL is flushed. NORMAL, as on SQLite, survives the
@@ -131,7 +140,7 @@ class PostgresEventStore(EventStore):
                         target, password=password, server_settings=settings, timeout=30
                     )
                 )
-            await _ensure_schema(conns[0], where)
+            await _ensure_schema(conns[0], where, create=create)
             store = cls(conns[0], conns[1], where, clock)
             store._head = int(await conns[1].fetchval(cls._sql["head"]))
         except BaseException as exc:
@@ -249,6 +258,113 @@ class PostgresEventStore(EventStore):
             except _DB_ERRORS as exc:
                 raise _translate(exc, self._path, doing) from None
 
+    async def copy_from(
+        self,
+        source: EventStore,
+        *,
+        batch: int = 5000,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Copy every event of `source` into this log, which must be empty; returns the count.
+
+        One transaction: a copy that fails or is interrupted leaves this log empty. The source
+        is checked as it is read (each row against its chain hash, seq without gaps, stream
+        versions 1, 2, 3..., no row of a term older than the one taken before it); the rows
+        keep their seq, time and term, so the copy's chain is the source's, which is checked
+        at the end against the source's hash at its head. Snapshots are not copied (they are
+        caches: the first daemon to start on the new log folds it and saves one).
+        """
+        doing = f"copying the event log from {source.path}"
+        self._ensure_open(doing)
+        columns = [c.strip() for c in _EVENT_COLUMNS.split(",")]
+        async with self._lock:
+            try:
+                async with self._wconn.transaction():
+                    head = int(await self._wconn.fetchval(_HEAD_FOR_UPDATE_SQL))
+                    streams = int(await self._wconn.fetchval("SELECT count(*) FROM streams"))
+                    snaps = int(await self._wconn.fetchval("SELECT count(*) FROM snapshots"))
+                    if head or streams or snaps:
+                        raise EventStoreError(
+                            f"{self._path}: {doing}: the target is not empty ({head} events, "
+                            f"{snaps} snapshots); a log is only copied into an empty one"
+                        )
+                    prev, n, term, holder, at = GENESIS, 0, 0, "", 0.0
+                    versions: dict[str, int] = {}
+                    rows: list[tuple[Any, ...]] = []
+                    async for e in source.read_all(batch=batch):
+                        where = f"{source.path}: event seq {e.seq} ({e.stream}, {e.type})"
+                        want = versions.get(e.stream, 0) + 1
+                        problem = (
+                            f"{where} has version {e.version}, expected {want}"
+                            if e.version != want
+                            else term_problem(where, e.stream, e.version, e.term, term)
+                        )
+                        if problem:
+                            raise CorruptLogError(f"{doing}: {problem}")
+                        if e.stream == LEADERSHIP_STREAM:
+                            term, at = e.term, e.recorded_at
+                            holder = str(json.loads(e.data).get("holder", ""))
+                        versions[e.stream] = e.version
+                        prev = row_hash(
+                            prev,
+                            e.seq,
+                            e.stream,
+                            e.version,
+                            e.type,
+                            e.schema_version,
+                            e.data,
+                            e.recorded_at,
+                            e.term,
+                        )
+                        rows.append(
+                            (
+                                e.seq,
+                                e.stream,
+                                e.version,
+                                e.type,
+                                e.schema_version,
+                                e.data,
+                                e.recorded_at,
+                                prev,
+                                e.term,
+                            )
+                        )
+                        n += 1
+                        if len(rows) >= batch:
+                            await self._wconn.copy_records_to_table(
+                                "events", records=rows, columns=columns
+                            )
+                            rows.clear()
+                            if progress is not None:
+                                progress(n)
+                    if rows:
+                        await self._wconn.copy_records_to_table(
+                            "events", records=rows, columns=columns
+                        )
+                    if n and prev != await source.hash_at(n):
+                        raise CorruptLogError(
+                            f"{doing}: the copy's chain ends in a different hash than the source's"
+                        )
+                    await self._wconn.copy_records_to_table(
+                        "streams", records=list(versions.items()), columns=["stream", "version"]
+                    )
+                    await self._wconn.execute(
+                        "UPDATE log_head SET seq = $1, hash = $2 WHERE id = 1", n, prev
+                    )
+                    await self._wconn.execute(
+                        "UPDATE leadership SET term = $1, holder = $2, acquired_at = $3 "
+                        "WHERE id = 1",
+                        term,
+                        holder,
+                        at,
+                    )
+            except _DB_ERRORS as exc:
+                raise _translate(exc, self._path, doing) from None
+            self._head = n
+            if progress is not None:
+                progress(n)
+            return n
+
     # -- reading ---------------------------------------------------------------------------
 
     async def _fetch(self, doing: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -271,7 +387,7 @@ class PostgresEventStore(EventStore):
         return found
 
 
-async def _ensure_schema(conn: asyncpg.Connection, where: str) -> None:
+async def _ensure_schema(conn: asyncpg.Connection, where: str, *, create: bool) -> None:
     """Create the layout in an empty database; refuse a newer layout or tables not ours.
 
     An existing, current layout is only read. Creation holds a transaction-level advisory
@@ -279,6 +395,8 @@ async def _ensure_schema(conn: asyncpg.Connection, where: str) -> None:
     """
     if await _layout_is_current(conn, where):
         return
+    if not create:
+        raise EventStoreError(f"{where}: no event log in this database (nothing was created)")
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", APPLICATION_ID)
         if await _layout_is_current(conn, where):

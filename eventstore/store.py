@@ -148,9 +148,11 @@ def _create_new(path: str) -> None:
         os.close(fd)
 
 
-def _check_path(path: str) -> None:
+def _check_path(path: str, *, create: bool) -> None:
     if path == ":memory:":
         return
+    if not create and not os.path.exists(path):
+        raise EventStoreError(f"{path}: no such event log")
     if os.path.isdir(path):
         raise EventStoreError(f"{path}: is a directory, not an event log file")
     parent = os.path.dirname(os.path.abspath(path))
@@ -208,12 +210,13 @@ class SqliteEventStore(EventStore):
         synchronous: str,
         clock: Callable[[], float],
         password: str | None,
+        create: bool,
     ) -> EventStore:
         """Open (creating or migrating) the log at `target`; `":memory:"` for a throwaway one."""
         p = target
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
-        _check_path(p)
+        _check_path(p, create=create)
         if p != ":memory:":
             await asyncio.to_thread(_ready_file, p)
         try:

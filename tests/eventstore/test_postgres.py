@@ -4,6 +4,8 @@ once, a server process dying in the middle of a group commit, tampering inside t
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -185,3 +187,59 @@ async def test_events_refuse_update_delete_and_truncate(pg_dsn: str) -> None:
     ):
         with pytest.raises(asyncpg.RaiseError, match="append-only"):
             await sql(pg_dsn, statement)
+
+
+async def test_a_log_is_copied_with_its_chain_into_an_empty_database_only(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    source_path = tmp_path / "events.db"
+    async with await EventStore.open(source_path, clock=StepClock()) as src:
+        term = await src.acquire_term("host-a")
+        for i in range(30):
+            await src.append(f"plan-{i % 4}", i // 4, [ev(f"E{i}")], term=term)
+        await src.append("plan-x", 0, [ev("Unfenced")])
+        await src.save_snapshot("fold", 10, 1, b"{}")
+        async with await EventStore.open(pg_dsn) as dst:
+            seen: list[int] = []
+            assert await dst.copy_from(src, batch=7, progress=seen.append) == 32
+            assert seen[-1] == 32
+            assert [e async for e in dst.read_all()] == [e async for e in src.read_all()]
+            assert await dst.hash_at(32) == await src.hash_at(32)
+            assert await dst.current_term() == 1
+            assert await dst.streams() == await src.streams()
+            report = await dst.verify()
+            assert report.ok and report.checked == 32, report.problem
+            with pytest.raises(EventStoreError, match="not empty"):
+                await dst.copy_from(src)
+            # the copy goes on as a log: the next term fences the old one there too
+            new = await dst.acquire_term("host-b")
+            with pytest.raises(FencedError):
+                await dst.append("plan-0", 8, [ev()], term=term)
+            assert await dst.append("plan-0", 8, [ev()], term=new) == 9
+
+
+async def test_a_damaged_source_is_not_copied(tmp_path: Path, pg_dsn: str) -> None:
+    source_path = tmp_path / "events.db"
+    async with await EventStore.open(source_path, clock=StepClock()) as src:
+        for i in range(5):
+            await src.append("plan-1", i, [ev(f"E{i}")])
+    with sqlite3.connect(source_path) as raw:
+        raw.execute("DROP TRIGGER events_no_update")
+        raw.execute("UPDATE events SET data = x'00' WHERE seq = 3")
+    async with (
+        await EventStore.open(source_path) as src,
+        await EventStore.open(pg_dsn) as dst,
+    ):
+        with pytest.raises(CorruptLogError, match="seq 3"):
+            await dst.copy_from(src)
+        assert await dst.head() == 0  # all or nothing
+
+
+async def test_the_audit_tools_do_not_create_a_log(pg_dsn: str) -> None:
+    with pytest.raises(EventStoreError, match="no event log in this database"):
+        await EventStore.open(pg_dsn, create=False)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('events')") is None
+    finally:
+        await conn.close()
