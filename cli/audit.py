@@ -14,8 +14,10 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 
-from eventstore import EventStore
+from daemon.eventlog import open_event_log
+from eventstore import EventStore, is_postgres
 from statemachine import events as ev
 from statemachine.fold import Change, FoldState, PlanState, apply
 from statemachine.machines import IllegalTransition, ReplacementStatus
@@ -303,7 +305,8 @@ def require_log_file(path: str) -> None:
         raise AuditError(f"{path}: is a directory, not an event log")
 
 
-async def open_existing(path: str) -> EventStore:
-    """Open a log that must already exist (the audit never creates one)."""
-    require_log_file(path)
-    return await EventStore.open(path)
+async def open_existing(target: str, password_file: Path | None = None) -> EventStore:
+    """Open a log that must already exist (the audit never creates one): a file or a DSN."""
+    if not is_postgres(target):
+        require_log_file(target)
+    return await open_event_log(target, password_file, create=False)

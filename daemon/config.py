@@ -23,6 +23,7 @@ from datetime import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from planner.policy import WEEKDAYS, MaintenanceWindow, NodeGroupPolicy
@@ -88,7 +89,8 @@ class Config:
     cluster: str
     kubeconfig: Path
     vpsie_credentials: Path
-    database: Path
+    database: Path | str  # an SQLite file, or a postgresql:// DSN (never with a password)
+    database_password_file: Path | None  # PostgreSQL's password, read when the log is opened
     listen: ListenAddress
     token_file: Path | None
     analysis_interval_s: float
@@ -174,6 +176,44 @@ class _Reader:
         text = _string(value)
         p = Path(text).expanduser()
         return p if p.is_absolute() else (self.base / p)
+
+
+_PG_SCHEMES = ("postgresql://", "postgres://")
+_DATABASE_KEYS = ("url", "password_file")
+
+
+def _database(r: _Reader, value: Any) -> tuple[Path | str, Path | None]:
+    """`database = "PATH"`, `database = "postgresql://..."`, or a `[database]` table with
+    `url` and `password_file` (the password never goes into the DSN)."""
+    password_file: Path | None = None
+    if isinstance(value, dict):
+        r.known(value, "database", _DATABASE_KEYS)
+        if "url" not in value:
+            raise ValueError("the [database] table needs url = \"postgresql://...\"")
+        text = _string(value["url"])
+        if "password_file" in value:
+            password_file = r.path(value["password_file"])
+        if not text.startswith(_PG_SCHEMES):
+            raise ValueError("url must be a postgresql:// DSN (an SQLite file is a plain path)")
+    else:
+        text = _string(value)
+    if text.startswith(_PG_SCHEMES):
+        try:
+            parts = urlsplit(text)
+            has_password = parts.password is not None
+            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        except ValueError as exc:
+            raise ValueError(f"not a valid PostgreSQL DSN: {exc}") from None
+        if has_password:
+            raise ValueError(
+                "the DSN holds a password; put it in a credentials file named by "
+                "[database] password_file, so it never shows in the configuration or the logs"
+            )
+        return text, password_file
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise ValueError(f"unknown database scheme {scheme!r}: use postgresql:// or a file path")
+    return r.path(text), None
 
 
 def _join(where: str, key: str) -> str:
@@ -450,7 +490,11 @@ def parse_config(text: str, *, source: str | Path = "<config>") -> Config:
     cluster = r.req(raw, "", "cluster", _string) or ""
     kubeconfig = r.req(raw, "", "kubeconfig", r.path)
     credentials = r.req(raw, "", "vpsie_credentials", r.path)
-    database = r.opt(raw, "", "database", r.path, r.path(DEFAULT_DATABASE))
+    no_password: Path | None = None
+    default_database: tuple[Path | str, Path | None] = (r.path(DEFAULT_DATABASE), no_password)
+    database, database_password_file = r.opt(
+        raw, "", "database", lambda v: _database(r, v), default_database
+    )
     listen = r.opt(raw, "", "listen", _listen(r), _listen(r)(DEFAULT_LISTEN))
     token_file: Path | None = r.opt(raw, "", "token_file", r.path, None)
     interval = r.opt(raw, "", "analysis_interval", _duration(1), 300.0)
@@ -483,6 +527,7 @@ def parse_config(text: str, *, source: str | Path = "<config>") -> Config:
         kubeconfig=kubeconfig,
         vpsie_credentials=credentials,
         database=database,
+        database_password_file=database_password_file,
         listen=listen,
         token_file=token_file,
         analysis_interval_s=interval,

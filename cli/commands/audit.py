@@ -1,4 +1,4 @@
-"""`vpsie-rebalancer audit --db PATH [--plan ID] [--json]`: what the rebalancer did, and why.
+"""`vpsie-rebalancer audit --db PATH|DSN [--plan ID] [--json]`: what the rebalancer did, and why.
 
 Without --plan: every plan (id, node group, strategy, proposed at, outcome, nodes, saving).
 With --plan (a unique prefix will do): its decisions with their reasons, its replacements,
@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from cli.logargs import add_log_arguments
+
 if TYPE_CHECKING:
     from cli.audit import PlanReport, PlanRow
 
@@ -19,7 +21,7 @@ HELP = "show what the rebalancer did and why, from the event log alone"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", required=True, metavar="PATH", help="the event log (SQLite)")
+    add_log_arguments(parser)
     parser.add_argument("--plan", metavar="ID", help="one plan (a unique prefix of its id)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
@@ -127,7 +129,7 @@ def main(args: argparse.Namespace) -> int:
         return orjson.dumps(value, default=default, option=orjson.OPT_INDENT_2).decode()
 
     async def run() -> int:
-        store = await open_existing(args.db)
+        store = await open_existing(args.db, args.db_password_file)
         try:
             if args.plan:
                 report = await plan_report(store, await resolve_plan(store, args.plan))

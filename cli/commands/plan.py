@@ -62,9 +62,10 @@ async def _run(config_path: str, *, as_json: bool, record: bool) -> int:
     from adapters.vpsie.settings import SettingsError
     from daemon.clock import SystemClock, rfc3339
     from daemon.config import ConfigError, load_config
+    from daemon.eventlog import open_configured_log
     from daemon.service.recovery import RecoveryError, recover
     from daemon.service.snapshot import SnapshotError, gather_snapshot
-    from eventstore import EventStore, EventStoreError
+    from eventstore import EventStoreError
     from planner import analyze, make_plan
     from statemachine.events import to_json
 
@@ -74,7 +75,7 @@ async def _run(config_path: str, *, as_json: bool, record: bool) -> int:
         raise PlanCommandError(str(exc), EXIT_CONFIG) from None
     clock = SystemClock()
     try:
-        store = await EventStore.open(config.database)
+        store = await open_configured_log(config)
     except EventStoreError as exc:
         raise PlanCommandError(f"event log {config.database}: {exc}", EXIT_LOG) from None
     try:

@@ -1,14 +1,16 @@
-"""`vpsie-rebalancer verify-log --db PATH`: check the event log's hash chain and meaning."""
+"""`vpsie-rebalancer verify-log --db PATH|DSN`: check the event log's hash chain and meaning."""
 
 from __future__ import annotations
 
 import argparse
 
+from cli.logargs import add_log_arguments
+
 HELP = "check that the event log is intact (hash chain) and that every event still folds"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", required=True, metavar="PATH", help="the event log (SQLite)")
+    add_log_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -19,7 +21,7 @@ def main(args: argparse.Namespace) -> int:
     from eventstore import EventStoreError
 
     async def run() -> int:
-        store = await open_existing(args.db)
+        store = await open_existing(args.db, args.db_password_file)
         try:
             result = await verify_log(store)
         finally:

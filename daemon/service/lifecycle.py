@@ -37,6 +37,7 @@ from adapters.vpsie import VpsieClient
 from daemon.clock import SystemClock
 from daemon.config import ConfigError, load_config
 from daemon.control import ControlServer, Role
+from daemon.eventlog import open_configured_log
 from daemon.ports import Cloud, Cluster
 from daemon.service.control_target import PlanControl, plan_summary
 from daemon.service.leadership import LeaderElector
@@ -87,7 +88,7 @@ class Service(PlanControl):
         watchdog = asyncio.create_task(self._notifier.watchdog_loop(SystemClock()))
         try:
             self._notifier.status("opening the event log")
-            self._store = await EventStore.open(self.config.database)
+            self._store = await open_configured_log(self.config)
             try:
                 return await self._with_store(self._store)
             finally:
@@ -280,7 +281,10 @@ class Service(PlanControl):
             if (new.database, new.cluster) != (self.config.database, self.config.cluster):
                 log.warning("database and cluster changes take effect at the next restart")
                 new = dataclasses.replace(
-                    new, database=self.config.database, cluster=self.config.cluster
+                    new,
+                    database=self.config.database,
+                    database_password_file=self.config.database_password_file,
+                    cluster=self.config.cluster,
                 )
             self.config = new
             for view in self._groups.values():
