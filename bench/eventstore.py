@@ -1,14 +1,21 @@
 """Event store figures: durable append rate, group commit, and recovery cost vs log age.
 
-    python bench/eventstore.py [--quick]      # exits 1 when a target below is missed
+    python bench/eventstore.py [--quick] [--postgres DSN]   # exits 1 when a target is missed
 
 (a) sequential durable appends (one event each) vs plain sqlite3 doing the same inserts, same
-    pragmas, one transaction per row, in the same run;
+    pragmas, one transaction per row, in the same run (the reference line), and vs the
+    `eventsourcing` library's SQLite application recorder (same durability, same payload);
 (b) 64 concurrent appenders (group commit) vs that plain sqlite3 figure;
+(d) the PostgreSQL backend vs `eventsourcing`'s PostgreSQL application recorder on the same
+    server: sequential durable appends, and 64 concurrent appenders (theirs: 64 threads, one
+    pooled connection each; it is a synchronous library);
 (c) recovery read cost (open + load snapshot + read the tail after it + versions of the
     in-flight plans) on a 1,000,000-event log and on a 5,000,000-event log, each measured in
-    a fresh process so peak memory is its own. What recovery does with each tail event is
-    `measure_recovery`'s `on_event` parameter; plug the real fold in there.
+    a fresh process so peak memory is its own; the 1,000,000-event log is then copied into
+    PostgreSQL (as migrate-log does, with its snapshot) and recovered from there too. What
+    recovery does with each tail event is `measure_recovery`'s `on_event` parameter.
+
+PostgreSQL: the server given by --postgres, or a throwaway one (scripts/pg-throwaway).
 
 Timing uses time.perf_counter (here only; the store takes an injected clock).
 """
@@ -34,8 +41,11 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import eventstore_peers as peers
+
 from eventstore import EventStore, NewEvent, RecordedEvent, Snapshot
 from eventstore.chain import GENESIS, row_hash, snapshot_hash
+from eventstore.postgres import PostgresEventStore
 from eventstore.schema import APPLICATION_ID, CURRENT_VERSION, SCHEMA_V3
 
 EPOCH = 1_767_225_600.0
@@ -290,7 +300,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def recover_in_this_process(path: Path, repeats: int) -> dict[str, float]:
+def recover_in_this_process(path: Path | str, repeats: int) -> dict[str, float]:
     tracemalloc.start()
     times = []
     result = None
@@ -311,7 +321,7 @@ def recover_in_this_process(path: Path, repeats: int) -> dict[str, float]:
     }
 
 
-def recover_in_fresh_process(path: Path, repeats: int) -> dict[str, float]:
+def recover_in_fresh_process(path: Path | str, repeats: int) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--recover", str(path), "--repeats", str(repeats)],
         check=True,
@@ -328,7 +338,8 @@ def recover_in_fresh_process(path: Path, repeats: int) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
-    parser.add_argument("--recover", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--postgres", metavar="DSN", help="a PostgreSQL server to use")
+    parser.add_argument("--recover", help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.recover:
@@ -347,6 +358,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-eventstore-") as tmp:
         d = Path(tmp)
+        peers.require_eventsourcing()
         print(f"SQLite {sqlite3.sqlite_version}, synchronous=FULL, WAL, in {tmp}")
 
         ours, plain = asyncio.run(sequential_rates(d, n_seq))
@@ -364,32 +376,107 @@ def main() -> int:
         )
         ok &= grouped / plain >= 3
 
-        results = []
-        for shape in (small, big):
-            path = d / f"log-{shape.total}.db"
-            t0 = time.perf_counter()
-            build_log(path, shape)
-            asyncio.run(append_tail(path, shape))
-            built = time.perf_counter() - t0
-            figures = recover_in_fresh_process(path, repeats=5)
-            results.append(figures)
-            size_mib = path.stat().st_size / 2**20
-            print(
-                f"(c) {shape.total:>9,} events ({shape.finished_plans:,} finished plans, "
-                f"{shape.inflight_plans} in flight, {size_mib:.0f} MiB, built in {built:.1f}s): "
-                f"recovery {figures['median_s'] * 1000:.1f} ms median "
-                f"(tail {int(figures['tail'])} events, {int(figures['inflight'])} plans), "
-                f"peak RSS {figures['peak_rss_mib']:.0f} MiB, "
-                f"traced peak {figures['traced_peak_mib']:.1f} MiB"
-            )
-            path.unlink()
-        ratio = results[1]["median_s"] / results[0]["median_s"]
-        print(
-            f"(c) recovery time ratio {big.total:,} / {small.total:,} events: {ratio:.2f}x "
-            f"(target <= 1.3x, {_verdict(ratio <= 1.3)})"
+        theirs_sqlite = peers.sqlite_recorder(d / "eventsourcing.db")
+        ours_es, theirs_es = asyncio.run(
+            peers.sequential_pair(str(d / "ours-vs-es.db"), theirs_sqlite, _payload0, n_seq)
         )
-        ok &= ratio <= 1.3
+        met = ours_es / theirs_es >= 1.0
+        print(
+            f"(a) vs eventsourcing (SQLite):   {ours_es:8.0f}/s  eventsourcing {theirs_es:8.0f}/s  "
+            f"ratio {ours_es / theirs_es:.2f} (target >= 1.0, {_verdict(met)})"
+        )
+        ok &= met
+
+        server = peers.Server(args.postgres)
+        try:
+            ok &= asyncio.run(_postgres_rates(server, n_seq, each))
+            ok &= _recovery_figures(d, small, big, server)
+        finally:
+            server.stop()
     return 0 if ok else 1
+
+
+def _payload0(i: int) -> bytes:
+    return payload(i, 0)
+
+
+async def _postgres_rates(server: peers.Server, n_seq: int, each: int) -> bool:
+    ours_dsn = await server.fresh_database("bench_ours")
+    es_dsn = await server.fresh_database("bench_eventsourcing")
+    print(f"PostgreSQL: {server.dsn.split('?')[0]}, synchronous_commit=on, fsync=on")
+    theirs = peers.postgres_recorder(server, es_dsn, pool=1)
+    ours, es = await peers.sequential_pair(ours_dsn, theirs, _payload0, n_seq)
+    met_seq = ours / es >= 1.0
+    print(
+        f"(d) sequential durable appends: {ours:8.0f}/s  eventsourcing {es:8.0f}/s  "
+        f"ratio {ours / es:.2f} (target >= 1.0, {_verdict(met_seq)})"
+    )
+    theirs.datastore.close()
+    theirs64 = peers.postgres_recorder(server, es_dsn, pool=64)
+    data = payload(1, 1)
+    ours64 = await peers.ours_concurrent(ours_dsn, 64, each, data)
+    es64 = await asyncio.to_thread(peers.theirs_concurrent, theirs64, 64, each, data)
+    theirs64.datastore.close()
+    met_64 = ours64 / es64 >= 1.0
+    print(
+        f"(d) 64 concurrent appenders:    {ours64:8.0f}/s  eventsourcing {es64:8.0f}/s  "
+        f"ratio {ours64 / es64:.2f} (target >= 1.0, {_verdict(met_64)})"
+    )
+    return met_seq and met_64
+
+
+def _recovery_figures(d: Path, small: LogShape, big: LogShape, server: peers.Server) -> bool:
+    results = []
+    for shape in (small, big):
+        path = d / f"log-{shape.total}.db"
+        t0 = time.perf_counter()
+        build_log(path, shape)
+        asyncio.run(append_tail(path, shape))
+        built = time.perf_counter() - t0
+        figures = recover_in_fresh_process(path, repeats=5)
+        results.append(figures)
+        size_mib = path.stat().st_size / 2**20
+        print(
+            f"(c) {shape.total:>9,} events ({shape.finished_plans:,} finished plans, "
+            f"{shape.inflight_plans} in flight, {size_mib:.0f} MiB, built in {built:.1f}s): "
+            f"SQLite recovery {figures['median_s'] * 1000:.1f} ms median "
+            f"(tail {int(figures['tail'])} events, {int(figures['inflight'])} plans), "
+            f"peak RSS {figures['peak_rss_mib']:.0f} MiB, "
+            f"traced peak {figures['traced_peak_mib']:.1f} MiB"
+        )
+        if shape is small:
+            t0 = time.perf_counter()
+            dsn = asyncio.run(_copy_to_postgres(path, server))
+            copied = time.perf_counter() - t0
+            pg = recover_in_fresh_process(dsn, repeats=5)
+            print(
+                f"(c) {shape.total:>9,} events on PostgreSQL (copied in {copied:.1f}s): "
+                f"recovery {pg['median_s'] * 1000:.1f} ms median "
+                f"(tail {int(pg['tail'])} events), vs SQLite "
+                f"{figures['median_s'] * 1000:.1f} ms: {pg['median_s'] / figures['median_s']:.1f}x"
+            )
+        path.unlink()
+    ratio = results[1]["median_s"] / results[0]["median_s"]
+    print(
+        f"(c) recovery time ratio {big.total:,} / {small.total:,} events: {ratio:.2f}x "
+        f"(target <= 1.3x, {_verdict(ratio <= 1.3)})"
+    )
+    return ratio <= 1.3
+
+
+async def _copy_to_postgres(path: Path, server: peers.Server) -> str:
+    """The log at `path` copied into a fresh database, with its snapshot; returns the DSN."""
+    dsn = await server.fresh_database("bench_recovery")
+    async with (
+        await EventStore.open(path) as source,
+        await EventStore.open(dsn) as target,
+    ):
+        assert isinstance(target, PostgresEventStore)
+        await target.copy_from(source, batch=20_000)
+        snap = await source.load_snapshot("recovery")
+        assert snap is not None
+        await target.save_snapshot(snap.name, snap.seq, snap.schema_version, snap.data)
+    return dsn
 
 
 def _verdict(met: bool) -> str:

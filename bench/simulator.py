@@ -109,13 +109,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def serve(scenario: Path, state_dir: Path) -> tuple[asyncio.subprocess.Process,
-                                                          dict[str, str]]:
+async def serve(
+    scenario: Path, state_dir: Path
+) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
     """`vpsie-rebalancer simulate` in a child; its `key: value` lines up to `ready`."""
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli.main", "simulate", "--scenario", str(scenario),
-        "--state-dir", str(state_dir), "--speed", "1000", cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "cli.main",
+        "simulate",
+        "--scenario",
+        str(scenario),
+        "--state-dir",
+        str(state_dir),
+        "--speed",
+        "1000",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
     assert child.stdout is not None
     info: dict[str, str] = {}
     while line := (await child.stdout.readline()).decode():
@@ -134,8 +145,11 @@ async def main(nodes: int, pods: int, seconds: float, runs: int) -> int:
         started = time.perf_counter()
         child, info = await serve(scenario, Path(tmp) / "state")
         try:
-            print(f"load: {nodes} nodes, {pods} pods: serving after "
-                  f"{time.perf_counter() - started:.2f} s (separate process)", flush=True)
+            print(
+                f"load: {nodes} nodes, {pods} pods: serving after "
+                f"{time.perf_counter() - started:.2f} s (separate process)",
+                flush=True,
+            )
             await measure(info, seconds, runs, child.pid)
         finally:
             child.send_signal(signal.SIGTERM)
@@ -154,9 +168,11 @@ async def measure(info: dict[str, str], seconds: float, runs: int, server_pid: i
             cpu, server = time.process_time() - cpu0, cpu_seconds(server_pid) - server0
             best = min(best, took)
             bound = sum(1 for p in listed if p.node_name)
-            print(f"kubernetes list_pods (all, run {attempt}): {len(listed)} pods "
-                  f"({bound} bound) in {took:.2f} s; client CPU {cpu:.2f} s, "
-                  f"server CPU {server:.2f} s")
+            print(
+                f"kubernetes list_pods (all, run {attempt}): {len(listed)} pods "
+                f"({bound} bound) in {took:.2f} s; client CPU {cpu:.2f} s, "
+                f"server CPU {server:.2f} s"
+            )
             del listed
         verdict = "ok" if best <= 2.0 else "OVER the 2 s target"
         print(f"kubernetes list_pods: best of {runs}: {best:.2f} s ({verdict})")
