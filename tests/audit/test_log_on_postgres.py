@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,3 +100,44 @@ def test_a_damaged_source_is_refused_and_the_target_stays_empty(
     assert "does not match its chain hash" in err
     code, out, _ = run(capsys, "verify-log", "--db", dsn)
     assert (code, out.strip()) == (0, "log verifies: 0 events")
+
+
+def test_the_password_comes_from_its_file_and_never_shows(
+    sqlite_log: Path, postgres_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server asks `password_user` for a password (scripts/pg-throwaway's pg_hba.conf)."""
+    secret = "pw-" + uuid.uuid4().hex
+
+    async def make_role() -> None:
+        conn = await asyncpg.connect(postgres_server)
+        try:
+            await conn.execute("DROP SCHEMA IF EXISTS password_user CASCADE")
+            await conn.execute("DROP ROLE IF EXISTS password_user")
+            await conn.execute(f"CREATE ROLE password_user LOGIN PASSWORD '{secret}'")
+            await conn.execute("CREATE SCHEMA password_user AUTHORIZATION password_user")
+        finally:
+            await conn.close()
+
+    asyncio.run(make_role())
+    dsn = postgres_server.replace("user=postgres", "user=password_user")
+    password_file = tmp_path / "pg-password"
+    password_file.write_text(secret + "\n")
+    code, out, err = run(
+        capsys,
+        "migrate-log",
+        "--from",
+        str(sqlite_log),
+        "--to",
+        dsn,
+        "--to-password-file",
+        str(password_file),
+    )
+    assert code == 0, err
+    assert secret not in out + err
+    code, out, err = run(
+        capsys, "verify-log", "--db", dsn, "--db-password-file", str(password_file)
+    )
+    assert (code, out.strip()) == (0, "log verifies: 62 events")
+    code, out, err = run(capsys, "verify-log", "--db", dsn)  # no password
+    assert code == 2
+    assert "password" in err and "Traceback" not in err and secret not in err

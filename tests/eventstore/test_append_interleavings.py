@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from eventstore import ConcurrencyError, EventStore
 from tests.eventstore.builders import StepClock, ev
+from tests.pgserver import drop_schema, fresh_schema
 
 # (stream index, number of events, offset of expected_version from the true version)
 Append = tuple[int, int, int]
@@ -59,14 +60,29 @@ async def run(path: str, plan: list[list[Append]]) -> None:
         assert report.ok and report.checked == len(everything), report.problem
 
 
-@pytest.mark.parametrize("backend", ["memory", "file"])
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+async def run_in_fresh_schema(server: str, plan: list[list[Append]]) -> None:
+    dsn = await fresh_schema(server)
+    try:
+        await run(dsn, plan)
+    finally:
+        await drop_schema(server, dsn)
+
+
+@pytest.mark.parametrize("backend", ["memory", "file", "postgres"])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(plan=rounds)
 def test_random_concurrent_appends_match_an_in_order_model(
-    backend: str, plan: list[list[Append]]
+    backend: str, plan: list[list[Append]], request: pytest.FixtureRequest
 ) -> None:
     if backend == "memory":
         asyncio.run(run(":memory:", plan))
+        return
+    if backend == "postgres":
+        asyncio.run(run_in_fresh_schema(request.getfixturevalue("postgres_server"), plan))
         return
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(run(os.path.join(tmp, "events.db"), plan))
