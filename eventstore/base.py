@@ -150,6 +150,7 @@ class EventStore(abc.ABC):
         self._writer_stopped = False
         self._writer_busy = False  # the writer task holds a batch
         self._writer: asyncio.Task[None] | None = None
+        self._alone: Pending | None = None  # an append deciding whether to commit on its own
         self.transactions = 0  # append transactions committed since open (group commit shows)
 
     def __repr__(self) -> str:
@@ -267,13 +268,32 @@ class EventStore(abc.ABC):
             raise EventStoreError(f"{self._path}: append to {stream!r}: the writer has stopped")
         check_events(stream, expected_version, events, term)
         pending = Pending(stream, expected_version, tuple(events), term or 0)
-        if not self._writer_busy and self._queue.empty() and not self._lock.locked():
-            # Nothing else is being written: commit here, sparing a hop through the writer task.
-            async with self._lock:
-                await self._commit_locked([pending])
-        else:
-            self._queue.put_nowait(pending)
+        if self._alone is not None:
+            # Another append is deciding whether to commit on its own: it is first in line,
+            # and now not alone; both go to the writer, in the order they were made.
+            self._queue.put_nowait(self._alone)
+            self._alone = None
+        elif self._idle():
+            # Nothing else is being written. Let the other tasks that are ready run first; if
+            # one of them appends meanwhile, it queues this append ahead of its own (above).
+            # Still alone after that: commit here, in this task.
+            self._alone = pending
+            try:
+                await asyncio.sleep(0)
+            finally:
+                queued = self._alone is not pending
+                self._alone = None
+            if queued:
+                return await pending.done
+            if self._idle() or self._closed:  # closing: close() waits for the lock
+                async with self._lock:
+                    await self._commit_locked([pending], alone=True)
+                return await pending.done
+        self._queue.put_nowait(pending)
         return await pending.done
+
+    def _idle(self) -> bool:
+        return not self._writer_busy and self._queue.empty() and not self._lock.locked()
 
     @abc.abstractmethod
     async def acquire_term(self, holder: str) -> int:
@@ -331,11 +351,15 @@ class EventStore(abc.ABC):
                         )
                     )
 
-    async def _commit_locked(self, batch: list[Pending]) -> None:
-        """Commit `batch` (the lock is held) and hand each caller its result."""
+    async def _commit_locked(self, batch: list[Pending], *, alone: bool = False) -> None:
+        """Commit `batch` (the lock is held) and hand each caller its result.
+
+        `alone`: a single append, committed in its caller's task with nothing else waiting;
+        a backend may then write it without leaving the event loop (see SqliteEventStore).
+        """
         results: list[int | BaseException]
         try:
-            results = await self._attempt(batch)
+            results = await self._attempt(batch, alone=alone)
         except Exception as exc:
             if len(batch) == 1:
                 results = [exc]
@@ -355,7 +379,9 @@ class EventStore(abc.ABC):
                 pending.done.set_result(result)
 
     @abc.abstractmethod
-    async def _attempt(self, batch: list[Pending]) -> list[int | BaseException]:
+    async def _attempt(
+        self, batch: list[Pending], *, alone: bool = False
+    ) -> list[int | BaseException]:
         """Write `batch` in one transaction: per append its new version or its own error."""
 
     # -- reading ---------------------------------------------------------------------------

@@ -161,7 +161,9 @@ class PostgresEventStore(EventStore):
 
     # -- writing ---------------------------------------------------------------------------
 
-    async def _attempt(self, batch: list[Pending]) -> list[int | BaseException]:
+    async def _attempt(
+        self, batch: list[Pending], *, alone: bool = False
+    ) -> list[int | BaseException]:
         streams, expected, terms, counts = [], [], [], []
         types: list[str] = []
         svs: list[int] = []

@@ -220,7 +220,9 @@ class SqliteEventStore(EventStore):
         if p != ":memory:":
             await asyncio.to_thread(_ready_file, p)
         try:
-            db = await aiosqlite.connect(p, isolation_level=None)
+            # check_same_thread=False: a lone append runs its INSERT on the loop's thread
+            # (see _write); every use of the connection is serialized by the store's lock.
+            db = await aiosqlite.connect(p, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise translate(exc, p, "opening") from None
         store = cls(db, p, clock)
@@ -359,6 +361,7 @@ class SqliteEventStore(EventStore):
         async with self._lock:
             db = self._db
             try:
+                await self._settle()
                 await db.execute("BEGIN IMMEDIATE")
                 try:
                     await self._load_head()
@@ -401,14 +404,18 @@ class SqliteEventStore(EventStore):
             self._head, self._head_hash, self._term_seen = seq, h, term
             return term
 
-    async def _attempt(self, batch: list[Pending]) -> list[int | BaseException]:
+    async def _attempt(
+        self, batch: list[Pending], *, alone: bool = False
+    ) -> list[int | BaseException]:
         try:
-            return await self._write(batch, optimistic=True)
+            return await self._write(batch, optimistic=True, alone=alone)
         except _OutOfDate:
             # The head or a version we assumed was wrong; reloaded, now look everything up.
             return await self._write(batch, optimistic=False)
 
-    async def _write(self, batch: list[Pending], *, optimistic: bool) -> list[int | BaseException]:
+    async def _write(
+        self, batch: list[Pending], *, optimistic: bool, alone: bool = False
+    ) -> list[int | BaseException]:
         """One transaction for the whole batch.
 
         A stream missing from the version cache is looked up, except that an append with
@@ -421,9 +428,7 @@ class SqliteEventStore(EventStore):
         versions: dict[str, int] = {}  # looked up or changed in this batch; merged on commit
         try:
             try:
-                if self._head_unsure:
-                    await self._load_head()
-                    self._head_unsure = False
+                await self._settle()
                 missing = list(
                     {
                         p.stream
@@ -468,8 +473,16 @@ class SqliteEventStore(EventStore):
                     results.append(actual)
                 if rows and not missing and len(rows) <= _ROWS_PER_STATEMENT:
                     # One statement in autocommit mode is its own transaction: atomic, and
-                    # committed (fsynced) before it returns. One trip to aiosqlite's thread.
-                    await db.execute(_INSERT_SQL[len(rows)], [v for r in rows for v in r])
+                    # committed (fsynced) before it returns.
+                    params = [v for r in rows for v in r]
+                    raw = getattr(db, "_conn", None) if alone else None
+                    if isinstance(raw, sqlite3.Connection):
+                        # A lone append: run it right here on the loop's thread. The trip to
+                        # aiosqlite's thread and back (two wake-ups) cost more than the write
+                        # itself; the connection is idle there, as we hold the lock.
+                        raw.execute(_INSERT_SQL[len(rows)], params)
+                    else:  # a group: one trip to aiosqlite's thread, the loop keeps running
+                        await db.execute(_INSERT_SQL[len(rows)], params)
                 else:
                     if rows and not db.in_transaction:
                         await db.execute("BEGIN IMMEDIATE")
@@ -508,10 +521,23 @@ class SqliteEventStore(EventStore):
 
     # -- reading ---------------------------------------------------------------------------
 
+    async def _settle(self) -> None:
+        """After a write cancelled mid-flight (the lock is held): its statements still ran on
+        aiosqlite's thread after the cancel, so a transaction it began may be open now. Roll it
+        back (nothing of it was committed) and re-read the head, before anything else."""
+        if self._head_unsure:
+            # A statement through aiosqlite's queue runs after the cancelled ones did, so
+            # `in_transaction` is true to what they left.
+            await self._db.execute("SELECT 1")
+            await self._rollback_quietly()
+            await self._load_head()
+            self._head_unsure = False
+
     async def _fetch(self, doing: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         self._ensure_open(doing)
         async with self._lock:
             try:
+                await self._settle()
                 return list(await self._db.execute_fetchall(sql, params))
             except sqlite3.Error as exc:
                 raise translate(exc, self._path, doing) from None
@@ -539,6 +565,7 @@ class SqliteEventStore(EventStore):
         check_snapshot_args(doing, name, schema_version, data)
         async with self._lock:
             try:
+                await self._settle()
                 await self._db.execute("BEGIN IMMEDIATE")
                 try:
                     # The head as the database has it now (another daemon may have appended),
