@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -153,6 +153,26 @@ class PostgresEventStore(EventStore):
         store._start_writer()
         return store
 
+    async def _settle(self) -> None:
+        """Before a write (the lock is held): a write cancelled mid-transaction may have left
+        the connection inside it (asyncpg would then nest the next transaction in it as a
+        savepoint, never committed); roll it back. Nothing of it was committed."""
+        if self._wconn.is_in_transaction():
+            await self._wconn.execute("ROLLBACK")
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        """BEGIN ... COMMIT on the write connection, by hand: asyncpg's own transaction
+        object keeps state of its own that a cancellation can leave behind."""
+        await self._wconn.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(*_DB_ERRORS):
+                await self._settle()  # cancelled: _settle does it before the next write
+            raise
+        await self._wconn.execute("COMMIT")
+
     async def _close_connections(self) -> None:
         async with self._read_lock:
             for c in (self._wconn, self._rconn):
@@ -178,6 +198,7 @@ class PostgresEventStore(EventStore):
                 svs.append(e.schema_version)
                 datas.append(e.data)
         try:
+            await self._settle()
             rows = await self._wconn.fetch(
                 _APPEND_SQL, streams, expected, terms, counts, types, svs, datas, self._clock()
             )
@@ -207,6 +228,7 @@ class PostgresEventStore(EventStore):
         check_holder(doing, holder)
         async with self._lock:
             try:
+                await self._settle()
                 term = int(
                     await self._wconn.fetchval(
                         "SELECT eventlog_acquire_term($1, $2)", holder, self._clock()
@@ -224,7 +246,8 @@ class PostgresEventStore(EventStore):
         check_snapshot_args(doing, name, schema_version, data)
         async with self._lock:
             try:
-                async with self._wconn.transaction():
+                await self._settle()
+                async with self._transaction():
                     # The head as the database has it now; FOR SHARE keeps it from moving
                     # (appends wait) until this transaction ends.
                     head = int(
@@ -281,7 +304,8 @@ class PostgresEventStore(EventStore):
         columns = [c.strip() for c in _EVENT_COLUMNS.split(",")]
         async with self._lock:
             try:
-                async with self._wconn.transaction():
+                await self._settle()
+                async with self._transaction():
                     head = int(await self._wconn.fetchval(_HEAD_FOR_UPDATE_SQL))
                     streams = int(await self._wconn.fetchval("SELECT count(*) FROM streams"))
                     snaps = int(await self._wconn.fetchval("SELECT count(*) FROM snapshots"))

@@ -197,7 +197,7 @@ class SqliteEventStore(EventStore):
         self._db = db
         self._versions: dict[str, int] = {}  # cache; the writer is the only one who changes them
         self._head_hash = GENESIS
-        self._head_unsure = False  # a write was cancelled mid-flight: reload before the next
+        self._head_unsure = False  # a write was cancelled mid-flight: _settle before the next use
         self._term_seen = 0  # the newest leadership term this connection has seen
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -566,8 +566,8 @@ class SqliteEventStore(EventStore):
         async with self._lock:
             try:
                 await self._settle()
-                await self._db.execute("BEGIN IMMEDIATE")
                 try:
+                    await self._db.execute("BEGIN IMMEDIATE")
                     # The head as the database has it now (another daemon may have appended),
                     # read under the write lock, so it cannot change before the COMMIT.
                     head = int(await self._scalar("SELECT max(seq) FROM events") or 0)
@@ -591,7 +591,9 @@ class SqliteEventStore(EventStore):
                         ),
                     )
                     await self._db.execute("COMMIT")
-                except BaseException:
+                except BaseException as exc:
+                    if isinstance(exc, asyncio.CancelledError):
+                        self._head_unsure = True  # its BEGIN may still run on the thread
                     await self._rollback_quietly()
                     raise
             except sqlite3.Error as exc:

@@ -73,3 +73,20 @@ async def test_close_waits_for_an_append_committing_in_its_callers_task(store_pa
     if store_path != ":memory:":
         async with await EventStore.open(store_path) as again:
             assert await again.stream_version("p") == 1
+
+
+async def test_a_cancelled_snapshot_leaves_the_store_usable(store_path: str) -> None:
+    async with await EventStore.open(store_path) as s:
+        await s.append("p", 0, [ev(), ev()])
+        task = asyncio.ensure_future(s.save_snapshot("fold", 2, 1, b"{}"))
+        await asyncio.sleep(0)  # its transaction is under way
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        snap = await s.load_snapshot("fold")
+        assert snap is None or (snap.seq, snap.data) == (2, b"{}")
+        assert await s.append("p", 2, [ev()]) == 3
+        await s.save_snapshot("fold", 3, 1, b"{}")
+        snap = await s.load_snapshot("fold")
+        assert snap is not None and snap.seq == 3
+        report = await s.verify()
+        assert report.ok, report.problem
