@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -109,6 +109,7 @@ class PostgresEventStore(EventStore):
         self._wconn = writer
         self._rconn = reader
         self._read_lock = asyncio.Lock()
+        self._unsure = False  # a write was cancelled: _settle before the next operation
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -154,11 +155,28 @@ class PostgresEventStore(EventStore):
         return store
 
     async def _settle(self) -> None:
-        """Before a write (the lock is held): a write cancelled mid-transaction may have left
-        the connection inside it (asyncpg would then nest the next transaction in it as a
-        savepoint, never committed); roll it back. Nothing of it was committed."""
+        """Before anything else after a cancelled write (the lock is held).
+
+        The server may still be running the cancelled statement (the cancel request races
+        it), so a read on the other connection could see the log before a commit that is
+        about to happen: wait for it with a statement of our own on the write connection.
+        A write cancelled mid-transaction may also have left the connection inside it
+        (asyncpg would nest the next transaction in it as a savepoint, never committed):
+        roll that back; nothing of it was committed.
+        """
+        if self._unsure:
+            await self._wconn.execute("SELECT 1")
+            self._unsure = False
         if self._wconn.is_in_transaction():
             await self._wconn.execute("ROLLBACK")
+
+    @contextlib.contextmanager
+    def _noting_cancellation(self) -> Iterator[None]:
+        try:
+            yield
+        except asyncio.CancelledError:
+            self._unsure = True
+            raise
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[None]:
@@ -167,7 +185,9 @@ class PostgresEventStore(EventStore):
         await self._wconn.execute("BEGIN")
         try:
             yield
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                self._unsure = True
             with contextlib.suppress(*_DB_ERRORS):
                 await self._settle()  # cancelled: _settle does it before the next write
             raise
@@ -199,9 +219,10 @@ class PostgresEventStore(EventStore):
                 datas.append(e.data)
         try:
             await self._settle()
-            rows = await self._wconn.fetch(
-                _APPEND_SQL, streams, expected, terms, counts, types, svs, datas, self._clock()
-            )
+            with self._noting_cancellation():
+                rows = await self._wconn.fetch(
+                    _APPEND_SQL, streams, expected, terms, counts, types, svs, datas, self._clock()
+                )
         except _DB_ERRORS as exc:
             raise _translate(exc, self._path, f"appending to {batch[0].stream!r}") from None
         results: list[int | BaseException] = []
@@ -229,11 +250,12 @@ class PostgresEventStore(EventStore):
         async with self._lock:
             try:
                 await self._settle()
-                term = int(
-                    await self._wconn.fetchval(
-                        "SELECT eventlog_acquire_term($1, $2)", holder, self._clock()
+                with self._noting_cancellation():
+                    term = int(
+                        await self._wconn.fetchval(
+                            "SELECT eventlog_acquire_term($1, $2)", holder, self._clock()
+                        )
                     )
-                )
                 self._head = int(await self._wconn.fetchval(self._sql["head"]))
             except _DB_ERRORS as exc:
                 raise _translate(exc, self._path, doing) from None
@@ -395,6 +417,12 @@ class PostgresEventStore(EventStore):
 
     async def _fetch(self, doing: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         self._ensure_open(doing)
+        if self._unsure:
+            async with self._lock:
+                try:
+                    await self._settle()
+                except _DB_ERRORS as exc:
+                    raise _translate(exc, self._path, doing) from None
         async with self._read_lock:
             try:
                 return list(await self._rconn.fetch(sql, *params))
