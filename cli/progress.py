@@ -178,8 +178,21 @@ def _node_of(spec: PlanSpec | None, replacement_id: str) -> str:
 
 
 def _line_writer(stream: IO[str]) -> Callable[[str], None]:
+    """Writes a line; once the reader has gone (`| head`), writes nothing more.
+
+    The printer runs inside the daemon's journal subscribers: a closed pipe must not fail the
+    step being recorded, so the error ends the printing, not the plan.
+    """
+    closed = False
+
     def write(line: str) -> None:
-        stream.write(line + "\n")
-        stream.flush()
+        nonlocal closed
+        if closed:
+            return
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
+            closed = True
 
     return write
