@@ -12,7 +12,7 @@ plan id, node or pod name is ever a label: each would be a new time series forev
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -155,7 +155,7 @@ class Metrics:
         )
         self.eventlog_append_duration = histogram(
             "eventlog_append_duration_seconds",
-            "One durable write of the event log (a group commit), request to committed.",
+            "One event-log append, from the request to its durable commit (group commit).",
             (),
             _APPEND_BUCKETS,
         )
@@ -248,10 +248,12 @@ class Metrics:
         self.api_requests.labels(api, call, outcome if outcome in API_OUTCOMES else "error").inc()
         self.api_request_duration.labels(api, call).observe(max(0.0, seconds))
 
-    def eventlog_committed(self, seconds: float, appends: int) -> None:
-        """One event-log transaction: its latency and how many appends it carried."""
-        self.eventlog_append_duration.observe(max(0.0, seconds))
-        self.eventlog_append_group_size.observe(appends)
+    def eventlog_committed(self, waits: Sequence[float]) -> None:
+        """One event-log transaction (the store's `on_commit`): each append's wait, and how
+        many appends it carried."""
+        for seconds in waits:
+            self.eventlog_append_duration.observe(max(0.0, seconds))
+        self.eventlog_append_group_size.observe(len(waits))
 
     def analysed(self, node_group: str, unix_time: float, excluded: Mapping[str, int]) -> None:
         """A successful analysis: its time and the nodes it left out by reason (others to 0)."""

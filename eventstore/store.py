@@ -77,13 +77,15 @@ _INSERT_SQL = tuple(
 class _Pending:
     """One append waiting for its transaction; `done` gets the new version or the error."""
 
-    __slots__ = ("done", "events", "expected", "stream")
+    __slots__ = ("done", "events", "expected", "queued_at", "stream")
 
     def __init__(self, stream: str, expected: int, events: Sequence[NewEvent]) -> None:
         self.stream = stream
         self.expected = expected
         self.events = events
-        self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.queued_at = loop.time()
+        self.done: asyncio.Future[int] = loop.create_future()
 
 
 class _OutOfDate(EventStoreError):
@@ -238,6 +240,10 @@ class EventStore:
         self._head_unsure = False  # a write was cancelled mid-flight: reload before the next
         self._writer: asyncio.Task[None] | None = None
         self.transactions = 0  # append transactions committed since open (group commit shows)
+        # Called after each write transaction with how long each of its appends waited from
+        # `append()` to its answer (one entry per append: the group size is the length).
+        # The daemon's metrics set it; it must not raise or block.
+        self.on_commit: Callable[[Sequence[float]], None] | None = None
 
     def __repr__(self) -> str:
         return f"EventStore({self._path!r}, head={self._head})"
@@ -497,6 +503,9 @@ class EventStore:
                 pending.done.set_exception(result)
             else:
                 pending.done.set_result(result)
+        if self.on_commit is not None:
+            now = asyncio.get_running_loop().time()
+            self.on_commit([now - p.queued_at for p in batch])
 
     async def _attempt(self, batch: list[_Pending]) -> list[int | BaseException]:
         try:

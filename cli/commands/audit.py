@@ -197,6 +197,7 @@ def loopback_address(text: str) -> str:
 async def serve(args: argparse.Namespace) -> int:
     """`audit --db FILE --serve`: the status page of a recorded log, until interrupted."""
     import asyncio
+    import signal
 
     from daemon.audit import open_existing
     from daemon.control import ControlServer, Readiness
@@ -205,11 +206,15 @@ async def serve(args: argparse.Namespace) -> int:
     listen = loopback_address(args.listen)
     store = await open_existing(args.db)
     server = ControlServer(None, listen=listen, readiness=Readiness(), pages=LogPages(store))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
         address = await server.start()
         print(f"status page of {args.db} (read-only): {address}/", flush=True)
-        print("Ctrl-C stops it.", flush=True)
-        await asyncio.Event().wait()  # until Ctrl-C cancels the run
+        print("SIGTERM or Ctrl-C stops it.", flush=True)
+        await stop.wait()
     finally:
         await server.stop()
         await store.close()
