@@ -128,7 +128,7 @@ def test_the_dashboard_is_valid_grafana_json() -> None:
     assert {"datasource", "node_group"} <= variables
     for panel in dash["panels"]:
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= GRID_COLUMNS, panel["title"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= GRID_COLUMNS, panel["title"]
         assert grid["h"] > 0, panel["title"]
         if panel["type"] == "row":
             continue
