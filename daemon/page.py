@@ -139,7 +139,10 @@ def _replacements(plan: PlanState) -> list[dict[str, Any]]:
                 "state": str(state.status),
                 "phase": _PHASES[state.status],
                 "since": state.updated_at or state.started_at or plan.proposed_at,
-                "problem": state.failure_reason or state.rollback_reason or state.last_error,
+                # The last error of a step still retrying; once done, a retried error is old news.
+                "problem": state.failure_reason
+                or state.rollback_reason
+                or ("" if state.status is ReplacementStatus.DONE else state.last_error),
             }
         )
     return out

@@ -21,7 +21,7 @@ function h(tag, attrs, ...children) {
     else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -137,8 +137,8 @@ function replacements(plan) {
       h("td", { class: "mono" }, r.new_node || (r.new_size ? "(not yet)" : "none: removed")),
       r.new_size || "–", h("td", { class: "num" }, money(r.new_monthly_price)),
       h("td", { "data-replacement": r.replacement_id }, badge(r.state),
-        r.problem ? h("div", { class: "muted" }, r.problem) : null),
-      time(r.since),
+        r.problem ? h("div", { class: "muted problem" }, r.problem) : null),
+      h("td", { class: "time" }, time(r.since)),
     ]), "replacements");
 }
 
@@ -155,7 +155,8 @@ function exclusions(plan) {
 
 function timeline(plan) {
   const rows = plan.timeline.slice().reverse().map((t) => [
-    h("td", { class: "num" }, t.seq), time(t.at), h("td", { class: "mono" }, t.node || "plan"),
+    h("td", { class: "num" }, t.seq), h("td", { class: "time" }, time(t.at)),
+    h("td", { class: "mono" }, t.node || "plan"),
     t.event, t.from_state === t.to_state ? t.to_state : `${t.from_state || "–"} → ${t.to_state}`,
     t.detail,
   ]);
@@ -184,10 +185,13 @@ function actions(plan, mutations) {
 function daemonLine(d) {
   if (!d) return null;
   const parts = [];
-  if (d.waiting) parts.push(h("b", {}, `Waits for ${d.waiting.message}`));
   if (d.last_analysis_at) parts.push(`last analysis ${time(d.last_analysis_at)}`);
   if (d.last_decision) parts.push(`decision: ${d.last_decision}`);
-  return h("p", { class: "muted daemon-line" }, parts.flatMap((p, i) => i ? [" · ", p] : [p]));
+  return [
+    d.waiting ? h("p", { class: "waiting", "data-waiting": d.waiting.reason },
+      `Waits for ${d.waiting.message}`) : null,
+    h("p", { class: "muted daemon-line" }, parts.flatMap((p, i) => i ? [" · ", p] : [p])),
+  ];
 }
 
 function renderPlan(plan, mutations) {

@@ -2,7 +2,7 @@
 downloaded browser), against a real daemon (`vpsie-rebalancer run`) over the simulator loaded
 with the demo's world, on the simulator's accelerated clock.
 
-The page loads with no console error; it shows the plan awaiting approval, its replacements,
+`status` (text) says the daemon waits for that approval. The page loads with no console error; it shows the plan awaiting approval, its replacements,
 checks and nodes left out; Approve without the token is refused (and nothing moves), with the
 token (typed once, kept in the tab's session, never in the URL) it is accepted; the page then
 shows the replacements as they progress to the end. Screenshots go to the test's tmp_path.
@@ -24,6 +24,7 @@ import aiohttp
 import orjson
 from playwright.async_api import ConsoleMessage, Page, async_playwright
 
+from tests.cli.support import run_cli
 from tests.cli.test_json_keys import documented_keys
 from tests.crash.rehearsal import CLUSTER, REPO, config_text, rehearsal
 from tests.observability.test_promtool_and_dashboard import (
@@ -114,6 +115,13 @@ async def test_status_page_in_chromium(tmp_path: Path) -> None:
 
         plan = await until("a plan awaiting approval", awaiting)
         plan_id = plan["plan_id"]
+        # `status` (text) says what the daemon waits for, as the page does.
+        said = await run_cli("status", "--control", base)
+        assert said.code == 0, said
+        assert (
+            f"node group general: waits for a person to approve or reject plan {plan_id}"
+            in said.stdout
+        ), said.stdout
 
         errors: list[str] = []
         refusals: list[str] = []
@@ -138,8 +146,11 @@ async def test_status_page_in_chromium(tmp_path: Path) -> None:
             assert set(await replacement_states(page)) == {"planned"}
             text = await page.inner_text("body")
             for shown in ("Safety checks", "capacity", "timing", "Nodes left out",
-                          "Fleet before and after", "saving projected", "PlanProposed"):
+                          "Fleet before and after", "saving projected", "PlanProposed",
+                          f"Waits for a person to approve or reject plan {plan_id}"):
                 assert shown in text, shown
+            for garbage in ("[object ", "undefined", "NaN", "null"):
+                assert garbage not in text, garbage
             await page.screenshot(path=str(tmp_path / "1-awaiting-approval.png"), full_page=True)
 
             # Approve without the token: refused, and the plan does not move.
@@ -183,6 +194,9 @@ async def test_status_page_in_chromium(tmp_path: Path) -> None:
             assert set(await replacement_states(page)) == {"done"}
             assert shot_mid and len(seen - {"planned", "done"}) >= 2, seen
             assert "not yet" not in await page.inner_text(".figures")  # saving realised
+            text = await page.inner_text("body")
+            for garbage in ("[object ", "undefined", "NaN", "null"):
+                assert garbage not in text, garbage
             await page.screenshot(path=str(tmp_path / "3-completed.png"), full_page=True)
             await browser.close()
 
