@@ -207,6 +207,17 @@ async def test_status_page_in_chromium(tmp_path: Path) -> None:
     assert errors == [], errors
     assert set(status) == documented_keys("`status --json` (the control API's `GET /v1/status`)")
     check_metrics_text(metrics)
+    # The new metrics come from the daemon's own work, not only from its registry.
+    for series in (
+        r'vpsie_rebalancing_api_requests_total\{api="vpsie",call="list_workers",outcome="ok"\} [1-9]',
+        r'vpsie_rebalancing_api_requests_total\{api="kubernetes",call="create pods/eviction",'
+        r'outcome="ok"\} [1-9]',
+        r"vpsie_rebalancing_eventlog_append_duration_seconds_count [1-9]",
+        r"vpsie_rebalancing_eventlog_append_group_size_count [1-9]",
+        r'vpsie_rebalancing_last_successful_analysis_timestamp_seconds\{node_group="general"\} '
+        r"[1-9]",
+    ):
+        assert re.search(series, metrics), series
     exported = exported_families(metrics)
     used = {family_of(m) for _, expr in queries(dashboard()) for m in METRIC.findall(expr)}
     assert used <= exported, sorted(used - exported)
