@@ -230,9 +230,7 @@ def waiting_line(name: str, group: dict[str, Any]) -> str:
     last = group.get("last_analysis_at") or ""
     decision = group.get("last_decision") or "not analysed yet"
     if waiting.get("message"):
-        line = f"node group {name}: waits for {waiting['message']}"
-        if waiting.get("until"):
-            line += f" (until {waiting['until']})"
+        line = f"node group {name}: waits for {waiting['message']}"  # the time is in it
         return line + (f"; last analysis {last}: {decision}" if last else "")
     return f"node group {name}: " + (f"last analysis {last}: {decision}" if last else decision)
 
