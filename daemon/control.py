@@ -29,6 +29,7 @@ does not allow (409, naming the state).
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -156,6 +157,23 @@ class _ActionBody:
     reason: str
 
 
+def _host_name(header: str) -> str:
+    """The name in a `Host` header: `[::1]:8470` -> `::1`, `127.0.0.1:8470` -> `127.0.0.1`."""
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def _is_address_or_localhost(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
@@ -201,7 +219,9 @@ class ControlServer:
 
     async def start(self) -> Address:
         self.reload_token()
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors])
+        app = web.Application(
+            client_max_size=MAX_BODY, middlewares=[self._errors, self._known_host]
+        )
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics_handler)
@@ -263,6 +283,22 @@ class ControlServer:
         except Exception:
             log.exception("control API: %s %s failed", request.method, request.path)
             return _error(500, "internal error; see the daemon's log")
+
+    @web.middleware
+    async def _known_host(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """On TCP, answer only requests addressed to an IP address or `localhost`.
+
+        A page of another site whose name an attacker makes resolve to 127.0.0.1 (DNS
+        rebinding) is, to the browser, of the same origin as this server; its requests carry
+        that name in `Host`, and are refused here, so it can read nothing (and without the
+        token, which lives in the real origin's session, it could change nothing anyway).
+        """
+        tcp = self._address is not None and not self._address.unix_path
+        if tcp and not _is_address_or_localhost(_host_name(request.host or "")):
+            return _error(403, "unexpected Host header: use the IP address or localhost")
+        return await handler(request)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return _json({"status": "alive"})

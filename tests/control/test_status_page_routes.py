@@ -128,3 +128,23 @@ async def test_a_cross_site_post_is_refused_even_with_the_token(
     assert cross_no_token == 403
     assert mutations is True
     assert same == 200 and target.calls == [("approve", "p-wait", "cli", "")]
+
+
+async def test_a_rebound_name_reads_nothing(log: EventStore) -> None:
+    """The adversary: a site whose name was made to resolve to 127.0.0.1 (DNS rebinding); the
+    browser sends its name in Host. Requests by address or `localhost` are answered."""
+    server = await _serve(log, None, None)
+    assert server.address is not None
+    port = server.address.port
+    try:
+        async with aiohttp.ClientSession(str(server.address)) as http:
+            async with http.get("/v1/page", headers={"Host": f"evil.example:{port}"}) as resp:
+                rebound = resp.status, await resp.json()
+            async with http.get("/", headers={"Host": f"localhost:{port}"}) as resp:
+                by_name = resp.status
+            async with http.get("/v1/page") as resp:
+                by_address = resp.status
+    finally:
+        await server.stop()
+    assert rebound[0] == 403 and "Host" in rebound[1]["error"]
+    assert by_name == 200 and by_address == 200

@@ -2,10 +2,11 @@
 downloaded browser), against a real daemon (`vpsie-rebalancer run`) over the simulator loaded
 with the demo's world, on the simulator's accelerated clock.
 
-`status` (text) says the daemon waits for that approval. The page loads with no console error; it shows the plan awaiting approval, its replacements,
-checks and nodes left out; Approve without the token is refused (and nothing moves), with the
-token (typed once, kept in the tab's session, never in the URL) it is accepted; the page then
-shows the replacements as they progress to the end. Screenshots go to the test's tmp_path.
+`status` (text) says the daemon waits for that approval. The page loads with no console
+error; it shows the plan awaiting approval, its replacements, checks and nodes left out;
+Approve without the token is refused (and nothing moves), with the token (typed once, kept in
+the tab's session, never in the URL) it is accepted; the page then shows the replacements as
+they progress to the end. Screenshots go to the test's tmp_path.
 
 The same daemon's /metrics, after the whole rebalance, passes `promtool check metrics` and
 exports every metric the Grafana dashboard queries; its `status --json` has the keys
@@ -209,7 +210,8 @@ async def test_status_page_in_chromium(tmp_path: Path) -> None:
     check_metrics_text(metrics)
     # The new metrics come from the daemon's own work, not only from its registry.
     for series in (
-        r'vpsie_rebalancing_api_requests_total\{api="vpsie",call="list_workers",outcome="ok"\} [1-9]',
+        r'vpsie_rebalancing_api_requests_total\{api="vpsie",call="list_workers",'
+        r'outcome="ok"\} [1-9]',
         r'vpsie_rebalancing_api_requests_total\{api="kubernetes",call="create pods/eviction",'
         r'outcome="ok"\} [1-9]',
         r"vpsie_rebalancing_eventlog_append_duration_seconds_count [1-9]",
