@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +30,7 @@ from daemon.control import ControlError
 from eventstore import EventStore
 from statemachine.fold import PlanState
 from statemachine.machines import ReplacementStatus
+from statemachine.plan import CheckResult
 
 # How many finished plans per node group the overview lists (the audit has them all).
 RECENT_PLANS = 10
@@ -148,6 +150,10 @@ def _replacements(plan: PlanState) -> list[dict[str, Any]]:
     return out
 
 
+def _checks(checks: Sequence[CheckResult]) -> list[dict[str, str]]:
+    return [{"name": c.name, "status": str(c.status), "message": c.message} for c in checks]
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
@@ -210,7 +216,7 @@ class LogPages:
         if plan is None:
             raise ControlError(404, f"plan {plan_id} cannot be read from the log")
         spec = plan.spec
-        checks = plan.last_checks.checks if plan.last_checks is not None else spec.checks
+        recheck = plan.last_checks
         timeline = [_jsonable(dataclasses.asdict(t)) for t in report.timeline]
         return {
             **plan_summary(plan),
@@ -224,9 +230,16 @@ class LogPages:
             "batches": len(spec.batches),
             "fleet": _fleet(plan),
             "replacements": _replacements(plan),
-            "checks": [
-                {"name": c.name, "status": str(c.status), "message": c.message} for c in checks
-            ],
+            "checks": _checks(spec.checks),
+            "last_recheck": None
+            if recheck is None
+            else {
+                "at": recheck.at,
+                "step": recheck.step,
+                "action": str(recheck.action),
+                "reasons": list(recheck.reasons),
+                "checks": _checks(recheck.checks),
+            },
             "decisions": [_jsonable(dataclasses.asdict(d)) for d in report.decisions],
             "exclusions": [
                 {"node": x.node, "reason": x.reason, "message": x.message}

@@ -148,7 +148,7 @@ async def _demo(args: argparse.Namespace) -> int:
     from decimal import Decimal
 
     import simulator
-    from cli.progress import ProgressPrinter, elapsed, money
+    from cli.progress import ProgressPrinter, elapsed, line_writer, money
     from daemon.clock import ScaledClock
     from daemon.service.lifecycle import Service
     from simulator.serve import start_simulator
@@ -174,7 +174,9 @@ async def _demo(args: argparse.Namespace) -> int:
         workers_before = len(sim.vpsie.workers)
         sim_start = sim.clock.now()
         clock = ScaledClock(speed, start=sim.clock.now())
-        progress = ProgressPrinter(clock)
+        # The daemon's console lines: once stdout's reader has gone they stop, the demo not.
+        say = line_writer(sys.stdout)
+        progress = ProgressPrinter(clock, write=say)
         print(
             f"{workers_before} workers, {sum(r for _, r in before.values())} replicas in "
             f"{len(before)} Deployments; strategy {args.strategy}. The daemon starts:\n"
@@ -187,9 +189,7 @@ async def _demo(args: argparse.Namespace) -> int:
             observers=(progress.on_event,),
             lease_duration_s=60,
             poll_interval_s=2.0,
-            on_listening=lambda address: print(
-                f"Status page while the demo runs: {address}/\n", flush=True
-            ),
+            on_listening=lambda address: say(f"Status page while the demo runs: {address}/\n"),
         )
         code = await service.run()
         sim_end = sim.clock.now()

@@ -142,9 +142,20 @@ function replacements(plan) {
     ]), "replacements");
 }
 
-function checks(plan) {
+function checkTable(list) {
   return table(["check", "result", "why"],
-    plan.checks.map((c) => [c.name.replaceAll("_", " "), badge(c.status), c.message]));
+    list.map((c) => [c.name.replaceAll("_", " "), badge(c.status), c.message]));
+}
+
+function checks(plan) {
+  const out = [h("h3", {}, `Safety checks when proposed: ${plan.recommended_action}`),
+    checkTable(plan.checks)];
+  const r = plan.last_recheck;
+  if (r) {
+    out.push(h("h3", {}, `Latest re-check (${r.step || "plan"}, ${time(r.at)}): ${r.action}` +
+      (r.reasons.length ? ` (${r.reasons.join("; ")})` : "")), checkTable(r.checks));
+  }
+  return out;
 }
 
 function exclusions(plan) {
@@ -207,7 +218,7 @@ function renderPlan(plan, mutations) {
     phases(plan), figures(plan),
     h("h3", {}, "Fleet before and after"), fleet(plan),
     h("h3", {}, "Replacements"), replacements(plan),
-    h("h3", {}, "Safety checks"), checks(plan),
+    checks(plan),
     h("h3", {}, "Nodes left out"), exclusions(plan),
     timeline(plan));
   const pct = plan.replacements_total

@@ -146,9 +146,19 @@ async def test_status_page_in_chromium(tmp_path: Path) -> None:
             assert await rows.count() == plan["replacements_total"] > 0
             assert set(await replacement_states(page)) == {"planned"}
             text = await page.inner_text("body")
-            for shown in ("Safety checks", "capacity", "timing", "Nodes left out",
-                          "Fleet before and after", "saving projected", "PlanProposed",
-                          f"Waits for a person to approve or reject plan {plan_id}"):
+            for shown in (
+                "Safety checks when proposed",
+                "cluster health",
+                "node group health",
+                "disruption budgets",
+                "capacity",
+                "timing",
+                "Nodes left out",
+                "Fleet before and after",
+                "saving projected",
+                "PlanProposed",
+                f"Waits for a person to approve or reject plan {plan_id}",
+            ):
                 assert shown in text, shown
             for garbage in ("[object ", "undefined", "NaN", "null"):
                 assert garbage not in text, garbage
