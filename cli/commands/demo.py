@@ -64,8 +64,6 @@ def main(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"demo: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
 
 
 def _config(cluster: str, strategy: str, database: Path) -> str:
