@@ -12,6 +12,9 @@ plan id, node or pod name is ever a label: each would be a new time series forev
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -25,6 +28,36 @@ _PREFIX = "vpsie_rebalancing_"
 # Node steps take minutes (provisioning a VM) or seconds (terminating one).
 _STEP_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600)
 _PLAN_BUCKETS = (60, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400)
+# An API request: tens of milliseconds, up to a timeout of tens of seconds.
+_REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# An event-log append: a group commit with an fsync, milliseconds.
+_APPEND_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+_GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+API_OUTCOMES = frozenset(
+    {"ok", "client_error", "server_error", "rate_limited", "timeout", "unreachable", "error"}
+)
+
+
+def outcome_of_status(status: int) -> str:
+    """The `outcome` label of an HTTP answer."""
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "server_error"
+    if status >= 400:
+        return "client_error"
+    return "ok"
+
+
+class RequestObserver(Protocol):
+    """What an adapter calls after each HTTP request it made: the hook behind the API metrics.
+
+    `api` is "vpsie" or "kubernetes"; `call` a bounded name of the operation (never a node,
+    pod or plan name); `outcome` one of `API_OUTCOMES`; `seconds` the wall time of the request.
+    """
+
+    def __call__(self, api: str, call: str, outcome: str, seconds: float) -> None: ...
 
 
 class Metrics:
@@ -109,8 +142,42 @@ class Metrics:
         self.plans_in_flight = gauge(
             "plans_in_flight", "Plans not yet in a terminal state, by state.", ("state",)
         )
+        self.api_requests = counter(
+            "api_requests_total",
+            "HTTP requests to the VPSie and Kubernetes APIs, by call and outcome.",
+            ("api", "call", "outcome"),
+        )
+        self.api_request_duration = histogram(
+            "api_request_duration_seconds",
+            "Wall time of one HTTP request to the VPSie or Kubernetes API.",
+            ("api", "call"),
+            _REQUEST_BUCKETS,
+        )
+        self.eventlog_append_duration = histogram(
+            "eventlog_append_duration_seconds",
+            "One event-log append, from the request to its durable commit (group commit).",
+            (),
+            _APPEND_BUCKETS,
+        )
+        self.eventlog_append_group_size = histogram(
+            "eventlog_append_group_size",
+            "Appends committed together in one event-log transaction.",
+            (),
+            _GROUP_BUCKETS,
+        )
+        self.last_analysis = gauge(
+            "last_successful_analysis_timestamp_seconds",
+            "Unix time of the node group's last analysis that could read the world.",
+            ng,
+        )
+        self.nodes_excluded = gauge(
+            "nodes_excluded",
+            "Nodes of the group the last analysis left out, by reason.",
+            ("node_group", "reason"),
+        )
         self.leader.set(0)
         self._states_seen: set[str] = set()
+        self._exclusions_seen: dict[str, set[str]] = {}
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""
@@ -175,6 +242,28 @@ class Metrics:
         self._states_seen |= by_state.keys()
         for state, count in by_state.items():
             self.plans_in_flight.labels(state).set(count)
+
+    def api_request(self, api: str, call: str, outcome: str, seconds: float) -> None:
+        """A `RequestObserver`: count one request and its latency."""
+        self.api_requests.labels(api, call, outcome if outcome in API_OUTCOMES else "error").inc()
+        self.api_request_duration.labels(api, call).observe(max(0.0, seconds))
+
+    def eventlog_committed(self, waits: Sequence[float]) -> None:
+        """One event-log transaction (the store's `on_commit`): each append's wait, and how
+        many appends it carried."""
+        for seconds in waits:
+            self.eventlog_append_duration.observe(max(0.0, seconds))
+        self.eventlog_append_group_size.observe(len(waits))
+
+    def analysed(self, node_group: str, unix_time: float, excluded: Mapping[str, int]) -> None:
+        """A successful analysis: its time and the nodes it left out by reason (others to 0)."""
+        self.last_analysis.labels(node_group).set(unix_time)
+        seen = self._exclusions_seen.setdefault(node_group, set())
+        for reason in seen - excluded.keys():
+            self.nodes_excluded.labels(node_group, reason).set(0)
+        seen |= excluded.keys()
+        for reason, count in excluded.items():
+            self.nodes_excluded.labels(node_group, reason).set(count)
 
     def _idle(self, node_group: str) -> None:
         self.progress_percent.labels(node_group).set(0)

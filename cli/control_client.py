@@ -218,16 +218,36 @@ def run_status(args: argparse.Namespace) -> int:
 
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        sys.stdout.write(format_status(result))
+        from cli.style import use_colour
+
+        sys.stdout.write(format_status(result, colour=use_colour(sys.stdout)))
     return 0
 
 
-def format_status(status: dict[str, Any]) -> str:
-    """A few lines for a person: the daemon's role, then one line per plan in flight."""
+def waiting_line(name: str, group: dict[str, Any]) -> str:
+    """One line on what a node group waits for (`waiting` of the status), else its last word."""
+    waiting = group.get("waiting") or {}
+    last = group.get("last_analysis_at") or ""
+    decision = group.get("last_decision") or "not analysed yet"
+    if waiting.get("message"):
+        line = f"node group {name}: waits for {waiting['message']}"  # the time is in it
+        return line + (f"; last analysis {last}: {decision}" if last else "")
+    return f"node group {name}: " + (f"last analysis {last}: {decision}" if last else decision)
+
+
+def format_status(status: dict[str, Any], *, colour: bool = False) -> str:
+    """What `status` prints: the daemon's role, what each node group waits for (the next
+    analysis, a maintenance window, an approval, a cooldown), then one line per plan in flight.
+    """
+    from cli.style import paint, state
+
     daemon = status.get("daemon") or {}
     role = daemon.get("role", "unknown")
     ready = "ready" if daemon.get("ready") else f"not ready ({daemon.get('reason', '?')})"
     lines = [f"daemon: {role}, {ready}"]
+    groups = status.get("node_groups") or {}
+    for name in sorted(groups):
+        lines.append(waiting_line(name, groups[name] or {}))
     plans = status.get("plans") or []
     if not plans:
         lines.append("no plans in flight")
@@ -245,12 +265,17 @@ def format_status(status: dict[str, Any]) -> str:
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for r in rows:
-            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        for n, r in enumerate(rows):
+            cells = [c.ljust(w) for c, w in zip(r, widths, strict=True)]
+            if n == 0:
+                cells = [paint(c, "bold", enabled=colour) for c in cells]
+            else:  # colour after padding, so escape codes do not upset the columns
+                cells[1] = state(r[1], enabled=colour) + " " * (widths[1] - len(r[1]))
+            lines.append("  ".join(cells).rstrip())
     waiting = [p.get("plan_id") for p in plans if p.get("state") == "awaiting_approval"]
     if waiting:
         lines.append(
-            "awaiting approval: "
+            paint("awaiting approval: ", "yellow", enabled=colour)
             + ", ".join(str(w) for w in waiting)
             + " (vpsie-rebalancer approve PLAN_ID)"
         )

@@ -3,18 +3,31 @@
 Each subcommand is a module in `cli.commands` that defines `HELP` (one line),
 `add_arguments(parser)` and `main(args) -> int` (the exit code). Modules are found by name, so
 adding a command is adding a file; heavy imports belong inside `main`.
+
+`main` is where every command meets the terminal's three accidents, once: a reader that went
+away (`| head`: exit 141, nothing on stderr), Ctrl-C (exit 130, one line on stderr) and no
+terminal or no stdout at all (output to a closed descriptor is dropped). The exit codes are
+the table in docs/cli.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
 from types import ModuleType
 
 import cli.commands
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process Ctrl-C stopped
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer whose reader went away
 
 
 def _command_modules() -> dict[str, ModuleType]:
@@ -46,14 +59,46 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     return parser, modules
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _run(argv: Sequence[str] | None) -> int:
     parser, modules = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     code: int = modules[args.command].main(args)
     return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _ensure_streams() -> None:
+    """Started with stdout or stderr closed (`cmd >&-`), Python has None there: write nowhere."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - lives as long as we do
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _ensure_streams()
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # a closed pipe shows here rather than at exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_CLOSED_PIPE
+    except KeyboardInterrupt:
+        with contextlib.suppress(OSError):
+            print("vpsie-rebalancer: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ class ProgressPrinter:
         self._clock = clock
         self._start = clock.monotonic()
         stream = out if out is not None else sys.stdout
-        self._write = write if write is not None else _line_writer(stream)
+        self._write = write if write is not None else line_writer(stream)
         self._plan_status: dict[str, str] = {}
         self._status: dict[tuple[str, str], str] = {}
         self._evicted: dict[tuple[str, str], int] = {}
@@ -177,9 +177,22 @@ def _node_of(spec: PlanSpec | None, replacement_id: str) -> str:
     return replacement_id
 
 
-def _line_writer(stream: IO[str]) -> Callable[[str], None]:
+def line_writer(stream: IO[str]) -> Callable[[str], None]:
+    """Writes a line; once the reader has gone (`| head`), writes nothing more.
+
+    The printer runs inside the daemon's journal subscribers: a closed pipe must not fail the
+    step being recorded, so the error ends the printing, not the plan.
+    """
+    closed = False
+
     def write(line: str) -> None:
-        stream.write(line + "\n")
-        stream.flush()
+        nonlocal closed
+        if closed:
+            return
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
+            closed = True
 
     return write

@@ -8,10 +8,18 @@ An aiohttp server on 127.0.0.1:PORT or a Unix socket, never on a public address 
     GET  /v1/status                   JSON: the daemon's role, plans in flight and their states
     POST /v1/plans/{id}/approve       body (optional) {"reason": str, "by": str}
     POST /v1/plans/{id}/reject|pause|resume|cancel
+    GET  /                            the status page (daemon/static/), when given a `PageSource`
+    GET  /static/{file}               its script and style sheet
+    GET  /v1/page, /v1/page/plans/{id}  the page's JSON (daemon/page.py)
 
 A POST needs `Authorization: Bearer <token>`, the token read from a file at start (and again on
 `reload_token()`, which SIGHUP calls): 401 without the header, 403 with a wrong token, compared
-in constant time. The token is never logged, echoed or put in an error.
+in constant time. The token is never logged, echoed or put in an error. A POST from a page of
+another site is refused (403) on its `Origin` header before the token is even looked at; a
+browser cannot send a cross-site request with an `Authorization` header without a CORS
+preflight, which this server never grants, and no cookie is ever used, so the token (which the
+status page keeps in the tab's sessionStorage) is what stands against cross-site requests.
+Without a target (`audit --serve`: a recorded log), there are no POST routes at all.
 
 The server knows nothing about plans; it calls a `ControlTarget` (the executor), which raises
 `ControlError(http_status, message)` for an unknown plan (404) or an action the plan's state
@@ -21,6 +29,7 @@ does not allow (409, naming the state).
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -82,6 +91,28 @@ class MetricsSource(Protocol):
     def render(self) -> bytes: ...
 
 
+class PageSource(Protocol):
+    """The status page's data (daemon.page.LogPages); raises ControlError(404) for no plan."""
+
+    async def overview(self, live: dict[str, Any] | None) -> dict[str, Any]: ...
+
+    async def plan(self, prefix: str) -> dict[str, Any]: ...
+
+
+STATIC = Path(__file__).parent / "static"
+_STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+# The page loads only its own script and style sheet and talks only to this server.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
 class Role(StrEnum):
     STARTING = "starting"  # before the first attempt at the lease
     STANDBY = "standby"  # another daemon holds the lease; we wait for it
@@ -126,6 +157,23 @@ class _ActionBody:
     reason: str
 
 
+def _host_name(header: str) -> str:
+    """The name in a `Host` header: `[::1]:8470` -> `::1`, `127.0.0.1:8470` -> `127.0.0.1`."""
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def _is_address_or_localhost(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
@@ -141,14 +189,16 @@ class ControlServer:
 
     def __init__(
         self,
-        target: ControlTarget,
+        target: ControlTarget | None,
         *,
         listen: str | Address,
         readiness: Readiness,
         metrics: MetricsSource | None = None,
         token_file: str | Path | None = None,
+        pages: PageSource | None = None,
     ) -> None:
         self._target = target
+        self._pages = pages
         self._address = parse_address(listen) if isinstance(listen, str) else listen
         self._readiness = readiness
         self._metrics = metrics
@@ -169,13 +219,24 @@ class ControlServer:
 
     async def start(self) -> Address:
         self.reload_token()
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors])
+        app = web.Application(
+            client_max_size=MAX_BODY, middlewares=[self._errors, self._known_host]
+        )
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics_handler)
         app.router.add_get("/v1/status", self._status)
-        for action in ACTIONS:
-            app.router.add_post(f"/v1/plans/{{plan_id}}/{action}", self._action_handler(action))
+        if self._target is not None:
+            for action in ACTIONS:
+                app.router.add_post(
+                    f"/v1/plans/{{plan_id}}/{action}", self._action_handler(action)
+                )
+        if self._pages is not None:
+            app.router.add_get("/", self._page_file("index.html"))
+            for name in ("page.js", "page.css"):
+                app.router.add_get(f"/static/{name}", self._page_file(name))
+            app.router.add_get("/v1/page", self._page_overview)
+            app.router.add_get("/v1/page/plans/{plan_id}", self._page_plan)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         a = self._address
@@ -223,6 +284,22 @@ class ControlServer:
             log.exception("control API: %s %s failed", request.method, request.path)
             return _error(500, "internal error; see the daemon's log")
 
+    @web.middleware
+    async def _known_host(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """On TCP, answer only requests addressed to an IP address or `localhost`.
+
+        A page of another site whose name an attacker makes resolve to 127.0.0.1 (DNS
+        rebinding) is, to the browser, of the same origin as this server; its requests carry
+        that name in `Host`, and are refused here, so it can read nothing (and without the
+        token, which lives in the real origin's session, it could change nothing anyway).
+        """
+        tcp = self._address is not None and not self._address.unix_path
+        if tcp and not _is_address_or_localhost(_host_name(request.host or "")):
+            return _error(403, "unexpected Host header: use the IP address or localhost")
+        return await handler(request)
+
     async def _healthz(self, request: web.Request) -> web.Response:
         return _json({"status": "alive"})
 
@@ -237,20 +314,50 @@ class ControlServer:
         resp.headers["Content-Type"] = METRICS_CONTENT_TYPE
         return resp
 
-    async def _status(self, request: web.Request) -> web.Response:
+    def status(self) -> dict[str, Any]:
+        """What `GET /v1/status` answers (the page adds it to its overview)."""
         ready, reason = self._readiness.check()
-        body = {
+        body: dict[str, Any] = {
             "daemon": {"role": self._readiness.role.value, "ready": ready, "reason": reason},
             "leader": self._readiness.role is Role.LEADER,
+            "mutations": self._target is not None and self._token is not None,
         }
-        body.update(self._target.status())
+        if self._target is not None:
+            body.update(self._target.status())
+        return body
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return _json(self.status())
+
+    def _page_file(self, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        path = STATIC / name
+        content_type = _STATIC_TYPES[path.suffix]
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            resp = web.Response(body=path.read_bytes(), content_type=content_type)
+            resp.headers.update(_PAGE_HEADERS)
+            return resp
+
+        return handle
+
+    async def _page_overview(self, request: web.Request) -> web.Response:
+        assert self._pages is not None
+        body = await self._pages.overview(self.status() if self._target is not None else None)
+        body["mutations"] = self._target is not None and self._token is not None
         return _json(body)
+
+    async def _page_plan(self, request: web.Request) -> web.Response:
+        assert self._pages is not None
+        plan_id = request.match_info["plan_id"]
+        if not PLAN_ID.match(plan_id):
+            return _error(400, "not a plan id")
+        return _json(await self._pages.plan(plan_id))
 
     def _action_handler(
         self, action: str
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
-            denied = self._authorize(request)
+            denied = self._same_origin(request) or self._authorize(request)
             if denied is not None:
                 return denied
             plan_id = request.match_info["plan_id"]
@@ -259,7 +366,7 @@ class ControlServer:
             body = await self._read_body(request)
             method: Callable[[str, str, str], Awaitable[dict[str, Any]]] = getattr(
                 self._target, action
-            )
+            )  # the route exists only with a target
             result = await method(plan_id, body.by, body.reason)
             log.info(
                 "control: %s by %s",
@@ -270,6 +377,15 @@ class ControlServer:
             return _json(result)
 
         return handle
+
+    def _same_origin(self, request: web.Request) -> web.Response | None:
+        """403 for a request a browser sent from a page of another origin."""
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return None  # not a browser's cross-origin request (the CLI, curl)
+        if origin != f"{request.scheme}://{request.host}":
+            return _error(403, "cross-origin request refused")
+        return None
 
     def _authorize(self, request: web.Request) -> web.Response | None:
         if self._token is None:

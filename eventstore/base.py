@@ -38,14 +38,16 @@ def is_postgres(target: str) -> bool:
 class Pending:
     """One append waiting for its transaction; `done` gets the new version or the error."""
 
-    __slots__ = ("done", "events", "expected", "stream", "term")
+    __slots__ = ("done", "events", "expected", "queued_at", "stream", "term")
 
     def __init__(self, stream: str, expected: int, events: Sequence[NewEvent], term: int) -> None:
         self.stream = stream
         self.expected = expected
         self.events = events
         self.term = term
-        self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.queued_at = loop.time()
+        self.done: asyncio.Future[int] = loop.create_future()
 
 
 def check_events(
@@ -152,6 +154,10 @@ class EventStore(abc.ABC):
         self._writer: asyncio.Task[None] | None = None
         self._alone: Pending | None = None  # an append deciding whether to commit on its own
         self.transactions = 0  # append transactions committed since open (group commit shows)
+        # Called after each write transaction with how long each of its appends waited from
+        # `append()` to its answer (one entry per append: the group size is the length).
+        # The daemon's metrics set it; it must not raise or block.
+        self.on_commit: Callable[[Sequence[float]], None] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._path!r}, head={self._head})"
@@ -377,6 +383,15 @@ class EventStore(abc.ABC):
                 pending.done.set_exception(result)
             else:
                 pending.done.set_result(result)
+        if self.on_commit is not None:
+            now = asyncio.get_running_loop().time()
+            waits = [
+                now - p.queued_at
+                for p, r in zip(batch, results, strict=True)
+                if not isinstance(r, BaseException)
+            ]
+            if waits:  # only what was committed
+                self.on_commit(waits)
 
     @abc.abstractmethod
     async def _attempt(

@@ -46,6 +46,7 @@ from adapters.kubernetes.translate import (
     node_info,
     pdb_info,
 )
+from adapters.metrics import RequestObserver, outcome_of_status
 from statemachine.world import LeaseInfo, NodeGroupSpec, NodeInfo, PdbInfo, PodInfo
 
 SERVICE = "kubernetes"
@@ -209,14 +210,41 @@ def _resolve_environment_once(rest: Any, server: str) -> None:
         )
 
 
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def call_name(method: str, path: str, query: Mapping[str, Any] | None = None) -> str:
+    """A bounded name for a request, for the metrics: `verb resource[/subresource]`.
+
+    `/api/v1/namespaces/ns/pods/web-1/eviction` with POST is "create pods/eviction"; object
+    and namespace names never appear, so the label set stays as small as the API we use.
+    """
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    # /api/v1/... or /apis/GROUP/VERSION/...
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:] if parts[:1] == ["apis"] else parts
+    if len(rest) >= 2 and rest[0] == "namespaces":
+        rest = rest[2:]
+    resource = rest[0] if rest else "unknown"
+    named = len(rest) >= 2
+    sub = f"/{rest[2]}" if len(rest) >= 3 else ""
+    if method == "GET":
+        verb = "watch" if (query or {}).get("watch") in (True, "true", "1") else (
+            "get" if named else "list")
+    else:
+        verb = _VERBS.get(method, method.lower())
+    return f"{verb} {resource}{sub}"
+
+
 class KubeClient:
     """The Kubernetes API through kubernetes-asyncio. Use as an async context manager."""
 
     def __init__(self, *, kubeconfig: str | None = None, context: str | None = None,
                  page_size: int = 2000, request_timeout_s: float = 30.0,
                  reporting_controller: str = "rebalancer.vpsie.com/vpsie-rebalancer",
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time,
+                 observer: RequestObserver | None = None) -> None:
         self._kubeconfig = kubeconfig
+        self._observer = observer
         self._context = context
         self._page_size = page_size
         self._timeout = request_timeout_s
@@ -269,18 +297,28 @@ class KubeClient:
                     read_timeout_s: float | None = None) -> Any:
         if self._api is None:
             raise PermanentError("KubeClient used outside `async with`", service=SERVICE)
+        started = time.monotonic()
+        outcome = "error"
         try:
             resp = await self._api.call_api(
                 path, method, query_params=list((query or {}).items()),
                 header_params={"Accept": "application/json", "Content-Type": content_type},
                 body=body, auth_settings=["BearerToken"], _preload_content=False,
                 _request_timeout=read_timeout_s or self._timeout)
+            outcome = outcome_of_status(resp.status)
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            outcome = ("timeout" if isinstance(e, TimeoutError)
+                       else "unreachable" if isinstance(e, aiohttp.ClientConnectorError)
+                       else "error")
             raise TemporaryError(f"{method} {path}: {type(e).__name__}: {e}",
                                  service=SERVICE) from None
         except ConfigException as e:
             raise AuthenticationError(f"{method} {path}: credentials: {e}",
                                       service=SERVICE) from None
+        finally:
+            if self._observer is not None:
+                self._observer("kubernetes", call_name(method, path, query), outcome,
+                               time.monotonic() - started)
         if resp.status >= 400:
             try:
                 data = await resp.read()

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from adapters.errors import MalformedResponse, NotFound
+from adapters.metrics import RequestObserver
 from adapters.vpsie import decode
 from adapters.vpsie.ratelimit import Clock
 from adapters.vpsie.settings import VpsieSettings
@@ -44,6 +45,7 @@ class VpsieClient:
         rate_limit_per_min: float | None = 100,
         timeout_s: float = 30,
         max_retries: int = 5,
+        observer: RequestObserver | None = None,
     ) -> None:
         self.settings = settings
         self._transport = Transport(
@@ -53,6 +55,7 @@ class VpsieClient:
             rate_limit_per_min=rate_limit_per_min,
             timeout_s=timeout_s,
             max_retries=max_retries,
+            observer=observer,
         )
 
     @classmethod
@@ -65,6 +68,7 @@ class VpsieClient:
         rate_limit_per_min: float | None = 100,
         timeout_s: float = 30,
         max_retries: int = 5,
+        observer: RequestObserver | None = None,
     ) -> VpsieClient:
         """Settings and secrets from the JSON credentials file; SettingsError when it is bad."""
         return cls(
@@ -74,6 +78,7 @@ class VpsieClient:
             rate_limit_per_min=rate_limit_per_min,
             timeout_s=timeout_s,
             max_retries=max_retries,
+            observer=observer,
         )
 
     def __repr__(self) -> str:

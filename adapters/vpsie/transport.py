@@ -37,6 +37,7 @@ from adapters.errors import (
     PermanentError,
     TemporaryError,
 )
+from adapters.metrics import RequestObserver, outcome_of_status
 from adapters.vpsie.ratelimit import Clock, TokenBucket
 from adapters.vpsie.settings import VpsieSettings
 
@@ -80,8 +81,10 @@ class Transport:
         rate_limit_per_min: float | None,
         timeout_s: float,
         max_retries: int,
+        observer: RequestObserver | None = None,
     ) -> None:
         self.settings = settings
+        self._observer = observer
         self._clock = clock
         self._rng = rng
         self._bucket = TokenBucket(rate_limit_per_min, clock) if rate_limit_per_min else None
@@ -248,6 +251,7 @@ class Transport:
             await self._bucket.acquire()
         url = f"{self.settings.base_url}{self.settings.prefix}{path}"
         started = self._clock.monotonic()
+        outcome = "error"
         try:
             async with self._http().request(
                 method, url, json=payload, params=params, data=form, headers=headers
@@ -255,11 +259,14 @@ class Transport:
                 status = response.status
                 retry_after = self._retry_after(response.headers.get("Retry-After"))
                 raw = await response.read()
+            outcome = outcome_of_status(status)
         except TimeoutError:
+            outcome = "timeout"
             raise TemporaryError(
                 f"{call}: no answer within {self._timeout_s:g}s", service=SERVICE
             ) from None
         except aiohttp.ClientConnectorError as exc:
+            outcome = "unreachable"
             raise NotSent(
                 f"{call}: cannot connect to {self.settings.base_url}: {type(exc).__name__}",
                 service=SERVICE,
@@ -268,6 +275,9 @@ class Transport:
             raise TemporaryError(
                 f"{call}: transport error: {type(exc).__name__}", service=SERVICE
             ) from None
+        finally:
+            if self._observer is not None:
+                self._observer("vpsie", call, outcome, self._clock.monotonic() - started)
         log.debug(
             "vpsie %s: %s %s%s -> %d in %.3fs",
             call,

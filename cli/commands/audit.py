@@ -2,7 +2,9 @@
 
 Without --plan: every plan (id, node group, strategy, proposed at, outcome, nodes, saving).
 With --plan (a unique prefix will do): its decisions with their reasons, its replacements,
-its timeline and its totals. --json prints the same as JSON.
+its timeline and its totals. --json prints the same as JSON (its keys: docs/cli.md).
+With --serve: the status page for this recorded log, read-only, on a loopback address
+(--listen, default 127.0.0.1:8471; port 0 picks a free one), until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 from cli.logargs import add_log_arguments
 
 if TYPE_CHECKING:
-    from cli.audit import PlanReport, PlanRow
+    from daemon.audit import PlanReport, PlanRow
 
 HELP = "show what the rebalancer did and why, from the event log alone"
 
@@ -24,6 +26,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_log_arguments(parser)
     parser.add_argument("--plan", metavar="ID", help="one plan (a unique prefix of its id)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve the status page for this log (read-only) until Ctrl-C",
+    )
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:8471",
+        metavar="HOST:PORT",
+        help="with --serve: a loopback address (default 127.0.0.1:8471; port 0: any free port)",
+    )
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -117,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
 
     import orjson
 
-    from cli.audit import AuditError, list_plans, open_existing, plan_report, resolve_plan
+    from daemon.audit import AuditError, list_plans, open_existing, plan_report, resolve_plan
     from eventstore import EventStoreError
 
     def to_json(value: object) -> str:
@@ -147,10 +160,64 @@ def main(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        return asyncio.run(run())
+        return asyncio.run(serve(args) if args.serve else run())
     except (AuditError, EventStoreError) as exc:
         print(f"audit: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise  # the reader of stdout went away: cli.main ends quietly
+        print(f"audit: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except ValueError as exc:  # an event this build cannot read (statemachine decode errors)
         print(f"audit: {args.db}: {exc}", file=sys.stderr)
         return 2
+
+
+def loopback_address(text: str) -> str:
+    """`text` if it is a TCP address on the loopback interface; AuditError otherwise."""
+    import ipaddress
+
+    from daemon.audit import AuditError
+    from daemon.control_protocol import parse_address
+
+    try:
+        address = parse_address(text)
+        loopback = not address.unix_path and (
+            address.host == "localhost" or ipaddress.ip_address(address.host).is_loopback
+        )
+    except ValueError as exc:
+        raise AuditError(f"--listen: {exc}") from None
+    if not loopback:
+        raise AuditError(
+            f"--listen {text}: the read-only page serves loopback addresses only "
+            "(127.0.0.1, ::1 or localhost)"
+        )
+    return text
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """`audit --db FILE --serve`: the status page of a recorded log, until interrupted."""
+    import asyncio
+    import signal
+
+    from daemon.audit import open_existing
+    from daemon.control import ControlServer, Readiness
+    from daemon.page import LogPages
+
+    listen = loopback_address(args.listen)
+    store = await open_existing(args.db)
+    server = ControlServer(None, listen=listen, readiness=Readiness(), pages=LogPages(store))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        address = await server.start()
+        print(f"status page of {args.db} (read-only): {address}/", flush=True)
+        print("SIGTERM or Ctrl-C stops it.", flush=True)
+        await stop.wait()
+    finally:
+        await server.stop()
+        await store.close()
+    return 0

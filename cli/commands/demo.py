@@ -4,9 +4,10 @@ Starts the simulator with the built-in scenario (simulator/scenarios/demo.yaml: 
 oversized workers, Deployments with PodDisruptionBudgets) at a high speed, writes a
 configuration and a fresh event log into the state directory (default ./demo-state, kept so the
 audit can be read afterwards), runs the real daemon service against both simulated APIs over
-HTTP on the simulator's timeline, prints one line per state change, and ends with a summary:
-nodes replaced, the saving, the duration (simulated and real), pods lost (Ready replicas of
-every Deployment before and after; it should say zero) and the command that shows the audit.
+HTTP on the simulator's timeline, prints the status page's address (the control API on a free
+loopback port) and one line per state change, and ends with a summary: nodes replaced, the
+saving, the duration (simulated and real), pods lost (Ready replicas of every Deployment before
+and after; it should say zero) and the commands that show the audit and its page.
 """
 
 from __future__ import annotations
@@ -58,21 +59,22 @@ def main(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: cli.main ends quietly
     except OSError as exc:
         print(f"demo: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
 
 
-def _config(cluster: str, strategy: str, database: Path, socket: Path) -> str:
+def _config(cluster: str, strategy: str, database: Path) -> str:
     return f"""\
 # Written by `vpsie-rebalancer demo`: the daemon against the simulated cluster.
 cluster = "{cluster}"
 kubeconfig = "sim/kubeconfig"
 vpsie_credentials = "sim/vpsie.json"
 database = "{database.name}"
-listen = "unix:{socket}"
+# A free loopback port: the status page's address is printed when the daemon starts.
+listen = "127.0.0.1:0"
 analysis_interval = "10m"
 
 [[node_groups]]
@@ -139,13 +141,12 @@ def _write_config(path: Path, text: str) -> Config:
 
 async def _demo(args: argparse.Namespace) -> int:
     import logging
-    import tempfile
     import time
     from datetime import UTC, datetime
     from decimal import Decimal
 
     import simulator
-    from cli.progress import ProgressPrinter, elapsed, money
+    from cli.progress import ProgressPrinter, elapsed, line_writer, money
     from daemon.clock import ScaledClock
     from daemon.service.lifecycle import Service
     from simulator.serve import start_simulator
@@ -155,7 +156,6 @@ async def _demo(args: argparse.Namespace) -> int:
     state_dir = _prepare(args.state_dir)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     database = state_dir / f"events-{stamp}.db"
-    socket_dir = Path(tempfile.mkdtemp(prefix="vpsie-demo-"))
     speed = float(args.speed)
     real_start = time.perf_counter()
     print(f"Starting the simulated cluster ({scenario.name}, {speed:g}x real time) ...")
@@ -164,7 +164,7 @@ async def _demo(args: argparse.Namespace) -> int:
     ) as sim:
         config_path = state_dir / "config.toml"
         text = _config(
-            sim.scenario.cluster.identifier, args.strategy, database, socket_dir / "control.sock"
+            sim.scenario.cluster.identifier, args.strategy, database
         )
         config = _write_config(config_path, text)
         await sim.clock.sleep(20)  # pods start and PDBs report what they allow
@@ -172,7 +172,9 @@ async def _demo(args: argparse.Namespace) -> int:
         workers_before = len(sim.vpsie.workers)
         sim_start = sim.clock.now()
         clock = ScaledClock(speed, start=sim.clock.now())
-        progress = ProgressPrinter(clock)
+        # The daemon's console lines: once stdout's reader has gone they stop, the demo not.
+        say = line_writer(sys.stdout)
+        progress = ProgressPrinter(clock, write=say)
         print(
             f"{workers_before} workers, {sum(r for _, r in before.values())} replicas in "
             f"{len(before)} Deployments; strategy {args.strategy}. The daemon starts:\n"
@@ -185,6 +187,7 @@ async def _demo(args: argparse.Namespace) -> int:
             observers=(progress.on_event,),
             lease_duration_s=60,
             poll_interval_s=2.0,
+            on_listening=lambda address: say(f"Status page while the demo runs: {address}/\n"),
         )
         code = await service.run()
         sim_end = sim.clock.now()
@@ -221,4 +224,6 @@ async def _demo(args: argparse.Namespace) -> int:
         print(f"  vpsie-rebalancer audit --db {database} --plan {first}")
     else:
         print(f"  vpsie-rebalancer audit --db {database}")
+    print("The same as the status page, read-only:")
+    print(f"  vpsie-rebalancer audit --db {database} --serve")
     return code if lost == 0 else 1

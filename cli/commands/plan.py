@@ -49,8 +49,6 @@ def main(args: argparse.Namespace) -> int:
     except PlanCommandError as exc:
         print(f"plan: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
 
 
 async def _run(config_path: str, *, as_json: bool, record: bool) -> int:

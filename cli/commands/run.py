@@ -126,6 +126,8 @@ def main(
     )
     try:
         code = asyncio.run(service.run())
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: cli.main ends quietly
     except (EventStoreError, RecoveryError) as exc:
         return fail(f"event log {config.database}: {exc}", 1)
     except (AdapterError, SettingsError, OSError, ValueError) as exc:

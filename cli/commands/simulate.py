@@ -81,6 +81,8 @@ def main(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: cli.main ends quietly
     except OSError as exc:
         print(f"{prog}: cannot serve: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ def main(args: argparse.Namespace) -> int:
     import asyncio
     import sys
 
-    from cli.audit import AuditError, open_existing, verify_log
+    from daemon.audit import AuditError, open_existing, verify_log
     from eventstore import EventStoreError
 
     async def run() -> int:

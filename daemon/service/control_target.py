@@ -17,6 +17,7 @@ from daemon.control import ControlError
 from daemon.executor.runner import InvalidRequest
 from daemon.service.runners import Runners
 from daemon.service.state import ServiceContext, Tracked
+from daemon.service.waiting import plan_waiting
 from statemachine import events as ev
 from statemachine.fold import PlanState
 from statemachine.machines import PlanStatus, ReplacementStatus
@@ -42,10 +43,22 @@ class PlanControl:
         return {
             "plans": sorted(plans, key=lambda p: str(p["plan_id"])),
             "node_groups": {
-                name: {"last_analysis_at": v.last_analysis_at, "last_decision": v.last_decision}
+                name: {
+                    "last_analysis_at": v.last_analysis_at,
+                    "last_decision": v.last_decision,
+                    "waiting": self._waiting(name, v.waiting),
+                }
                 for name, v in sorted(self._ctx.groups.items())
             },
         }
+
+    def _waiting(self, group: str, after_analysis: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A plan in flight decides what the group waits for (a person, or nothing: it runs)."""
+        for tracked in self._ctx.plans.values():
+            state = tracked.journal.state
+            if state.spec.node_group == group:
+                return plan_waiting(state)
+        return after_analysis
 
     def _tracked(self, plan_id: str) -> Tracked:
         tracked = self._ctx.plans.get(plan_id)

@@ -13,12 +13,14 @@ It is given the shared `ServiceContext` and the `Runners` that start an approved
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 from daemon.clock import rfc3339
 from daemon.service.recovery import Recovered
 from daemon.service.runners import Runners
 from daemon.service.snapshot import SnapshotError, gather_snapshot
 from daemon.service.state import ServiceContext, Tracked
+from daemon.service.waiting import analysis_waiting, world_waiting
 from planner import NodeGroupPolicy, analyze, make_plan
 from statemachine import events as ev
 from statemachine.machines import PlanStatus
@@ -69,6 +71,7 @@ class Decisions:
             return
         now = self._ctx.clock.now()
         view.last_analysis_at = rfc3339(now)
+        next_analysis_at = rfc3339(now + self._ctx.config.analysis_interval_s)
         try:
             gathered = await gather_snapshot(
                 cloud,
@@ -79,6 +82,7 @@ class Decisions:
             )
         except SnapshotError as exc:
             view.last_decision = f"no analysis: {exc}"
+            view.waiting = world_waiting(str(exc), next_analysis_at)
             log.warning("node group %s: %s", policy.name, exc, extra={"node_group": policy.name})
             return
         for problem in gathered.problems:
@@ -93,8 +97,19 @@ class Decisions:
             now=rfc3339(now),
             last_plan_finished_at=self._ctx.last_finished.get(policy.name),
         )
+        self._ctx.metrics.analysed(
+            policy.name, now, Counter(x.reason for x in analysis.exclusions)
+        )
+        if self._ctx.reporter is not None:
+            self._ctx.reporter.note_left_out(
+                policy.name, analysis.exclusions, self._ctx.clock.monotonic()
+            )
         spec = make_plan(analysis, policy, now=rfc3339(now))
         reasons = "; ".join(analysis.action_reasons) or "no reason given"
+        closed_at_once = spec is None or spec.recommended_action in (Action.POSTPONE, Action.REJECT)
+        view.waiting = analysis_waiting(
+            analysis.checks, reasons if closed_at_once else None, next_analysis_at
+        )
         if spec is None:
             fingerprint: tuple[object, ...] = ("none", analysis.action_reasons)
             view.last_decision = f"nothing to do: {reasons}"

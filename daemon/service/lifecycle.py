@@ -35,7 +35,7 @@ import dataclasses
 import logging
 import random
 import signal
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +46,10 @@ from adapters.vpsie import VpsieClient
 from daemon.clock import SystemClock
 from daemon.config import Config, ConfigError, load_config
 from daemon.control import ControlServer, Readiness, Role
+from daemon.control_protocol import Address
 from daemon.eventlog import open_configured_log
 from daemon.executor.journal import Subscriber
+from daemon.page import LogPages
 from daemon.ports import Clock, Cloud, Cluster
 from daemon.service.control_target import PlanControl, plan_summary
 from daemon.service.decisions import Decisions
@@ -85,7 +87,11 @@ class Service:
         lease_duration_s: int = 15,
         poll_interval_s: float = 5.0,
         datacenter: str = "",
+        on_listening: Callable[[Address], None] | None = None,
     ) -> None:
+        """`on_listening` is told where the control API (and the status page) listens."""
+        self._on_listening = on_listening
+        self.control_address: Address | None = None
         self._ctx = ServiceContext(
             config,
             config_path=config_path,
@@ -148,6 +154,7 @@ class Service:
         try:
             self._ctx.notifier.status("opening the event log")
             store = self._ctx.store = await open_configured_log(self.config)
+            store.on_commit = self.metrics.eventlog_committed
             try:
                 return await self._with_store(store)
             finally:
@@ -179,10 +186,15 @@ class Service:
         )
         async with (
             VpsieClient.from_file(
-                self.config.vpsie_credentials, clock=self._ctx.clock, rng=self._rng
+                self.config.vpsie_credentials,
+                clock=self._ctx.clock,
+                rng=self._rng,
+                observer=self.metrics.api_request,
             ) as vpsie,
             KubeClient.from_kubeconfig(
-                str(self.config.kubeconfig), now=self._ctx.clock.now
+                str(self.config.kubeconfig),
+                now=self._ctx.clock.now,
+                observer=self.metrics.api_request,
             ) as kube,
         ):
             cloud: Cloud = vpsie
@@ -202,8 +214,11 @@ class Service:
             readiness=self.readiness,
             metrics=self.metrics,
             token_file=self.config.token_file,
+            pages=LogPages(self._ctx.event_store()),
         )
-        await control.start()
+        self.control_address = await control.start()
+        if self._on_listening is not None:
+            self._on_listening(self.control_address)
         reporter_task = asyncio.create_task(reporter.run())
         elector = self._elector = LeaderElector(
             cluster,

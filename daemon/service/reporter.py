@@ -21,7 +21,7 @@ from daemon.ports import Cluster
 from statemachine import events as ev
 from statemachine.fold import PlanState
 from statemachine.machines import REPLACEMENT_TERMINAL, PlanStatus, ReplacementStatus
-from statemachine.plan import CheckResult, CheckStatus
+from statemachine.plan import CheckResult, CheckStatus, Exclusion
 from statemachine.world import NodeGroupSpec
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,9 @@ class Reporter:
     """
 
     QUEUE = 1000
+    # A node left out is named in an Event when first seen with a reason, then again only
+    # after this long if still left out for that reason: not every analysis interval.
+    LEFT_OUT_EVERY_S = 6 * 3600.0
 
     def __init__(self, cluster: Cluster, metrics: Metrics, fallback: Regarding) -> None:
         self._cluster = cluster
@@ -81,12 +84,36 @@ class Reporter:
         self._marks: dict[tuple[str, str, str], str] = {}
         # Savings realised per node group since this daemon started (the metric's value).
         self._saved: dict[str, Decimal] = {}
+        # (node group, node, reason) -> when (monotonic seconds) its Event was last queued.
+        self._left_out: dict[tuple[str, str, str], float] = {}
         self.sent = 0
         self.dropped = 0
 
     def note_idle(self, node_group: str, reasons: str) -> None:
         """An analysis found nothing to replace: say why, once per change."""
         self._emit(self._group(node_group), "RebalanceNotNeeded", reasons)
+
+    def note_left_out(
+        self, node_group: str, exclusions: Sequence[Exclusion], now_mono: float
+    ) -> None:
+        """Nodes an analysis left out: a `NodeLeftOut` Event on each Node, with its reason.
+
+        Rate limited per node and reason (`LEFT_OUT_EVERY_S`); a node no longer left out is
+        forgotten, so it is named again at once if it is left out later.
+        """
+        current = {(node_group, x.node, x.reason): x for x in exclusions}
+        for key in [k for k in self._left_out if k[0] == node_group and k not in current]:
+            del self._left_out[key]
+        for key, x in current.items():
+            last = self._left_out.get(key)
+            if last is not None and now_mono - last < self.LEFT_OUT_EVERY_S:
+                continue
+            self._left_out[key] = now_mono
+            self._emit(
+                Regarding("Node", x.node),
+                "NodeLeftOut",
+                f"Not replaced by the rebalancer ({x.reason}): {x.message}",
+            )
 
     def set_node_groups(self, specs: Sequence[NodeGroupSpec]) -> None:
         self._group_objects = {

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from adapters.metrics import Metrics
 from adapters.systemd_notify import Notifier
@@ -52,6 +53,8 @@ class GroupView:
     last_decision: str = ""
     next_analysis_mono: float = 0.0
     fingerprint: tuple[object, ...] = ()
+    # What the group waits for after its last analysis (waiting.py), when no plan is in flight.
+    waiting: dict[str, Any] | None = None
 
 
 WorldWrapper = Callable[[Cloud, Cluster], tuple[Cloud, Cluster]]

@@ -106,3 +106,35 @@ async def test_defaults_come_from_the_config_file(
     assert running.target.calls == [("approve", "p-wait", "cli", "")]
     assert await _cli("status", "--config", str(tmp_path / "absent.toml")) == 2
     assert "absent.toml: file not found" in capsys.readouterr().err
+
+
+def test_status_text_says_what_each_group_waits_for() -> None:
+    from cli.control_client import format_status
+
+    text = format_status(
+        {
+            "daemon": {"role": "leader", "ready": True, "reason": "leader"},
+            "plans": [],
+            "node_groups": {
+                "general": {
+                    "last_analysis_at": "2026-01-05T14:00:00.000Z",
+                    "last_decision": "nothing to do: outside maintenance windows",
+                    "waiting": {
+                        "reason": "window",
+                        "until": "2026-01-06T02:00:00Z",
+                        "message": "the next maintenance window, which opens at "
+                        "2026-01-06 02:00:00Z",
+                    },
+                },
+                "batch": {"last_analysis_at": "", "last_decision": "", "waiting": None},
+            },
+        }
+    )
+    assert text.splitlines() == [
+        "daemon: leader, ready",
+        "node group batch: not analysed yet",
+        "node group general: waits for the next maintenance window, which opens at "
+        "2026-01-06 02:00:00Z; last analysis 2026-01-05T14:00:00.000Z: nothing to do: outside "
+        "maintenance windows",
+        "no plans in flight",
+    ]

@@ -4,8 +4,10 @@ Reads the event log through the same fold the daemon uses and turns it into repo
 of plans, and for one plan its decisions (safety checks with their messages, prices seen,
 nodes left out and why, re-checks during execution), its timeline (every transition with the
 node, the state before and after, and the reason) and its totals. The `audit` command prints
-them as tables or JSON; `verify_log` checks the hash chain and that every event still means
-something to this build.
+them as tables or JSON, the status page (daemon/page.py) shows them in a browser;
+`verify_log` checks the hash chain and that every event still means something to this build.
+It lives beside the daemon, not in the command line, because both the daemon's status page and
+`audit --serve` use it.
 """
 
 from __future__ import annotations
@@ -91,22 +93,45 @@ def _row(plan: PlanState) -> PlanRow:
     )
 
 
+class LogFold:
+    """Every plan of a log, folded, kept up to date by reading only what was appended since.
+
+    A plan whose events stop making sense (an event this build cannot read, a transition its
+    machine forbids) is folded no further and named in `problems`; the others are unaffected.
+    The audit folds a log once; the status page calls `catch_up` before each answer, so a
+    page refresh reads the events appended since the previous one, not the whole log.
+    """
+
+    def __init__(self) -> None:
+        self.state = FoldState(keep_finished=True)
+        self.problems: list[str] = []
+        self._refused: set[str] = set()
+        self._next_seq = 1
+
+    async def catch_up(self, store: EventStore) -> None:
+        async for recorded in store.read_all(self._next_seq):
+            self._next_seq = recorded.seq + 1
+            pid = ev.plan_id_of_stream(recorded.stream)
+            if pid in self._refused:
+                continue
+            try:
+                apply(self.state, recorded)
+            except (IllegalTransition, ev.EventDecodeError) as exc:
+                self.problems.append(
+                    f"seq {recorded.seq} ({recorded.stream}, {recorded.type}): {exc}"
+                )
+                if pid is not None:
+                    self._refused.add(pid)
+
+    def rows(self) -> list[PlanRow]:
+        return [_row(p) for p in self.state.plans.values()]
+
+
 async def list_plans(store: EventStore) -> tuple[list[PlanRow], list[str]]:
     """Every plan in the log, oldest first, and the problems met folding it."""
-    state = FoldState(keep_finished=True)
-    problems: list[str] = []
-    refused: set[str] = set()
-    async for recorded in store.read_all():
-        pid = ev.plan_id_of_stream(recorded.stream)
-        if pid in refused:
-            continue
-        try:
-            apply(state, recorded)
-        except (IllegalTransition, ev.EventDecodeError) as exc:
-            problems.append(f"seq {recorded.seq} ({recorded.stream}, {recorded.type}): {exc}")
-            if pid is not None:
-                refused.add(pid)
-    return [_row(p) for p in state.plans.values()], problems
+    folded = LogFold()
+    await folded.catch_up(store)
+    return folded.rows(), folded.problems
 
 
 async def resolve_plan(store: EventStore, prefix: str) -> str:
