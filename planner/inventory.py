@@ -44,6 +44,7 @@ POD_DO_NOT_DISRUPT = "pod-do-not-disrupt"
 POD_NOT_SAFE_TO_EVICT = "pod-not-safe-to-evict"
 POD_WITHOUT_CONTROLLER = "pod-without-controller"
 POD_PINNED = "pod-pinned-to-node"
+POD_DISRUPTION_BUDGET = "pod-disruption-budget"
 ALREADY_TARGET_SIZE = "already-target-size"
 EXCLUSION_CODES = (
     NOT_READY,
@@ -57,6 +58,7 @@ EXCLUSION_CODES = (
     POD_NOT_SAFE_TO_EVICT,
     POD_WITHOUT_CONTROLLER,
     POD_PINNED,
+    POD_DISRUPTION_BUDGET,
     ALREADY_TARGET_SIZE,
 )
 
