@@ -416,6 +416,10 @@ class _FleetOption:
     # The fleet search's packing, per size id: each node's planned pods per (CPU, memory)
     # request; empty for a single-size fleet sized by first-fit decreasing.
     layout: dict[int, list[dict[tuple[int, int], int]]] = field(default_factory=dict)
+    # Set when the fleet was sized around candidates that stay as they are: those nodes, and
+    # what the packing adds to each of them.
+    keep: tuple[str, ...] | None = None
+    keep_plans: dict[str, dict[tuple[int, int], int]] = field(default_factory=dict)
 
     @property
     def nodes(self) -> int:
@@ -539,6 +543,54 @@ def _fleet_choices(
     return sorted([*mixed, *singles[:2]], key=lambda f: f.sort_key())
 
 
+def _refit_around_kept(
+    kept: Sequence[Candidate],
+    offers: Sequence[SizeOffer],
+    candidates: Sequence[Candidate],
+    group: _Group,
+    staying: int,
+    min_nodes: int,
+    max_nodes: int | None,
+    policy: NodeGroupPolicy,
+) -> _FleetOption | None:
+    """The cheapest fleet for the pods of the candidates that are not kept, the kept nodes'
+    free room (usable less what they hold) counting as nodes that are there anyway."""
+    kept_names = [c.node for c in kept]
+    rest = [c for c in candidates if c.node not in set(kept_names)]
+    buckets = group.movable_buckets([c.node for c in rest])
+    if not offers or not rest:
+        return None
+    bins = [group.bin_for(n) for n in kept_names]
+    rooms = [Resources(cpu_millis=b.cpu, memory_bytes=b.mem, pods=b.pods) for b in bins]
+    sizes = [SizeRoom(offer=o, free=group.new_free(o)) for o in offers]
+    search = FleetSearch(
+        buckets,
+        sizes,
+        floor=max(min_nodes - staying - len(kept), 0),
+        ceiling=_ceiling(len(rest), staying + len(kept), max_nodes),
+        solver=policy.fleet_solver,
+        existing=rooms,
+    )
+    fleet = next(search.fleets(), None)
+    if fleet is None:
+        return None
+    by_id = {o.id: o for o in offers}
+    counts: dict[int, int] = {}
+    for c in kept:
+        counts[c.size_id] = counts.get(c.size_id, 0) + 1
+    layout: dict[int, list[dict[tuple[int, int], int]]] = {}
+    keep_plans: dict[str, dict[tuple[int, int], int]] = {}
+    for i, slots in fleet.layout:
+        if i >= len(sizes):
+            keep_plans[kept_names[i - len(sizes)]] = dict(slots)
+        else:
+            layout.setdefault(sizes[i].offer.id, []).append(dict(slots))
+    for i, n in enumerate(fleet.counts):
+        counts[sizes[i].offer.id] = counts.get(sizes[i].offer.id, 0) + n
+    option = _fleet_option([(by_id[sid], n) for sid, n in counts.items() if sid in by_id], layout)
+    return replace(option, keep=tuple(kept_names), keep_plans=keep_plans)
+
+
 def _below_threshold(
     fleet: _FleetOption, old_cost: Decimal, group_cost: Decimal, policy: NodeGroupPolicy
 ) -> str | None:
@@ -572,6 +624,8 @@ def _assign(
             (c for c in candidates if c.size_id == offer.id),
             key=lambda c: (-c.pods, -c.utilisation_per_mille, c.node),
         )
+        if fleet.keep is not None:
+            same = [c for c in same if c.node in fleet.keep]
         kept.extend(same[:n])
         slots.extend([offer] * (n - min(n, len(same))))
     kept_names = {c.node for c in kept}
@@ -694,6 +748,9 @@ def _simulate(
     planned = {size: iter(nodes) for size, nodes in fleet.layout.items()}
     kept_size = {c.node: c.size_id for c in kept}
     for b in survivors:
+        if b.name in fleet.keep_plans:
+            b.plan = dict(fleet.keep_plans[b.name])
+            continue
         size = kept_size.get(b.name)
         plan = next(planned[size], None) if size in planned else None
         if plan is not None:
@@ -884,6 +941,18 @@ def _analyze(
                     no_plan_reasons.append(why)
                 break
             attempt = _try_fleet(fleet, candidates, group, nodes, policy)
+            if attempt.outcome.failed_batch is not None and attempt.kept and fleet.keep is None:
+                # Sized as if the kept nodes were empty; size again around what they hold.
+                refined = _refit_around_kept(
+                    attempt.kept, offers, candidates, group, staying, min_nodes, max_nodes, policy
+                )
+                if (
+                    refined is not None
+                    and _below_threshold(refined, old_cost, group_cost, policy) is None
+                ):
+                    second = _try_fleet(refined, candidates, group, nodes, policy)
+                    if second.outcome.failed_batch is None:
+                        attempt = second
             if attempt.outcome.failed_batch is None:
                 chosen = attempt
                 break

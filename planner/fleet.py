@@ -105,8 +105,24 @@ class FleetSearch:
         ceiling: int,
         solver: bool = True,
         time_budget_s: float = SOLVER_TIME_BUDGET_S,
+        existing: Sequence[Resources] = (),
     ) -> None:
+        # Nodes that stay whatever the fleet (their free room given) are one more "size" at
+        # the end, of price 0 and exactly one node in the programs, whose packing keeps each
+        # of them apart (size index n_real + i for existing node i).
+        self.n_real = len(sizes)
+        self.existing = list(existing)
         self.sizes = list(sizes)
+        if self.existing:
+            total = Resources(
+                cpu_millis=sum(max(e.cpu_millis, 0) for e in self.existing),
+                memory_bytes=sum(max(e.memory_bytes, 0) for e in self.existing),
+                pods=sum(max(e.pods, 0) for e in self.existing),
+            )
+            pseudo = SizeOffer(
+                id=0, name="(staying nodes)", cpu=0, ram_mb=0, disk_gb=0, monthly_price=Decimal(0)
+            )
+            self.sizes.append(SizeRoom(offer=pseudo, free=total))
         self.floor = max(floor, 0)
         self.ceiling = ceiling
         self.solver = solver
@@ -124,7 +140,10 @@ class FleetSearch:
                 merged.items(), key=lambda kv: (-kv[0][0], -kv[0][1], kv[0][2])
             )
         ]
-        self.fits = [[_fit(d, s.free) for s in self.sizes] for d in self.demands]
+        self.fits = [[_fit(d, s.free) for s in self.sizes[: self.n_real]] for d in self.demands]
+        if self.existing:
+            for j, d in enumerate(self.demands):
+                self.fits[j].append(sum(_fit(d, e) for e in self.existing))
         self.used_solver = False
         self.solver_seconds = 0.0
         self.layouts: dict[
@@ -155,11 +174,18 @@ class FleetSearch:
                 return found
         return self._heuristic_bound()
 
+    def _with_existing(self, real: Sequence[int]) -> tuple[int, ...]:
+        return (*real, 1) if self.existing else tuple(real)
+
+    def nodes_of(self, counts: Sequence[int]) -> int:
+        """New nodes in `counts` (staying nodes not counted)."""
+        return sum(counts[: self.n_real])
+
     def _cheapest_floor(self) -> tuple[int, ...] | None:
-        if not self.sizes or self.floor > self.ceiling:
+        if not self.n_real or self.floor > self.ceiling:
             return None
-        best = min(range(len(self.sizes)), key=lambda i: (self.sizes[i].offer.monthly_price, i))
-        return tuple(self.floor if i == best else 0 for i in range(len(self.sizes)))
+        best = min(range(self.n_real), key=lambda i: (self.sizes[i].offer.monthly_price, i))
+        return self._with_existing([self.floor if i == best else 0 for i in range(self.n_real)])
 
     def _milp(self) -> tuple[int, ...] | None:
         found = self._solve(None)
@@ -234,7 +260,7 @@ class FleetSearch:
                 -np.inf,
                 0.0,
             )
-        row([(s, 1.0) for s in range(n_s)], float(self.floor), float(self.ceiling))
+        row([(s, 1.0) for s in range(self.n_real)], float(self.floor), float(self.ceiling))
         # Price first; among equal prices fewer nodes (a thousandth of a cent per node).
         cost = np.zeros(n_var)
         for s, size in enumerate(self.sizes):
@@ -246,6 +272,8 @@ class FleetSearch:
         if fixed is None:
             integrality[:n_s] = 1
             upper[:n_s] = float(self.ceiling)
+            if self.existing:
+                lower[self.n_real] = upper[self.n_real] = 1.0
         else:
             lower[:n_s] = upper[:n_s] = np.array(fixed, dtype=float)
             cost[:] = 0.0
@@ -270,12 +298,16 @@ class FleetSearch:
     def _heuristic_bound(self) -> tuple[int, ...] | None:
         """Cheapest fleet of one or two sizes whose summed room covers the summed requests,
         each pod's own limits (exclusive pods need as many nodes) and the floor."""
-        need_cpu = sum(d.cpu * d.count for d in self.demands)
-        need_mem = sum(d.mem * d.count for d in self.demands)
-        need_pods = sum(d.count for d in self.demands)
-        need_nodes = max([self.floor] + [-(-d.count // d.cap) for d in self.demands if d.cap])
+        staying = self.sizes[self.n_real].free if self.existing else Resources()
+        need_cpu = sum(d.cpu * d.count for d in self.demands) - staying.cpu_millis
+        need_mem = sum(d.mem * d.count for d in self.demands) - staying.memory_bytes
+        need_pods = sum(d.count for d in self.demands) - staying.pods
+        need_nodes = max(
+            [self.floor]
+            + [-(-d.count // d.cap) - len(self.existing) for d in self.demands if d.cap]
+        )
         best: tuple[Decimal, int, tuple[int, ...]] | None = None
-        n = len(self.sizes)
+        n = self.n_real
         for a in range(n):
             for b in range(a, n):
                 if not all(f[a] or f[b] for f in self.fits):
@@ -283,8 +315,8 @@ class FleetSearch:
                 found = self._pair(a, b, need_cpu, need_mem, need_pods, need_nodes)
                 if found is None:
                     continue
-                counts = tuple(found.get(i, 0) for i in range(n))
-                key = (self.cost(counts), sum(counts), counts)
+                counts = self._with_existing([found.get(i, 0) for i in range(n)])
+                key = (self.cost(counts), self.nodes_of(counts), counts)
                 if best is None or key < best:
                     best = key
         return best[2] if best is not None else None
@@ -354,11 +386,14 @@ class FleetSearch:
             plan = self._assignment(counts)
         empty = (0,) * len(self.demands)
         classes: Classes = {}
-        for s, n in enumerate(counts):
+        for s, n in enumerate(counts[: self.n_real]):
             if n > 0:
                 f = self.sizes[s].free
                 key = (f.cpu_millis, f.memory_bytes, f.pods, s, empty)
                 classes[key] = classes.get(key, 0) + n
+        for i, e in enumerate(self.existing):
+            classes[(e.cpu_millis, e.memory_bytes, e.pods, self.n_real + i, empty)] = 1
+        pseudo = self.n_real if self.existing else -1
         if not classes:
             self.last_failure = (0, self.demands[0].count) if self.demands else None
             return not self.demands
@@ -385,10 +420,10 @@ class FleetSearch:
                 shares = [plan.get((j, s), 0.0) for s in range(len(self.sizes))]
                 for s, want in enumerate(_round_shares(shares, d.count)):
                     if want > 0:
-                        classes, unplaced = _spread(classes, d, j, want, only=s)
+                        classes, unplaced = _spread(classes, d, j, want, s, pseudo)
                         left -= want - unplaced
             if left > 0:
-                classes, left = _spread(classes, d, j, left, only=None)
+                classes, left = _spread(classes, d, j, left, None, pseudo)
             if left > 0:
                 self.last_failure = (j, left)
                 return False
@@ -422,20 +457,24 @@ class FleetSearch:
         if start is None:
             return
         seen = {start}
-        heap: list[tuple[Decimal, int, tuple[int, ...]]] = [(self.cost(start), sum(start), start)]
-        by_price = sorted(
-            range(len(self.sizes)), key=lambda i: (self.sizes[i].offer.monthly_price, i)
-        )
+        heap: list[tuple[Decimal, int, tuple[int, ...]]] = [
+            (self.cost(start), self.nodes_of(start), start)
+        ]
+        by_price = sorted(range(self.n_real), key=lambda i: (self.sizes[i].offer.monthly_price, i))
         tries = 0
         found = False
         # One node is a large share of a small fleet: search there; a large one is repaired.
-        budget = MAX_PACKINGS // 2 if sum(start) <= BEST_FIRST_NODES else 1
+        budget = MAX_PACKINGS // 2 if self.nodes_of(start) <= BEST_FIRST_NODES else 1
         while heap and tries < budget:
             cost, nodes, counts = heapq.heappop(heap)
             tries += 1
             if nodes >= self.floor and self.packs(counts):
                 found = True
-                yield Fleet(counts=counts, cost=cost, layout=self.layouts.get(counts, ()))
+                yield Fleet(
+                    counts=counts[: self.n_real],
+                    cost=cost,
+                    layout=self.layouts.get(counts, ()),
+                )
                 continue
             for s in by_price:
                 if nodes < self.ceiling:
@@ -458,15 +497,17 @@ class FleetSearch:
         if found:
             return
         counts = start
-        while tries < MAX_PACKINGS and sum(counts) < self.ceiling:
+        while tries < MAX_PACKINGS and self.nodes_of(counts) < self.ceiling:
             tries += 1
-            if sum(counts) >= self.floor and self.packs(counts):
+            if self.nodes_of(counts) >= self.floor and self.packs(counts):
                 yield Fleet(
-                    counts=counts, cost=self.cost(counts), layout=self.layouts.get(counts, ())
+                    counts=counts[: self.n_real],
+                    cost=self.cost(counts),
+                    layout=self.layouts.get(counts, ()),
                 )
                 return
             s, n = self._repair_size(counts)
-            n = max(1, min(n, self.ceiling - sum(counts)))
+            n = max(1, min(n, self.ceiling - self.nodes_of(counts)))
             counts = tuple(c + (n if i == s else 0) for i, c in enumerate(counts))
 
     def _repair_size(self, counts: tuple[int, ...]) -> tuple[int, int]:
@@ -474,9 +515,9 @@ class FleetSearch:
         which takes what was left over, else enough nodes of the size taking most of it per
         dollar; the cheapest size below the floor; the largest when the relaxation found no
         room at all."""
-        n_sizes = len(self.sizes)
+        n_sizes = self.n_real
         failure = self.last_failure
-        if sum(counts) < self.floor:
+        if self.nodes_of(counts) < self.floor:
             return min(range(n_sizes), key=lambda i: (self.sizes[i].offer.monthly_price, i)), 1
         if failure is None:
             largest = max(
@@ -518,7 +559,7 @@ Classes = dict[tuple[int, int, int, int, tuple[int, ...]], int]
 
 
 def _spread(
-    classes: Classes, d: _Demand, j: int, count: int, only: int | None
+    classes: Classes, d: _Demand, j: int, count: int, only: int | None, pseudo: int
 ) -> tuple[Classes, int]:
     """Place up to `count` pods of `d` over the node classes (of size `only`, or all), each
     class in proportion to the room it has for them, largest remainders rounding; within a
@@ -526,7 +567,7 @@ def _spread(
     keys = sorted(classes, reverse=True)  # roomiest first: rounding ties favour them
     rooms: list[int] = []
     for cpu, mem, pods, s, _ in keys:
-        if only is not None and s != only:
+        if only is not None and s != only and not (only == pseudo and s >= pseudo):
             rooms.append(0)
             continue
         r = pods

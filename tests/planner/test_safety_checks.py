@@ -158,9 +158,7 @@ def test_node_with_more_pods_of_a_pdb_than_allowed_is_excluded() -> None:
 def test_pdb_allowing_no_disruption_excludes_the_node_not_the_group() -> None:
     nodes, pods = fleet(3, 1, cpu=100)
     # Only n0's pod is selected by the budget (allowing 0); the others are replaced.
-    pods = [
-        replace(p, labels={"app": "db"}) if p.node_name == "n0" else p for p in pods
-    ]
+    pods = [replace(p, labels={"app": "db"}) if p.node_name == "n0" else p for p in pods]
     a = analyze(cluster(nodes, pods, pdbs=(pdb("db", "db", allowed=0),)), policy(), now=NOW)
     assert [(e.node, e.reason) for e in a.exclusions if e.reason != "already-target-size"] == [
         ("n0", "pod-disruption-budget")
