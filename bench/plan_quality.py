@@ -149,9 +149,7 @@ def main() -> int:
 
     def snapshot(world: World) -> ClusterSnapshot:
         current = by_name[world.current]
-        cap = Resources(
-            cpu_millis=current.cpu * 1000, memory_bytes=current.ram_mb * MIB, pods=110
-        )
+        cap = Resources(cpu_millis=current.cpu * 1000, memory_bytes=current.ram_mb * MIB, pods=110)
         nodes = []
         workers = []
         pods = []
@@ -282,8 +280,10 @@ def main() -> int:
 
     sizes = [4 + (i * 56) // (args.worlds - 1) for i in range(args.worlds)]
     ratios: list[float] = []
-    print(f"{'world':>5} {'mix':<13} {'nodes':>5} {'now $':>9} {'optimum $':>10} "
-          f"{'plan $':>9} {'ratio':>6} {'plan s':>7}  plan fleet / optimum fleet")
+    print(
+        f"{'world':>5} {'mix':<13} {'nodes':>5} {'now $':>9} {'optimum $':>10} "
+        f"{'plan $':>9} {'ratio':>6} {'plan s':>7}  plan fleet / optimum fleet"
+    )
     for i, n in enumerate(sizes):
         world = make_world(1000 + i, n)
         current, after, fleet, took = plan_cost(world)

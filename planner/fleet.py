@@ -149,7 +149,11 @@ class FleetSearch:
         self.layouts: dict[
             tuple[int, ...], tuple[tuple[int, tuple[tuple[tuple[int, int], int], ...]], ...]
         ] = {}
-        self._packed: dict[tuple[int, ...], tuple[bool, tuple[int, int] | None]] = {}
+        self._packed: dict[
+            tuple[int, ...],
+            tuple[bool, tuple[int, int] | None, tuple[tuple[int, int], ...]],
+        ] = {}
+        self.last_short: tuple[tuple[int, int], ...] = ()  # (demand, pods left), all of them
         self.last_failure: tuple[int, int] | None = None  # (demand, pods left) of the last packing
         self._assignments: dict[tuple[int, ...], dict[tuple[int, int], float] | None] = {}
         self.packings = 0
@@ -372,14 +376,16 @@ class FleetSearch:
         is then spread over every node. A fleet the linear program finds no room in is refused
         without packing."""
         if counts in self._packed:
-            ok, self.last_failure = self._packed[counts]
+            ok, self.last_failure, self.last_short = self._packed[counts]
             return ok
         ok = self._pack(counts)
-        self._packed[counts] = (ok, self.last_failure)
+        self._packed[counts] = (ok, self.last_failure, self.last_short)
         return ok
 
     def _pack(self, counts: tuple[int, ...]) -> bool:
         self.packings += 1
+        self.last_failure, self.last_short = None, ()
+        short: list[tuple[int, int]] = []
         plan: dict[tuple[int, int], float] | None = None
         if self.solver:
             # None (no room even in the relaxation, or a numerically tight call): spread alone.
@@ -425,8 +431,11 @@ class FleetSearch:
             if left > 0:
                 classes, left = _spread(classes, d, j, left, None, pseudo)
             if left > 0:
-                self.last_failure = (j, left)
-                return False
+                short.append((j, left))  # go on: the repair sees everything left over
+        if short:
+            self.last_failure = short[0]
+            self.last_short = tuple(short)
+            return False
         self.layouts[counts] = self._layout(classes)
         return True
 
@@ -525,6 +534,27 @@ class FleetSearch:
                 key=lambda i: (self.sizes[i].free.cpu_millis, self.sizes[i].free.memory_bytes, -i),
             )
             return largest, 1
+        if len(self.last_short) > 1:
+            # Several kinds of pods left over: the cheapest nodes of one size covering their
+            # summed requests.
+            need = (
+                sum(self.demands[j].cpu * n for j, n in self.last_short),
+                sum(self.demands[j].mem * n for j, n in self.last_short),
+                sum(n for _, n in self.last_short),
+            )
+            options: list[tuple[Decimal, int, int]] = []
+            for i in range(n_sizes):
+                if not all(self.fits[j][i] for j, _ in self.last_short):
+                    continue
+                f = self.sizes[i].free
+                rooms = (f.cpu_millis, f.memory_bytes, f.pods)
+                if any(r <= 0 for r in rooms):
+                    continue
+                k = max(-(-q // r) for q, r in zip(need, rooms, strict=True))
+                options.append((self.sizes[i].offer.monthly_price * k, k, i))
+            if options:
+                _, k, i = min(options)
+                return i, k
         j, left = failure
         fits = self.fits[j]
         whole = [i for i in range(n_sizes) if fits[i] >= left]
