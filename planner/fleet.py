@@ -32,6 +32,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+# Imported with the planner, not on first use: scipy's import takes most of a second, which
+# would otherwise stall the daemon's event loop (and its lease renewal) at the first analysis.
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import coo_array
+
 from planner.scheduling import Shape
 from statemachine.world import Resources, SizeOffer
 
@@ -215,10 +221,6 @@ class FleetSearch:
         fleet, else the linear program placing pods on a fleet of `fixed`, which maximises
         the share `u` of every size's room left free (so the rounding of the packing step
         finds slack everywhere instead of at one tight vertex)."""
-        import numpy as np
-        from scipy.optimize import Bounds, LinearConstraint, milp
-        from scipy.sparse import coo_array
-
         n_s = len(self.sizes)
         pairs = [(j, s) for j in range(len(self.demands)) for s in range(n_s) if self.fits[j][s]]
         n_var = n_s + len(pairs) + 1
