@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -30,8 +31,10 @@ from datetime import datetime
 from decimal import Decimal
 
 from planner import checks
+from planner.fleet import FleetSearch, SizeRoom, describe
 from planner.inventory import (
     ALREADY_TARGET_SIZE,
+    POD_DISRUPTION_BUDGET,
     WorkerMatch,
     counts_as_load,
     exclusion_for,
@@ -47,6 +50,7 @@ from planner.scheduling import (
     Shape,
     ShapeBook,
     effective_allocatable,
+    eligible,
     node_capacity,
     offer_capacity,
     usable,
@@ -127,6 +131,11 @@ class Analysis:
     estimated_duration_s: float
     snapshot_summary: dict[str, Scalar] = field(default_factory=dict)
     prices_seen: dict[str, str] = field(default_factory=dict)
+    # The group's nodes per size before and after the plan ("3 x k8s-8c-16g + 1 x k8s-4c-8g"),
+    # and the cheaper fleets the batch-by-batch capacity check ruled out, with why.
+    fleet_before: str = ""
+    fleet_after: str = ""
+    rejected_fleets: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -274,6 +283,7 @@ class _Group:
         self.labels, self.taints = _template(nodes)
         self.template_class = self.book.node_class(self.labels, self.taints)
         self._new_free: dict[int, Resources] = {}
+        self.offers = {o.id: o for o in snapshot.offers}
 
     def bin_for(self, name: str) -> Bin:
         """The node as it is; one that is not Ready or is cordoned takes no new pods."""
@@ -286,16 +296,27 @@ class _Group:
             b.add(shape, count, movable=movable)
         return b
 
-    def make_new_bin(self, offer: SizeOffer, index: int) -> Bin:
-        """A fresh node of `offer`: usable allocatable less the group's DaemonSet load."""
+    def new_free(self, offer: SizeOffer) -> Resources:
+        """A fresh node's room: usable allocatable of `offer` less the group's DaemonSet load."""
         free = self._new_free.get(offer.id)
         if free is None:
             alloc = effective_allocatable(offer_capacity(offer))
             free = self._new_free[offer.id] = (
                 usable(alloc, self.policy.headroom_percent) - self.ds_overhead
             )
+        return free
+
+    def new_free_of(self, size_id: int | None) -> Resources:
+        offer = self.offers.get(size_id) if size_id is not None else None
+        return self.new_free(offer) if offer is not None else Resources()
+
+    def make_new_bin(self, offer: SizeOffer, index: int) -> Bin:
+        """A fresh node of `offer`."""
         name = f"new-{offer.id}-{index}"
-        return Bin(name, self.labels, self.taints, free, self.template_class)
+        return Bin(name, self.labels, self.taints, self.new_free(offer), self.template_class)
+
+    def make_new_bin_of(self, size_id: int, index: int) -> Bin:
+        return self.make_new_bin(self.offers[size_id], index)
 
     def movable_buckets(self, names: Sequence[str]) -> list[tuple[Shape, int]]:
         counts: dict[Shape, int] = {}
@@ -312,13 +333,47 @@ def _size_options(
     candidates: Sequence[Candidate],
     staying: int,
     min_nodes: int,
+    bound: Decimal | None,
 ) -> list[SizeOption]:
+    """Each allowed size alone, packed by first-fit decreasing; a size whose summed-requests
+    lower bound already costs more than `bound` (the fleet search's best) is not packed."""
     buckets = group.movable_buckets([c.node for c in candidates])
     min_cpu = min((s.cpu for s, _ in buckets), default=0)
     min_mem = min((s.memory for s, _ in buckets), default=0)
     floor = max(min_nodes - staying, 0)
+    need_cpu = sum(s.cpu * n for s, n in buckets)
+    need_mem = sum(s.memory * n for s, n in buckets)
+    need_pods = sum(n for _, n in buckets)
     out: list[SizeOption] = []
     for offer in offers:
+        free = group.new_free(offer)
+        least = max(
+            floor,
+            *(
+                -(-need // room) if room > 0 else len(candidates) + 1
+                for need, room in (
+                    (need_cpu, free.cpu_millis),
+                    (need_mem, free.memory_bytes),
+                    (need_pods, free.pods),
+                )
+            ),
+        )
+        if bound is not None and offer.monthly_price * least > bound:
+            out.append(
+                SizeOption(
+                    size_id=offer.id,
+                    size_name=offer.name,
+                    monthly_price=offer.monthly_price,
+                    nodes=None,
+                    monthly_cost=None,
+                    note=(
+                        f"not packed: the pods' summed requests need at least {least} nodes "
+                        f"(${_money(offer.monthly_price * least)}/month), more than the "
+                        f"fleet found (${_money(bound)}/month)"
+                    ),
+                )
+            )
+            continue
 
         def factory(i: int, offer: SizeOffer = offer) -> Bin:
             return group.make_new_bin(offer, i)
@@ -350,6 +405,382 @@ def _size_options(
             )
         )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _FleetOption:
+    """A whole new fleet for the candidates: nodes per size (sizes with none left out)."""
+
+    members: tuple[tuple[SizeOffer, int], ...]  # by price, then id
+    cost: Decimal
+    # The fleet search's packing, per size id: each node's planned pods per (CPU, memory)
+    # request; empty for a single-size fleet sized by first-fit decreasing.
+    layout: dict[int, list[dict[tuple[int, int], int]]] = field(default_factory=dict)
+    # Set when the fleet was sized around candidates that stay as they are: those nodes, and
+    # what the packing adds to each of them.
+    keep: tuple[str, ...] | None = None
+    keep_plans: dict[str, dict[tuple[int, int], int]] = field(default_factory=dict)
+
+    @property
+    def nodes(self) -> int:
+        return sum(n for _, n in self.members)
+
+    @property
+    def label(self) -> str:
+        return describe([(o.name, n) for o, n in self.members])
+
+    def sort_key(self) -> tuple[Decimal, int, tuple[tuple[int, int], ...]]:
+        return (self.cost, self.nodes, tuple((o.id, n) for o, n in self.members))
+
+
+@dataclass(slots=True)
+class _Choice:
+    fleet: _FleetOption
+    kept: list[Candidate]
+    replacements: list[ReplacementSpec]  # in execution order, batch not yet set
+    outcome: checks.CapacityOutcome
+
+
+# Fleets tried against the batch-by-batch capacity check before the cheapest is kept anyway
+# (and rejected by that check).
+MAX_FLEETS_TRIED = 6
+
+
+def _budget_exclusion(node: str, held: checks.BudgetPods) -> Exclusion | None:
+    """A node holding more pods of one PDB than it allows to be disrupted now: its drain
+    could never finish, so it is left out (the rest of the group is still planned)."""
+    counts = held.by_node.get(node, {})
+    for ref in sorted(counts):
+        allowed = held.pdbs[ref].disruptions_allowed
+        if counts[ref] > allowed:
+            return Exclusion(
+                node=node,
+                reason=POD_DISRUPTION_BUDGET,
+                message=(
+                    f"holds {counts[ref]} pods of PodDisruptionBudget {ref}, which allows "
+                    f"{allowed} disruptions now"
+                ),
+            )
+    return None
+
+
+def _fleet_option(
+    members: Sequence[tuple[SizeOffer, int]],
+    layout: dict[int, list[dict[tuple[int, int], int]]] | None = None,
+) -> _FleetOption:
+    kept = tuple(
+        sorted(((o, n) for o, n in members if n > 0), key=lambda m: (m[0].monthly_price, m[0].id))
+    )
+    cost = sum((o.monthly_price * n for o, n in kept), Decimal(0))
+    return _FleetOption(members=kept, cost=cost, layout=layout or {})
+
+
+def _ceiling(candidates: int, staying: int, max_nodes: int | None) -> int:
+    """The most nodes the new fleet may have: one per candidate (a node is added only in
+    place of one removed), and within maxNodes."""
+    if max_nodes is None:
+        return candidates
+    return min(candidates, max(max_nodes - staying, 0))
+
+
+def _searched_fleets(
+    group: _Group,
+    offers: Sequence[SizeOffer],
+    candidates: Sequence[Candidate],
+    staying: int,
+    min_nodes: int,
+    max_nodes: int | None,
+    policy: NodeGroupPolicy,
+) -> list[_FleetOption]:
+    """The fleet search's fleets (of any mix of sizes), cheapest first."""
+    buckets = group.movable_buckets([c.node for c in candidates])
+    if not offers:
+        return []
+    template = group.make_new_bin(offers[0], 0)
+    if not all(eligible(s, template) for s, _ in buckets):
+        return []  # some pod may not run on a new node at all (labels, taints)
+    sizes = [SizeRoom(offer=o, free=group.new_free(o)) for o in offers]
+    search = FleetSearch(
+        buckets,
+        sizes,
+        floor=max(min_nodes - staying, 0),
+        ceiling=_ceiling(len(candidates), staying, max_nodes),
+        solver=policy.fleet_solver,
+    )
+    out: list[_FleetOption] = []
+    for fleet in itertools.islice(search.fleets(), MAX_FLEETS_TRIED):
+        layout: dict[int, list[dict[tuple[int, int], int]]] = {}
+        for i, slots in fleet.layout:
+            layout.setdefault(sizes[i].offer.id, []).append(dict(slots))
+        out.append(_fleet_option([(sizes[i].offer, n) for i, n in enumerate(fleet.counts)], layout))
+    return out
+
+
+def _fleet_choices(
+    searched: Sequence[_FleetOption],
+    offers: Sequence[SizeOffer],
+    options: Sequence[SizeOption],
+    candidates: int,
+    staying: int,
+    max_nodes: int | None,
+) -> list[_FleetOption]:
+    """Fleets for the candidates' pods, cheapest first: the fleet search's (mixed) fleets and
+    every feasible single size (a fallback the search cannot do worse than)."""
+    found: dict[tuple[tuple[int, int], ...], _FleetOption] = {}
+    for f in searched:
+        found.setdefault(tuple((o.id, n) for o, n in f.members), f)
+    by_id = {o.id: o for o in offers}
+    ceiling = _ceiling(candidates, staying, max_nodes)
+    for opt in options:
+        if opt.nodes is not None and opt.nodes <= ceiling:
+            f = _fleet_option([(by_id[opt.size_id], opt.nodes)])
+            found.setdefault(tuple((o.id, n) for o, n in f.members), f)
+    # The searched fleets first (cheapest first), then the single sizes (cheapest first): a
+    # saving found by first-fit decreasing today is never lost to a tighter fleet failing.
+    ordered = sorted(found.values(), key=lambda f: f.sort_key())
+    singles = [f for f in ordered if len(f.members) == 1 and not f.layout]
+    mixed = [f for f in ordered if f not in singles][: MAX_FLEETS_TRIED - 2]
+    return sorted([*mixed, *singles[:2]], key=lambda f: f.sort_key())
+
+
+def _refit_around_kept(
+    kept: Sequence[Candidate],
+    offers: Sequence[SizeOffer],
+    candidates: Sequence[Candidate],
+    group: _Group,
+    staying: int,
+    min_nodes: int,
+    max_nodes: int | None,
+    policy: NodeGroupPolicy,
+) -> _FleetOption | None:
+    """The cheapest fleet for the pods of the candidates that are not kept, the kept nodes'
+    free room (usable less what they hold) counting as nodes that are there anyway."""
+    kept_names = [c.node for c in kept]
+    rest = [c for c in candidates if c.node not in set(kept_names)]
+    buckets = group.movable_buckets([c.node for c in rest])
+    if not offers or not rest:
+        return None
+    bins = [group.bin_for(n) for n in kept_names]
+    rooms = [Resources(cpu_millis=b.cpu, memory_bytes=b.mem, pods=b.pods) for b in bins]
+    sizes = [SizeRoom(offer=o, free=group.new_free(o)) for o in offers]
+    search = FleetSearch(
+        buckets,
+        sizes,
+        floor=max(min_nodes - staying - len(kept), 0),
+        ceiling=_ceiling(len(rest), staying + len(kept), max_nodes),
+        solver=policy.fleet_solver,
+        existing=rooms,
+    )
+    fleet = next(search.fleets(), None)
+    if fleet is None:
+        return None
+    by_id = {o.id: o for o in offers}
+    counts: dict[int, int] = {}
+    for c in kept:
+        counts[c.size_id] = counts.get(c.size_id, 0) + 1
+    layout: dict[int, list[dict[tuple[int, int], int]]] = {}
+    keep_plans: dict[str, dict[tuple[int, int], int]] = {}
+    for i, slots in fleet.layout:
+        if i >= len(sizes):
+            keep_plans[kept_names[i - len(sizes)]] = dict(slots)
+        else:
+            layout.setdefault(sizes[i].offer.id, []).append(dict(slots))
+    for i, n in enumerate(fleet.counts):
+        counts[sizes[i].offer.id] = counts.get(sizes[i].offer.id, 0) + n
+    option = _fleet_option([(by_id[sid], n) for sid, n in counts.items() if sid in by_id], layout)
+    return replace(option, keep=tuple(kept_names), keep_plans=keep_plans)
+
+
+def _below_threshold(
+    fleet: _FleetOption, old_cost: Decimal, group_cost: Decimal, policy: NodeGroupPolicy
+) -> str | None:
+    saving = old_cost - fleet.cost
+    percent = saving * 100 / group_cost if group_cost else Decimal(0)
+    if saving <= 0:
+        return f"the cheapest fleet ({fleet.label}) saves nothing"
+    if saving < policy.min_saving_monthly:
+        return (
+            f"saving ${_money(saving)}/month is below minimum "
+            f"${_money(policy.min_saving_monthly)} (cheapest fleet: {fleet.label})"
+        )
+    if percent < policy.min_saving_percent:
+        return (
+            f"saving {percent:.1f}% of the group's cost is below minimum "
+            f"{policy.min_saving_percent}% (cheapest fleet: {fleet.label})"
+        )
+    return None
+
+
+def _assign(
+    fleet: _FleetOption, candidates: Sequence[Candidate]
+) -> tuple[list[Candidate], list[ReplacementSpec]]:
+    """Which candidates stay (already of a size the fleet has, most loaded first), which are
+    removed (the least utilised), and which size replaces each of the others (the largest new
+    sizes replace the most loaded nodes)."""
+    kept: list[Candidate] = []
+    slots: list[SizeOffer] = []
+    for offer, n in fleet.members:
+        same = sorted(
+            (c for c in candidates if c.size_id == offer.id),
+            key=lambda c: (-c.pods, -c.utilisation_per_mille, c.node),
+        )
+        if fleet.keep is not None:
+            same = [c for c in same if c.node in fleet.keep]
+        kept.extend(same[:n])
+        slots.extend([offer] * (n - min(n, len(same))))
+    kept_names = {c.node for c in kept}
+    rest = [c for c in candidates if c.node not in kept_names]
+    n_remove = len(rest) - len(slots)
+    by_emptiness = sorted(rest, key=lambda c: (c.utilisation_per_mille, c.pods, c.node))
+    removed = by_emptiness[:n_remove]
+    replaced = sorted(
+        by_emptiness[n_remove:], key=lambda c: (-c.utilisation_per_mille, -c.pods, c.node)
+    )
+    slots.sort(key=lambda o: (-o.cpu, -o.ram_mb, -o.monthly_price, o.id))
+    out: list[ReplacementSpec] = []
+    for c in removed:
+        reason = (
+            f"remove: its {c.pods} pods fit on the new fleet ({fleet.label}); "
+            f"saves ${_money(c.monthly_price)}/month"
+        )
+        out.append(_spec(c, None, reason))
+    for c, offer in zip(replaced, slots, strict=True):
+        reason = (
+            f"{c.size_name or c.size_id} (${_money(c.monthly_price)}/month) -> "
+            f"{offer.name} (${_money(offer.monthly_price)}/month): saves "
+            f"${_money(c.monthly_price - offer.monthly_price)}/month; {c.pods} pods move"
+        )
+        out.append(_spec(c, offer, reason))
+    return kept, out
+
+
+def _spec(c: Candidate, offer: SizeOffer | None, reason: str) -> ReplacementSpec:
+    return ReplacementSpec(
+        replacement_id="",
+        batch=0,
+        old_node=c.node,
+        old_worker=c.worker,
+        old_size_id=c.size_id,
+        old_monthly_price=c.monthly_price,
+        new_size_id=None if offer is None else offer.id,
+        new_size_name="" if offer is None else offer.name,
+        new_monthly_price=Decimal(0) if offer is None else offer.monthly_price,
+        reason=reason,
+    )
+
+
+def _orders(
+    reps: list[ReplacementSpec], candidates: Sequence[Candidate], group: _Group
+) -> list[list[ReplacementSpec]]:
+    """Execution orders to try, the usual priority first: replacements that add a node before
+    pure removals, then larger saving, lower utilisation, fewer pods, name. Then: the largest
+    new nodes first (capacity is built before it is needed), the fullest old nodes last."""
+    by_node = {c.node: c for c in candidates}
+    usual = sorted(
+        reps,
+        key=lambda r: (
+            r.new_size_id is None,
+            -r.monthly_saving,
+            by_node[r.old_node].utilisation_per_mille,
+            by_node[r.old_node].pods,
+            r.old_node,
+        ),
+    )
+    room = {r.old_node: group.new_free_of(r.new_size_id) for r in reps}
+    capacity_first = sorted(
+        reps,
+        key=lambda r: (
+            r.new_size_id is None,
+            -room[r.old_node].cpu_millis - room[r.old_node].memory_bytes // (1 << 20),
+            by_node[r.old_node].utilisation_per_mille,
+            r.old_node,
+        ),
+    )
+    emptiest_first = sorted(
+        reps,
+        key=lambda r: (
+            by_node[r.old_node].utilisation_per_mille,
+            by_node[r.old_node].pods,
+            r.old_node,
+        ),
+    )
+    out: list[list[ReplacementSpec]] = []
+    for order in (usual, capacity_first, emptiest_first):
+        if order not in out:
+            out.append(order)
+    return out
+
+
+def _try_fleet(
+    fleet: _FleetOption,
+    candidates: Sequence[Candidate],
+    group: _Group,
+    nodes: Sequence[NodeInfo],
+    policy: NodeGroupPolicy,
+) -> _Choice:
+    """The fleet as replacements, in the first order whose batches all pass the capacity
+    simulation (else the usual order, with its failure)."""
+    kept, reps = _assign(fleet, candidates)
+    first: _Choice | None = None
+    for order in _orders(reps, candidates, group):
+        outcome = _simulate(order, group, nodes, policy, fleet, kept)
+        choice = _Choice(fleet=fleet, kept=kept, replacements=order, outcome=outcome)
+        if outcome.failed_batch is None:
+            return choice
+        first = first or choice
+    assert first is not None
+    return first
+
+
+def _simulate(
+    order: Sequence[ReplacementSpec],
+    group: _Group,
+    nodes: Sequence[NodeInfo],
+    policy: NodeGroupPolicy,
+    fleet: _FleetOption,
+    kept: Sequence[Candidate],
+) -> checks.CapacityOutcome:
+    batch_idx = make_batches(len(order), policy.strategy, policy.batch_size)
+    in_plan = {r.old_node for r in order}
+    survivors = [group.bin_for(n.name) for n in nodes if n.name not in in_plan]
+    # Kept nodes take a planned content of their size first, less the pods they already
+    # hold; new nodes of a size take the rest of that size's planned contents in turn.
+    planned = {size: iter(nodes) for size, nodes in fleet.layout.items()}
+    kept_size = {c.node: c.size_id for c in kept}
+    for b in survivors:
+        if b.name in fleet.keep_plans:
+            b.plan = dict(fleet.keep_plans[b.name])
+            continue
+        size = kept_size.get(b.name)
+        plan = next(planned[size], None) if size in planned else None
+        if plan is not None:
+            held: dict[tuple[int, int], int] = {}
+            for shape, count in b.content.items():
+                key = (shape.cpu, shape.memory)
+                held[key] = held.get(key, 0) + count
+            b.plan = {k: max(n - held.get(k, 0), 0) for k, n in plan.items()}
+    old_bins = {r.old_node: group.bin_for(r.old_node) for r in order}
+    new_offers = [
+        r.new_size_id for idx in batch_idx for i in idx if (r := order[i]).new_size_id is not None
+    ]
+    shapes = [s for load in group.loads.values() for s, _, m in load.load_shapes if m]
+
+    def new_bin(i: int) -> Bin:
+        b = group.make_new_bin_of(new_offers[i], i)
+        plan = next(planned[new_offers[i]], None) if new_offers[i] in planned else None
+        if plan is not None:
+            b.plan = dict(plan)
+        return b
+
+    return checks.simulate_batches(
+        survivors,
+        [[old_bins[order[i].old_node] for i in idx] for idx in batch_idx],
+        [sum(1 for i in idx if order[i].new_size_id is not None) for idx in batch_idx],
+        new_bin,
+        policy.strategy,
+        min_cpu=min((s.cpu for s in shapes), default=0),
+        min_mem=min((s.memory for s in shapes), default=0),
+    )
 
 
 def _moves(option: SizeOption, candidates: Sequence[Candidate]) -> int:
@@ -437,6 +868,7 @@ def _analyze(
     group = _Group(snapshot, policy, nodes)
     min_nodes, max_nodes = _limits(snapshot, policy)
 
+    held = checks.budget_pods(group.movable_pods, snapshot.pdbs)
     exclusions: list[Exclusion] = []
     candidates: list[Candidate] = []
     for node in nodes:
@@ -445,6 +877,8 @@ def _analyze(
         excl = exclusion_for(
             node, load.suspects, match, skip_local_storage=policy.skip_nodes_with_local_storage
         )
+        if excl is None and policy.respect_pdbs:
+            excl = _budget_exclusion(node.name, held)
         if excl is not None:
             exclusions.append(excl)
             continue
@@ -463,16 +897,31 @@ def _analyze(
 
     offers = _allowed_offers(snapshot, policy)
     staying = len(nodes) - len(candidates)
-    options = _size_options(group, offers, candidates, staying, min_nodes) if candidates else []
+    searched = (
+        _searched_fleets(group, offers, candidates, staying, min_nodes, max_nodes, policy)
+        if candidates
+        else []
+    )
+    bound = min((f.cost for f in searched), default=None)
+    options = (
+        _size_options(group, offers, candidates, staying, min_nodes, bound) if candidates else []
+    )
     old_cost = sum((c.monthly_price for c in candidates), Decimal(0))
     group_cost = sum(
         (m.monthly_price for n in nodes if (m := workers.get(n.name)) and m.monthly_price),
         Decimal(0),
     )
-    feasible = [o for o in options if o.nodes is not None and o.monthly_cost is not None]
-    feasible.sort(key=lambda o: (o.monthly_cost, _moves(o, candidates), o.size_id))
-    chosen = feasible[0] if feasible else None
+    sizes_before: dict[str, int] = {}
+    for n in nodes:
+        m = workers.get(n.name)
+        label = (m.size_name or str(m.size_id)) if m is not None and m.size_id else "unknown"
+        sizes_before[label] = sizes_before.get(label, 0) + 1
+    fleet_before = describe(list(sizes_before.items()))
+
+    choices = _fleet_choices(searched, offers, options, len(candidates), staying, max_nodes)
     no_plan_reasons: list[str] = []
+    rejected: list[str] = []
+    chosen: _Choice | None = None
     if not nodes:
         no_plan_reasons.append(
             f"no node belongs to the group: none is labelled {NODEGROUP_LABEL}={policy.name} "
@@ -480,91 +929,72 @@ def _analyze(
         )
     elif not candidates:
         no_plan_reasons.append("no node of the group can be replaced (see exclusions)")
-    elif chosen is None:
+    elif not choices:
         no_plan_reasons.append("no allowed size can carry the group's pods")
     else:
-        assert chosen.monthly_cost is not None
-        saving = old_cost - chosen.monthly_cost
-        percent = saving * 100 / group_cost if group_cost else Decimal(0)
-        if saving <= 0:
-            no_plan_reasons.append(
-                f"the cheapest fleet ({chosen.nodes} x {chosen.size_name}) saves nothing"
+        first_failure: _Choice | None = None
+        for fleet in choices:
+            why = _below_threshold(fleet, old_cost, group_cost, policy)
+            if why is not None:
+                # Every later fleet costs at least as much: none can pass either.
+                if chosen is None:
+                    no_plan_reasons.append(why)
+                break
+            attempt = _try_fleet(fleet, candidates, group, nodes, policy)
+            if attempt.outcome.failed_batch is not None and attempt.kept and fleet.keep is None:
+                # Sized as if the kept nodes were empty; size again around what they hold.
+                refined = _refit_around_kept(
+                    attempt.kept, offers, candidates, group, staying, min_nodes, max_nodes, policy
+                )
+                if (
+                    refined is not None
+                    and _below_threshold(refined, old_cost, group_cost, policy) is None
+                ):
+                    second = _try_fleet(refined, candidates, group, nodes, policy)
+                    if second.outcome.failed_batch is None:
+                        attempt = second
+            if attempt.outcome.failed_batch is None:
+                chosen = attempt
+                break
+            first_failure = first_failure or attempt
+            rejected.append(
+                f"{fleet.label} (${_money(fleet.cost)}/month): batch "
+                f"{attempt.outcome.failed_batch} would leave {attempt.outcome.unplaced_pods} "
+                f"pods unplaced in every batch order tried"
             )
-        elif saving < policy.min_saving_monthly:
-            no_plan_reasons.append(
-                f"saving ${_money(saving)}/month is below minimum "
-                f"${_money(policy.min_saving_monthly)}"
-            )
-        elif percent < policy.min_saving_percent:
-            no_plan_reasons.append(
-                f"saving {percent:.1f}% of the group's cost is below minimum "
-                f"{policy.min_saving_percent}%"
-            )
+        if chosen is None and not no_plan_reasons and first_failure is not None:
+            chosen = first_failure  # the capacity check below fails and rejects it
+        elif chosen is None and rejected and no_plan_reasons:
+            no_plan_reasons.append("cheaper fleets were rejected: " + "; ".join(rejected))
 
     target: SizeOffer | None = None
     replacements: list[ReplacementSpec] = []
     opportunity: Opportunity | None = None
     k = 0
-    if chosen is not None and not no_plan_reasons:
-        target = next(o for o in offers if o.id == chosen.size_id)
-        k = chosen.nodes or 0
-        same = sorted(
-            (c for c in candidates if c.size_id == target.id),
-            key=lambda c: (-c.pods, -c.utilisation_per_mille, c.node),
-        )
-        kept = same[: min(k, len(same))]
-        kept_names = {c.node for c in kept}
-        for c in kept:
+    fleet_after = fleet_before
+    if chosen is not None:
+        k = chosen.fleet.nodes
+        members = chosen.fleet.members
+        target = max(members, key=lambda m: (m[1], -m[0].monthly_price))[0] if members else None
+        for c in chosen.kept:
             exclusions.append(
                 Exclusion(
                     node=c.node,
                     reason=ALREADY_TARGET_SIZE,
-                    message=f"already of the target size {target.name} (id {target.id})",
+                    message=f"already of a size the new fleet keeps ({c.size_name or c.size_id})",
                 )
             )
-        rest = [c for c in candidates if c.node not in kept_names]
-        n_remove = len(candidates) - k
-        by_emptiness = sorted(rest, key=lambda c: (c.utilisation_per_mille, c.pods, c.node))
-        removed = {c.node for c in by_emptiness[:n_remove]}
-        for c in rest:
-            removal = c.node in removed
-            if removal:
-                reason = (
-                    f"remove: its {c.pods} pods fit on the group's {k} {target.name} nodes; "
-                    f"saves ${_money(c.monthly_price)}/month"
-                )
-            else:
-                reason = (
-                    f"{c.size_name or c.size_id} (${_money(c.monthly_price)}/month) -> "
-                    f"{target.name} (${_money(target.monthly_price)}/month): saves "
-                    f"${_money(c.monthly_price - target.monthly_price)}/month; "
-                    f"{c.pods} pods move"
-                )
-            replacements.append(
-                ReplacementSpec(
-                    replacement_id="",
-                    batch=0,
-                    old_node=c.node,
-                    old_worker=c.worker,
-                    old_size_id=c.size_id,
-                    old_monthly_price=c.monthly_price,
-                    new_size_id=None if removal else target.id,
-                    new_size_name="" if removal else target.name,
-                    new_monthly_price=Decimal(0) if removal else target.monthly_price,
-                    reason=reason,
-                )
-            )
-        by_node = {c.node: c for c in candidates}
-        replacements.sort(
-            key=lambda r: (
-                r.new_size_id is None,
-                -r.monthly_saving,
-                by_node[r.old_node].utilisation_per_mille,
-                by_node[r.old_node].pods,
-                r.old_node,
-            )
-        )
-        added = sum(1 for r in replacements if r.new_size_id is not None)
+        replacements = list(chosen.replacements)
+        label_of = {c.node: c.size_name or str(c.size_id) for c in candidates}
+        after = dict(sizes_before)
+        for r in replacements:
+            old = label_of[r.old_node]
+            after[old] -= 1
+            if r.new_size_id is not None:
+                after[r.new_size_name] = after.get(r.new_size_name, 0) + 1
+        fleet_after = describe(list(after.items()))
+        n_remove = sum(1 for r in replacements if r.new_size_id is None)
+        added = len(replacements) - n_remove
         if n_remove == 0:
             opportunity = Opportunity.DOWNSIZE
         elif added == 0:
@@ -602,7 +1032,6 @@ def _analyze(
             cooldown_s=policy.cooldown_s,
         )
     )
-    held = checks.budget_pods(group.movable_pods, snapshot.pdbs)
     needs = checks.budget_needs(batches, held)
     results.append(
         checks.check_disruption_budgets(
@@ -610,23 +1039,11 @@ def _analyze(
         )
     )
     moved_pods = sum(len(group.loads[r.old_node].movable) for r in replacements)
-    if target is not None:
-        tgt = target
-        in_plan = {r.old_node for r in replacements}
-        survivors = [group.bin_for(n.name) for n in nodes if n.name not in in_plan]
-        old_bins = {r.old_node: group.bin_for(r.old_node) for r in replacements}
-        shapes = [s for load in group.loads.values() for s, _, m in load.load_shapes if m]
-        outcome = checks.simulate_batches(
-            survivors,
-            [[old_bins[n] for n in batch] for batch in batches],
-            [sum(a) for a in adds],
-            lambda i: group.make_new_bin(tgt, i),
-            policy.strategy,
-            min_cpu=min((s.cpu for s in shapes), default=0),
-            min_mem=min((s.memory for s in shapes), default=0),
-        )
-    else:
-        outcome = checks.CapacityOutcome(failed_batch=None, unplaced_pods=0)
+    outcome = (
+        chosen.outcome
+        if chosen is not None
+        else checks.CapacityOutcome(failed_batch=None, unplaced_pods=0)
+    )
     results.append(checks.check_capacity(outcome, batches=len(batches), pods_moved=moved_pods))
     results.append(checks.check_timing(policy.maintenance_windows, instant, duration))
 
@@ -651,6 +1068,10 @@ def _analyze(
         "target_size_id": target.id if target is not None else None,
         "target_size_name": target.name if target is not None else None,
         "target_nodes": k if target is not None else None,
+        "fleet_before": fleet_before,
+        "fleet_after": fleet_after,
+        "fleet_after_monthly_cost": _money(group_cost - saving_total),
+        "rejected_fleets": "; ".join(rejected),
         "daemonset_cpu_millis": group.ds_overhead.cpu_millis,
         "daemonset_memory_bytes": group.ds_overhead.memory_bytes,
         "headroom_percent": policy.headroom_percent,
@@ -679,6 +1100,9 @@ def _analyze(
         estimated_duration_s=duration,
         snapshot_summary=summary,
         prices_seen=prices,
+        fleet_before=fleet_before,
+        fleet_after=fleet_after,
+        rejected_fleets=tuple(rejected),
     )
 
 

@@ -281,7 +281,10 @@ def simulate_batches(
     except in blue-green where every old node is cordoned, old nodes drained in later batches
     (whose pods, received ones included, move again when their turn comes).
     """
-    primary = Packer(bins=survivors, min_cpu=min_cpu, min_mem=min_mem)
+    primary = Packer(bins=survivors, min_cpu=min_cpu, min_mem=min_mem, plans=True)
+    # New nodes may carry the fleet's planned content: pods go there first as planned, and
+    # only when neither that nor a later old node takes them, wherever they fit.
+    anywhere = Packer(bins=primary.bins, min_cpu=min_cpu, min_mem=min_mem)
     later: list[Bin] = []
     if strategy is not Strategy.BLUE_GREEN:
         for batch in reversed(old_by_batch):
@@ -312,6 +315,8 @@ def simulate_batches(
             rest = primary.place(shape, count)
             if rest:
                 rest = secondary.place(shape, rest)
+            if rest:
+                rest = anywhere.place(shape, rest)
             if rest:
                 unplaced += rest
                 example = example or shape.describe()

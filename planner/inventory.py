@@ -44,6 +44,7 @@ POD_DO_NOT_DISRUPT = "pod-do-not-disrupt"
 POD_NOT_SAFE_TO_EVICT = "pod-not-safe-to-evict"
 POD_WITHOUT_CONTROLLER = "pod-without-controller"
 POD_PINNED = "pod-pinned-to-node"
+POD_DISRUPTION_BUDGET = "pod-disruption-budget"
 ALREADY_TARGET_SIZE = "already-target-size"
 EXCLUSION_CODES = (
     NOT_READY,
@@ -57,6 +58,7 @@ EXCLUSION_CODES = (
     POD_NOT_SAFE_TO_EVICT,
     POD_WITHOUT_CONTROLLER,
     POD_PINNED,
+    POD_DISRUPTION_BUDGET,
     ALREADY_TARGET_SIZE,
 )
 
@@ -181,13 +183,16 @@ def _pod_reason(pods: Iterable[PodInfo], skip_local: bool) -> tuple[str, str] | 
     suspects = [p for p in pods if may_block_node(p, skip_local)]
     for pod in sorted(suspects, key=lambda p: (p.namespace, p.name)):
         ref = f"{pod.namespace}/{pod.name}"
-        if skip_local and pod.uses_local_storage:
+        # safe-to-evict "true" (as Cluster Autoscaler reads it): local storage and a missing
+        # controller do not hold the node.
+        evictable = _true(pod.annotations.get(SAFE_TO_EVICT_ANNOTATION))
+        if skip_local and pod.uses_local_storage and not evictable:
             tests[0][2].append(ref)
         if _true(pod.annotations.get(KARPENTER_DO_NOT_DISRUPT)):
             tests[1][2].append(ref)
         if pod.annotations.get(SAFE_TO_EVICT_ANNOTATION, "").strip().lower() == "false":
             tests[2][2].append(ref)
-        if not pod.owner_kind:
+        if not pod.owner_kind and not evictable:
             tests[3][2].append(ref)
         if pinned_to_host(pod):
             tests[4][2].append(ref)

@@ -55,6 +55,8 @@ class NodeGroupPolicy:
     min_saving_percent: Decimal = Decimal(0)
     soak_s: float = 0.0  # blue-green only
     headroom_percent: int = 10
+    # Size the fleet with the mixed-integer solver (off: the fast heuristic bound only).
+    fleet_solver: bool = True
     # Typical durations used only for the plan's time estimate, never as timeouts.
     provision_estimate_s: float = 180.0
     drain_estimate_s: float = 60.0

@@ -257,6 +257,7 @@ class Bin:
         "labels",
         "mem",
         "name",
+        "plan",
         "pods",
         "taints",
         "targeted",
@@ -282,8 +283,16 @@ class Bin:
         # can see; both filed by (namespace, one label pair) like `SelectorIndex`.
         self.anti: SelectorIndex[bool] | None = None
         self.targeted: dict[tuple[str, tuple[str, str]], list[dict[str, str]]] | None = None
+        # A new node's planned content (pods per (CPU, memory) request) from the fleet's
+        # packing: a planning packer fills it only with what was planned for it.
+        self.plan: dict[tuple[int, int], int] | None = None
 
     def add(self, shape: Shape, count: int, *, movable: bool = True) -> None:
+        if self.plan is not None and movable:
+            key = (shape.cpu, shape.memory)
+            left = self.plan.get(key, 0)
+            if left:
+                self.plan[key] = max(left - count, 0)
         self.cpu -= shape.cpu * count
         self.mem -= shape.memory * count
         self.pods -= count
@@ -374,9 +383,12 @@ def eligible(shape: Shape, node: Bin) -> bool:
     )
 
 
-def resource_room(shape: Shape, node: Bin) -> int:
-    """How many pods of `shape` the node's free CPU, memory and pod slots take."""
+def resource_room(shape: Shape, node: Bin, plans: bool = False) -> int:
+    """How many pods of `shape` the node's free CPU, memory and pod slots take (with `plans`,
+    and the node has a plan: no more than planned for it)."""
     n = node.pods
+    if plans and node.plan is not None:
+        n = min(n, node.plan.get((shape.cpu, shape.memory), 0))
     if shape.cpu > 0:
         n = min(n, node.cpu // shape.cpu)
     elif node.cpu < 0:
@@ -407,9 +419,9 @@ def anti_affinity_allows(shape: Shape, node: Bin) -> bool:
     return not (shape.labels and node.anti and node.anti.matching(shape.namespace, shape.labels))
 
 
-def room_for(shape: Shape, node: Bin) -> int:
+def room_for(shape: Shape, node: Bin, plans: bool = False) -> int:
     """How many pods of `shape` fit on `node` now: resources and anti-affinity."""
-    n = resource_room(shape, node)
+    n = resource_room(shape, node, plans)
     if n <= 0 or not anti_affinity_allows(shape, node):
         return 0
     return min(n, 1) if shape.exclusive else n
@@ -429,6 +441,7 @@ class Packer:
     opened: int = 0
     min_cpu: int = 0
     min_mem: int = 0
+    plans: bool = False  # honour the bins' planned content (see `Bin.plan`)
     _start: int = 0
     _cursor: dict[tuple[int, int, int], int] = field(default_factory=dict)
     _eligible: dict[tuple[int, int], bool] = field(default_factory=dict)
@@ -460,12 +473,12 @@ class Packer:
         while count > 0 and i < len(bins):
             node = bins[i]
             i += 1
-            if not self._ok(shape, node) or resource_room(shape, node) <= 0:
+            if not self._ok(shape, node) or resource_room(shape, node, self.plans) <= 0:
                 if advancing:
                     cursor = i
                 continue
             advancing = False
-            n = min(count, room_for(shape, node))
+            n = min(count, room_for(shape, node, self.plans))
             if n > 0:
                 node.add(shape, n)
                 count -= n

@@ -163,6 +163,9 @@ def _analysis_json(analysis: Analysis, spec: PlanSpec | None) -> dict[str, Any]:
         "action_reasons": list(analysis.action_reasons),
         "opportunity": analysis.opportunity.value if analysis.opportunity else None,
         "target_size": None if analysis.target is None else analysis.target.name,
+        "fleet_before": analysis.fleet_before,
+        "fleet_after": analysis.fleet_after,
+        "rejected_fleets": list(analysis.rejected_fleets),
         "candidates": analysis.candidates,
         "exclusions": analysis.exclusions,
         "checks": analysis.checks,
@@ -215,7 +218,7 @@ def _render(analysis: Analysis, spec: PlanSpec | None, *, recorded: bool, db: st
     )
     lines.append("")
     lines.append("  Candidates")
-    target = analysis.target
+    target = analysis.target  # the size most new nodes have (None: no plan)
     by_old = {r.old_node: r for r in (spec.replacements if spec else analysis.replacements)}
     rows = []
     for c in analysis.candidates:
@@ -250,11 +253,12 @@ def _render(analysis: Analysis, spec: PlanSpec | None, *, recorded: bool, db: st
         "    ",
     )
     lines.append("")
+    if analysis.fleet_before:
+        lines.append(f"  Fleet now:   {analysis.fleet_before}")
     if target is not None:
-        lines.append(
-            f"  Target: {target.name} ({target.cpu} vCPU, {target.ram_mb // 1024} GB, "
-            f"{_money(target.monthly_price)}/month) x {analysis.target_nodes}"
-        )
+        lines.append(f"  Fleet after: {analysis.fleet_after}")
+    for why in analysis.rejected_fleets:
+        lines.append(f"  Cheaper fleet not taken: {why}")
     lines.append(f"  Saving: {_money(analysis.monthly_saving)}/month")
     if spec is not None:
         batches = "  ".join(

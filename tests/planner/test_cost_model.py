@@ -93,8 +93,9 @@ def test_daemonset_requests_are_charged_to_every_new_node() -> None:
     pol = policy(min_nodes=2)
     with_ds = analyze(cluster(nodes, pods + ds), pol, now=NOW)
     without = analyze(cluster(nodes, pods), pol, now=NOW)
-    assert without.target == SMALL
-    assert with_ds.target == MEDIUM
+    assert without.fleet_after == "2 x s-2-4"
+    # Each 800m pod now needs a MEDIUM node; minNodes is met by one more SMALL one.
+    assert with_ds.fleet_after == "1 x s-2-4 + 1 x s-4-8"
     assert with_ds.snapshot_summary["daemonset_cpu_millis"] == 1000
 
 

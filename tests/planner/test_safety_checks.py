@@ -143,19 +143,28 @@ def test_pdb_within_budget_passes() -> None:
     assert c.status is PASSED and c.details["pdbs_touched"] == 3
 
 
-def test_pdb_with_more_pods_on_one_node_than_allowed_fails() -> None:
+def test_node_with_more_pods_of_a_pdb_than_allowed_is_excluded() -> None:
     nodes, pods = healthy()  # two app=web pods on every node
     a = analyze(cluster(nodes, pods, pdbs=(pdb("web", "web", allowed=1),)), policy(), now=NOW)
-    c = check(a, "disruption_budgets")
-    assert c.status is FAILED
-    assert (c.details["need"], c.details["disruptions_allowed"]) == (2, 1)
-    assert a.action is Action.POSTPONE
+    # Its drain could never finish: every node is left out, with the budget named.
+    assert {e.reason for e in a.exclusions} == {"pod-disruption-budget"}
+    assert len(a.exclusions) == len(nodes)
+    assert "2 pods of PodDisruptionBudget default/web" in a.exclusions[0].message
+    assert "allows 1 disruptions" in a.exclusions[0].message
+    assert check(a, "disruption_budgets").status is PASSED
+    assert a.action is Action.REJECT and not a.replacements
 
 
-def test_pdb_allowing_no_disruption_fails() -> None:
-    nodes, pods = fleet(2, 1, cpu=100)
-    a = analyze(cluster(nodes, pods, pdbs=(pdb("web", "web", allowed=0),)), policy(), now=NOW)
-    assert check(a, "disruption_budgets").status is FAILED
+def test_pdb_allowing_no_disruption_excludes_the_node_not_the_group() -> None:
+    nodes, pods = fleet(3, 1, cpu=100)
+    # Only n0's pod is selected by the budget (allowing 0); the others are replaced.
+    pods = [replace(p, labels={"app": "db"}) if p.node_name == "n0" else p for p in pods]
+    a = analyze(cluster(nodes, pods, pdbs=(pdb("db", "db", allowed=0),)), policy(), now=NOW)
+    assert [(e.node, e.reason) for e in a.exclusions if e.reason != "already-target-size"] == [
+        ("n0", "pod-disruption-budget")
+    ]
+    assert "n0" not in {r.old_node for r in a.replacements}
+    assert {r.old_node for r in a.replacements} and a.action is Action.PROCEED
 
 
 def test_pdb_not_respected_is_a_warning() -> None:
@@ -179,10 +188,8 @@ def test_pdb_match_expressions_are_honoured() -> None:
         match_expressions=(LabelRequirement(key="app", operator="In", values=("web",)),)
     )
     budget = PdbInfo(namespace="default", name="e", selector=expr, disruptions_allowed=1)
-    c = check(
-        analyze(cluster(nodes, pods, pdbs=(budget,)), policy(), now=NOW), "disruption_budgets"
-    )
-    assert c.status is FAILED
+    a = analyze(cluster(nodes, pods, pdbs=(budget,)), policy(), now=NOW)
+    assert {e.reason for e in a.exclusions} == {"pod-disruption-budget"}
     notin = LabelSelector(
         match_expressions=(LabelRequirement(key="app", operator="NotIn", values=("web",)),)
     )
