@@ -141,7 +141,9 @@ def test_workers_are_matched_by_hostname_then_ip() -> None:
     snap = cluster([node("a")], [])
     workers = (
         *snap.workers,
-        VpsieWorker(identifier="vm-ip", hostname="something-else", ip="10.0.0.9", group_id=13),
+        VpsieWorker(
+            identifier="vm-ip", hostname="something-else", ip="10.0.0.9", cpu=8, ram_mb=16384
+        ),
     )
     snap = replace(snap, nodes=(*snap.nodes, by_ip), workers=workers)
     found = map_workers(snap)
