@@ -73,6 +73,10 @@ class ReplacementState:
     eviction_blocks: int = 0
     old_deleted: bool = False
     new_deleted: bool = False
+    # The Kubernetes Node objects of the deleted workers (nothing on VPSie's side deletes them).
+    old_node_deleted: bool = False
+    new_node_deleted: bool = False
+    prepared: bool = False  # the new Node got the old one's labels and taints
     # The last intent with no outcome yet: what recovery must reconcile with the world.
     pending_intent: ev.Event | None = None
     last_error: str = ""
@@ -333,6 +337,10 @@ def _same_target(intent: ev.Event, outcome: ev.Event) -> bool:
             return intent.node == outcome.node
         case ev.WorkerDeleteRequested(), ev.WorkerDeleted() | ev.WorkerDeleteFailed():
             return intent.worker_identifier == outcome.worker_identifier
+        case ev.NodeDeleteRequested(), ev.NodeDeleted() | ev.NodeDeleteFailed():
+            return intent.node == outcome.node
+        case ev.NodePrepareRequested(), ev.NodePrepared():
+            return intent.node == outcome.node
         case _:
             return True
 
@@ -367,6 +375,20 @@ def _delete_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None
     return None
 
 
+def _node_delete_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
+    if e.role == "old":
+        if e.node != s.old_node or not r.old_deleted:
+            return f"{e.node} is not the old node of a worker deleted by this replacement"
+        return None
+    if not r.new_node or e.node != r.new_node or not r.new_deleted:
+        return f"{e.node} is not the node of a worker this replacement added and deleted"
+    return None
+
+
+def _prepare_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
+    return None if e.node == r.new_node else f"{e.node} is not this replacement's new node"
+
+
 def _settled_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
     return "an intent is still pending" if r.pending_intent is not None else None
 
@@ -378,6 +400,8 @@ _GUARDS: dict[type[ev.Event], Guard] = {
     ev.UncordonRequested: _uncordon_guard,
     ev.WorkerAdded: _added_guard,
     ev.WorkerDeleteRequested: _delete_guard,
+    ev.NodeDeleteRequested: _node_delete_guard,
+    ev.NodePrepareRequested: _prepare_guard,
     ev.ReplacementCompleted: _settled_guard,
     ev.ReplacementRolledBack: _settled_guard,
 }
@@ -392,6 +416,17 @@ def _worker_deleted(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
         r.old_deleted = True
     else:
         r.new_deleted = True
+
+
+def _node_deleted(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
+    if e.node == s.old_node:
+        r.old_node_deleted = True
+    else:
+        r.new_node_deleted = True
+
+
+def _prepared(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
+    r.prepared = True
 
 
 def _eviction_blocked(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
@@ -448,10 +483,13 @@ _MUTATIONS: dict[type[ev.Event], Mutate] = {
     ev.DrainTimedOut: _drain_timed_out,
     ev.NodeUncordoned: _uncordoned,
     ev.WorkerDeleted: _worker_deleted,
+    ev.NodeDeleted: _node_deleted,
+    ev.NodePrepared: _prepared,
     ev.NodeGroupCreateFailed: _set_error,
     ev.WorkerAddFailed: _set_error,
     ev.CordonFailed: _set_error,
     ev.WorkerDeleteFailed: _set_error,
+    ev.NodeDeleteFailed: _set_error,
     ev.ReplacementRollbackStarted: _set("rollback_reason", "reason"),
     ev.ReplacementFailed: _set("failure_reason", "reason"),
     ev.ReplacementCompleted: _set("monthly_saving", "monthly_saving"),
@@ -573,8 +611,15 @@ def encode_state(state: FoldState) -> bytes:
     return ev.to_json(state_to_plain(state))
 
 
+# Fields added after snapshots were first written: an older snapshot lacks them.
+_R_LATER_FIELDS = {"old_node_deleted": False, "new_node_deleted": False, "prepared": False}
+
+
 def _replacement_from_plain(value: dict[str, Any]) -> ReplacementState:
-    kwargs = {name: value[name] for name in _R_FIELDS}
+    kwargs = {
+        name: value[name] if name in value or name not in _R_LATER_FIELDS else _R_LATER_FIELDS[name]
+        for name in _R_FIELDS
+    }
     kwargs["known_workers"] = tuple(kwargs["known_workers"])
     kwargs["drain_pods"] = tuple(kwargs["drain_pods"])
     kwargs["evicted"] = tuple(kwargs["evicted"])
