@@ -270,6 +270,9 @@ class ClusterSnapshot:
     # What the daemon's own log recorded for workers it added: identifier -> size id. The first
     # source of a worker's size (then SIZE_LABEL on its Node, then a unique cpu/ram/disk match).
     logged_sizes: dict[str, int] = field(default_factory=dict)
+    # The VPSie cluster row's `lock` and `upgrade_version`: no time to replace nodes.
+    cluster_locked: bool = False
+    cluster_upgrade_version: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
