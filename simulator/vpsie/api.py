@@ -340,7 +340,11 @@ async def _add_worker(request: web.Request) -> web.Response:
     except ValueError:
         raise VpsieError(400, "groupId must be an integer") from None
     worker = state.add_worker(request.match_info["cluster"], group_id)
-    if state.profile == "govpsie" or state.rng.random() < 0.5:
+    for _ in range(state.foreign_adds_per_add):
+        state.add_worker(request.match_info["cluster"], group_id)
+    if state.profile == "govpsie" or state.add_answer == "true":
+        return _ok(True)
+    if state.add_answer == "random" and state.rng.random() < 0.5:
         return _ok(True)
     # Sometimes an object; only `identifier` is something a client can delete by.
     return _ok(

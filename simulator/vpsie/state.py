@@ -157,6 +157,12 @@ class VpsieState:
     # Cluster row fields whose meaning is undocumented; set by tests (a lock, an upgrade).
     lock: bool = False
     upgrade_version: str = ""
+    # How add-worker answers: "random" (seeded: `data: true` or the worker object), "true" or
+    # "object". Set by tests that need one form.
+    add_answer: str = "random"
+    # Another actor (the VPSie autoscaler) adds this many workers to the same group at the same
+    # moment as each add-worker call. Set by tests.
+    foreign_adds_per_add: int = 0
     faults: FaultConfig = field(default_factory=FaultConfig)
     nodes: NodeRegistry | None = None
     groups: list[SimGroup] = field(default_factory=list)
