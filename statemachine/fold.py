@@ -616,7 +616,7 @@ _R_LATER_FIELDS = {"old_node_deleted": False, "new_node_deleted": False, "prepar
 
 
 def _replacement_from_plain(value: dict[str, Any]) -> ReplacementState:
-    kwargs = {
+    kwargs: dict[str, Any] = {
         name: value[name] if name in value or name not in _R_LATER_FIELDS else _R_LATER_FIELDS[name]
         for name in _R_FIELDS
     }
