@@ -13,7 +13,7 @@
    waits until the previous pod's replacement is Ready), budgets in parallel; nothing for API
    calls or polling. Target: makespan <= 1.10 x the lower bound.
 2. Peak memory. A 50-node world rebalanced by one daemon process (started as a plain
-   `python -m daemon.cli run`, no fork), its VmHWM read from /proc while it runs. Target
+   `python -m cli.main run`, no fork), its VmHWM read from /proc while it runs. Target
    <= 100 MB.
 3. Kubernetes API requests per replaced node, counted by the recording proxy in front of the
    simulated API (tests/crash/kubeproxy.py) for the 50-node run: everything the daemon asked,
@@ -160,7 +160,7 @@ async def big_run(speed: float, nodes: int, base: Path) -> dict[str, Any]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "daemon.cli",
+            "cli.main",
             *reh.daemon_argv(),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,

@@ -4,10 +4,10 @@
     python bench/recovery.py --quick    # 100,000 and 500,000 events
 
 Each log holds finished plans (about 100 events each: 10,000 of them at 1M) and 50 plans in
-flight, a `fold` snapshot taken by `daemon.recovery.write_snapshot`'s format after all but the
-last 10 events of each in-flight plan, and those 500 events as the tail. `recover()` is timed
-in a fresh process per log (so peak RSS is its own), 15 times; the ratio uses the best run of
-each, since the median follows whatever else the machine runs. Targets: <= 1 s, ratio <= 1.3.
+flight, a `fold` snapshot taken by `daemon.service.recovery.write_snapshot`'s format after all
+but the last 10 events of each in-flight plan, and those 500 events as the tail. `recover()`
+is timed in a fresh process per log (so peak RSS is its own), 15 times; the ratio uses the best
+run of each, since the median follows whatever else the machine runs. Targets: <= 1 s, ratio <= 1.3.
 Separately, the raw fold rate (decode + apply, no snapshot) over the first 300,000 events.
 
 The logs are written straight through sqlite3 with the store's schema and hash chain (the
@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from daemon.recovery import SNAPSHOT_NAME, recover
+from daemon.service.recovery import SNAPSHOT_NAME, recover
 from eventstore import EventStore
 from eventstore.chain import GENESIS, row_hash, snapshot_hash
 from eventstore.schema import APPLICATION_ID, CURRENT_VERSION, SCHEMA_V2

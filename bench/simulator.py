@@ -113,7 +113,7 @@ async def serve(scenario: Path, state_dir: Path) -> tuple[asyncio.subprocess.Pro
                                                           dict[str, str]]:
     """`vpsie-rebalancer simulate` in a child; its `key: value` lines up to `ready`."""
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "daemon.cli", "simulate", "--scenario", str(scenario),
+        sys.executable, "-m", "cli.main", "simulate", "--scenario", str(scenario),
         "--state-dir", str(state_dir), "--speed", "1000", cwd=ROOT,
         stdout=asyncio.subprocess.PIPE)
     assert child.stdout is not None

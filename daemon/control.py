@@ -33,7 +33,7 @@ import orjson
 from aiohttp import web
 
 from adapters.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from daemon.control_client import (
+from daemon.control_protocol import (
     ACTIONS,
     MAX_REASON,
     PLAN_ID,

@@ -3,7 +3,7 @@
 journald keeps whatever the daemon prints on stderr; one orjson object per line makes that
 greppable with `jq` and parseable by any log shipper. A line looks like
 
-    {"ts":"2026-01-01T00:00:00.123Z","level":"INFO","logger":"daemon.executor",
+    {"ts":"2026-01-01T00:00:00.123Z","level":"INFO","logger":"daemon.executor.runner",
      "msg":"worker added","plan_id":"p-1f3a","node":"worker-3","node_group":"web"}
 
 `plan_id`, `node` and `node_group` come from `log_context(...)` (contextvars, so every line

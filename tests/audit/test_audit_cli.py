@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from daemon.cli import main as cli
+from cli.main import main as cli
 from eventstore import EventStore, NewEvent
 from tests.golden.test_golden_logs import load
 
@@ -166,7 +166,7 @@ def tamper(path: Path, needle: bytes, replacement: bytes) -> None:
 def test_verify_log_names_the_first_tampered_event(db: Path) -> None:
     tamper(db, b"allows 0 disruptions", b"allows 9 disruptions")
     result = subprocess.run(
-        [sys.executable, "-m", "daemon.cli", "verify-log", "--db", str(db)],
+        [sys.executable, "-m", "cli.main", "verify-log", "--db", str(db)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -205,7 +205,7 @@ def test_a_corrupt_file_is_refused_without_a_traceback(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 64)
     result = subprocess.run(
-        [sys.executable, "-m", "daemon.cli", "audit", "--db", str(garbage)],
+        [sys.executable, "-m", "cli.main", "audit", "--db", str(garbage)],
         capture_output=True,
         text=True,
         cwd=REPO,

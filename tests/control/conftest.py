@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from daemon.control import ControlError, ControlServer, Readiness, Role
-from daemon.control_client import Address
+from daemon.control_protocol import Address
 
 # state -> {action: next state}
 _ALLOWED = {

@@ -7,8 +7,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from cli.control_client import ControlClient, ControlClientError
 from daemon.control import ControlServer, Readiness, Role
-from daemon.control_client import ControlClient, ControlClientError, parse_address
+from daemon.control_protocol import parse_address
 
 from .conftest import FakeTarget, Running
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from daemon.cli import main
+from cli.main import main
 
 from .conftest import Running
 
@@ -74,7 +74,7 @@ async def test_daemon_not_running_in_a_subprocess(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "daemon.cli",
+        "cli.main",
         "status",
         "--control",
         f"unix:{tmp_path}/none.sock",

@@ -32,10 +32,10 @@ import yaml
 
 from simulator.scenario import parse_scenario
 from simulator.serve import RunningSimulator, start_simulator
+from tests.crash.injection import CRASH_ENV
 from tests.crash.kubeproxy import KubeProxy
 
 REPO = Path(__file__).resolve().parents[2]
-CRASH_ENV = "VPSIE_REBALANCER_CRASH_AT"
 DC = "7d3e5f00-1c2b-4a6d-8e9f-0a1b2c3d4e5f"
 CLUSTER = "c0ffee00-1234-4abc-9def-000000000001"
 
@@ -471,7 +471,7 @@ async def _subprocess(
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "daemon.cli",
+            "tests.crash.crashing_daemon",
             *argv,
             stdout=stdout,
             stderr=stderr,

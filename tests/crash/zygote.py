@@ -3,12 +3,12 @@
 The crash suite starts the daemon hundreds of times; a fresh interpreter spends most of a
 second importing kubernetes-asyncio, aiohttp and our packages. This process imports all of it
 once and then, for each request, forks a child that runs the real command line
-(`daemon.cli.main(argv)`, exactly what `vpsie-rebalancer run` runs) with the environment, stdout
-and stderr it was given. Protocol, one JSON object per line: the caller writes
-`{"argv": [...], "env": {...}, "stdout": path, "stderr": path}`; the zygote answers
-`{"pid": N}` when the child started and `{"pid": N, "returncode": R}` when it ended (R < 0:
-killed by signal -R, as subprocess reports it). One child at a time; no event loop and no
-thread ever runs in this parent, so forking is safe.
+(`tests.crash.crashing_daemon.main(argv)`: `vpsie-rebalancer run`, with crash injection) with
+the environment, stdout and stderr it was given. Protocol, one JSON object per line: the
+caller writes `{"argv": [...], "env": {...}, "stdout": path, "stderr": path}`; the zygote
+answers `{"pid": N}` when the child started and `{"pid": N, "returncode": R}` when it ended
+(R < 0: killed by signal -R, as subprocess reports it). One child at a time; no event loop and
+no thread ever runs in this parent, so forking is safe.
 
 Run as `python -m tests.crash.zygote` from the repository root.
 """
@@ -21,13 +21,12 @@ import sys
 
 
 def _preload() -> None:
-    import daemon.cli
-    import daemon.commands.run
-    import daemon.service  # noqa: F401  # the heavy imports happen here, once
+    import daemon.service.lifecycle  # noqa: F401  # the heavy imports happen here, once
+    import tests.crash.crashing_daemon  # noqa: F401
 
 
 def _child(request: dict[str, object]) -> None:
-    import daemon.cli
+    import tests.crash.crashing_daemon
 
     env = request.get("env")
     if isinstance(env, dict):
@@ -43,7 +42,7 @@ def _child(request: dict[str, object]) -> None:
     try:
         argv = request["argv"]
         assert isinstance(argv, list)
-        code = daemon.cli.main([str(a) for a in argv])
+        code = tests.crash.crashing_daemon.main([str(a) for a in argv])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     finally:

@@ -19,8 +19,8 @@ import pytest
 from adapters.kubernetes import KubeClient
 from adapters.vpsie import VpsieClient
 from daemon.clock import ScaledClock, rfc3339
-from daemon.execution import ExecutionContext, WorkerClaims
-from daemon.journal import PlanJournal
+from daemon.executor.execution import ExecutionContext, WorkerClaims
+from daemon.executor.journal import PlanJournal
 from eventstore import EventStore
 from simulator.scenario import parse_scenario
 from simulator.serve import RunningSimulator, start_simulator

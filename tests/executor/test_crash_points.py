@@ -12,12 +12,12 @@ from __future__ import annotations
 import pytest
 
 from daemon.clock import rfc3339
-from daemon.drain import Drainer, cordon
-from daemon.execution import Runtime
-from daemon.executor import PlanRunner
-from daemon.journal import PlanJournal
-from daemon.provisioning import provision
-from daemon.recovery import recover
+from daemon.executor.drain import Drainer, cordon
+from daemon.executor.execution import Runtime
+from daemon.executor.journal import PlanJournal
+from daemon.executor.provisioning import provision
+from daemon.executor.runner import PlanRunner
+from daemon.service.recovery import recover
 from statemachine import events as ev
 from statemachine.fold import PlanState
 from statemachine.machines import PlanStatus, ReplacementStatus

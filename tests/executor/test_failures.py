@@ -12,9 +12,9 @@ import pytest
 
 from adapters.kubernetes import KubeClient
 from daemon.clock import rfc3339
-from daemon.execution import Runtime
-from daemon.executor import InvalidRequest, PlanRunner
-from daemon.provisioning import add_worker, ensure_group, match_node
+from daemon.executor.execution import Runtime
+from daemon.executor.provisioning import add_worker, ensure_group, match_node
+from daemon.executor.runner import InvalidRequest, PlanRunner
 from simulator.faults import FaultRule
 from statemachine import events as ev
 from statemachine.fold import PlanState

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.journal import PlanJournal
+from daemon.executor.journal import PlanJournal
 from eventstore import ConcurrencyError, EventStore, NewEvent
 from statemachine import events as ev
 from statemachine.fold import PlanState, fold
@@ -128,7 +128,7 @@ async def test_subscribers_see_each_event_and_a_broken_one_is_contained(
 
     journal.subscribe(broken)
     journal.subscribe(lambda state, event: seen.append((state.status, type(event).__name__)))
-    with caplog.at_level(logging.ERROR, logger="daemon.journal"):
+    with caplog.at_level(logging.ERROR, logger="daemon.executor.journal"):
         await journal.record(
             ev.PlanProposed(plan_id="j1", at=AT, plan=_spec()),
             ev.PlanApproved(plan_id="j1", at=AT, by="a"),

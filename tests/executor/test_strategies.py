@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 from decimal import Decimal
 
-from daemon.executor import PlanRunner
+from daemon.executor.runner import PlanRunner
 from statemachine import events as ev
 from statemachine.machines import PlanStatus, ReplacementStatus
 from statemachine.plan import Strategy

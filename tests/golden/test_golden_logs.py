@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
-from daemon.audit import plan_report, verify_log
-from daemon.recovery import recover
+from cli.audit import plan_report, verify_log
+from daemon.service.recovery import recover
 from eventstore import EventStore, NewEvent, RecordedEvent
 from statemachine.fold import FoldState, apply, state_to_plain
 

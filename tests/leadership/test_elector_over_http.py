@@ -20,7 +20,7 @@ import yaml
 
 from adapters.kubernetes.client import KubeClient
 from daemon.clock import ScaledClock
-from daemon.leadership import LeaderElector
+from daemon.service.leadership import LeaderElector
 from simulator.serve import start_simulator
 
 SCENARIO = Path(__file__).parents[2] / "simulator" / "scenarios" / "small.yaml"

@@ -14,7 +14,7 @@ import pytest
 
 from adapters.errors import Conflict, TemporaryError
 from daemon.clock import ScaledClock
-from daemon.leadership import LeaderElector
+from daemon.service.leadership import LeaderElector
 from statemachine.world import LeaseInfo
 
 NS, NAME = "kube-system", "vpsie-rebalancer"

@@ -35,12 +35,12 @@ def _lines(stream: io.StringIO) -> list[dict[str, object]]:
 
 def test_one_json_object_per_line(out: tuple[io.StringIO, RedactionFilter]) -> None:
     stream, _ = out
-    log = logging.getLogger("daemon.executor")
+    log = logging.getLogger("daemon.executor.runner")
     log.info("worker %s added", "w-1", extra={"node_group": "web", "attempt": 2})
     log.warning("second")
     first, second = _lines(stream)
     assert first["level"] == "INFO"
-    assert first["logger"] == "daemon.executor"
+    assert first["logger"] == "daemon.executor.runner"
     assert first["msg"] == "worker w-1 added"
     assert first["node_group"] == "web"
     assert first["attempt"] == 2
@@ -51,7 +51,7 @@ def test_one_json_object_per_line(out: tuple[io.StringIO, RedactionFilter]) -> N
 
 async def test_context_follows_tasks(out: tuple[io.StringIO, RedactionFilter]) -> None:
     stream, _ = out
-    log = logging.getLogger("daemon.executor")
+    log = logging.getLogger("daemon.executor.runner")
 
     async def step() -> None:
         log.info("draining")

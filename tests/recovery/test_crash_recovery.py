@@ -18,7 +18,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.recovery import recover, write_snapshot
+from daemon.service.recovery import recover, write_snapshot
 from eventstore import EventStore, NewEvent
 from statemachine import events as ev
 from statemachine.fold import FoldState, apply_event, encode_state

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.recovery import SNAPSHOT_NAME, RecoveryError, recover, write_snapshot
+from daemon.service.recovery import SNAPSHOT_NAME, RecoveryError, recover, write_snapshot
 from eventstore import EventStore, NewEvent
 from statemachine import events as ev
 from statemachine.fold import STATE_SCHEMA_VERSION

@@ -90,7 +90,7 @@ class DaemonProcess:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "daemon.cli",
+                "cli.main",
                 *argv,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=log,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.service import (
+from statemachine import events as ev
+from tests.crash.injection import (
     CRASH_ENV,
     CrashInjector,
     CrashPoint,
     crash_point_from_env,
     parse_crash_at,
 )
-from statemachine import events as ev
 
 
 def test_both_forms_parse() -> None:

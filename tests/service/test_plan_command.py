@@ -18,7 +18,7 @@ async def plan(reh: Rehearsal, *args: str, config: Path | None = None) -> tuple[
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "daemon.cli",
+        "cli.main",
         "plan",
         "--config",
         str(config or reh.config_path),

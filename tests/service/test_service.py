@@ -280,7 +280,7 @@ def test_a_malformed_crash_point_is_refused_at_start(tmp_path: Path) -> None:
         '[[node_groups]]\nname = "general"\n'
     )
     result = subprocess.run(
-        [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "tests.crash.crashing_daemon", "run", "--config", str(config)],
         env={"VPSIE_REBALANCER_CRASH_AT": "soon", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,

@@ -22,7 +22,7 @@ KUBECTL = "/usr/bin/kubectl"
 
 
 def _command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "daemon.cli", "simulate", *args]
+    return [sys.executable, "-m", "cli.main", "simulate", *args]
 
 
 @pytest.fixture

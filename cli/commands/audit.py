@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from daemon.audit import PlanReport, PlanRow
+    from cli.audit import PlanReport, PlanRow
 
 HELP = "show what the rebalancer did and why, from the event log alone"
 
@@ -115,7 +115,7 @@ def main(args: argparse.Namespace) -> int:
 
     import orjson
 
-    from daemon.audit import AuditError, list_plans, open_existing, plan_report, resolve_plan
+    from cli.audit import AuditError, list_plans, open_existing, plan_report, resolve_plan
     from eventstore import EventStoreError
 
     def to_json(value: object) -> str:

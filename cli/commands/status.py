@@ -8,13 +8,13 @@ HELP = "show the running daemon's role and the plans in flight (via its control 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from daemon.control_client import add_control_arguments
+    from cli.control_client import add_control_arguments
 
     add_control_arguments(parser, mutating=False)
     parser.add_argument("--json", action="store_true", help="print the raw JSON answer")
 
 
 def main(args: argparse.Namespace) -> int:
-    from daemon.control_client import run_status
+    from cli.control_client import run_status
 
     return run_status(args)

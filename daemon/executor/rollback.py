@@ -15,9 +15,9 @@ left in which state, so a person can finish the job.
 
 from __future__ import annotations
 
-from daemon.drain import uncordon, vacate_new_node
-from daemon.execution import Runtime, StepFailed
-from daemon.provisioning import delete_worker, terminate
+from daemon.executor.drain import uncordon, vacate_new_node
+from daemon.executor.execution import Runtime, StepFailed
+from daemon.executor.provisioning import delete_worker, terminate
 from statemachine import events as ev
 from statemachine.machines import PlanStatus, ReplacementStatus
 

@@ -1,11 +1,11 @@
 """The executor: drives one plan's replacements through their state machines to an end.
 
 `PlanRunner(journal, ctx).run()` starts from whatever the log says. It first settles every
-intent the log left open (`daemon.reconcile`), re-runs the safety checks if work was in
-flight (`ctx.recheck`), then executes forward or rolls back (`daemon.rollback`) until the plan
-is completed, rolled back or failed. It returns early, with everything recorded, when the plan
-is paused, when a stop is requested (SIGTERM: the current step finishes first), or when the
-lease is lost; calling `run()` again (in this process or the next) carries on.
+intent the log left open (`daemon.executor.reconcile`), re-runs the safety checks if work was in
+flight (`ctx.recheck`), then executes forward or rolls back (`daemon.executor.rollback`) until
+the plan is completed, rolled back or failed. It returns early, with everything recorded,
+when the plan is paused, when a stop is requested (SIGTERM: the current step finishes first),
+or when the lease is lost; calling `run()` again (in this process or the next) carries on.
 
 Every change goes through the journal: an intent is committed before each call to the world
 and an outcome after it, so a crash at any instant leaves a log that `reconcile` can settle.
@@ -31,8 +31,8 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 
-from daemon.drain import Drainer, cordon
-from daemon.execution import (
+from daemon.executor.drain import Drainer, cordon
+from daemon.executor.execution import (
     PROCESS_CLAIMS,
     ExecutionContext,
     Interrupted,
@@ -40,10 +40,10 @@ from daemon.execution import (
     StepFailed,
     WorkerClaims,
 )
-from daemon.journal import PlanJournal
-from daemon.provisioning import provision, terminate
-from daemon.reconcile import reconcile_pending
-from daemon.rollback import roll_back_plan
+from daemon.executor.journal import PlanJournal
+from daemon.executor.provisioning import provision, terminate
+from daemon.executor.reconcile import reconcile_pending
+from daemon.executor.rollback import roll_back_plan
 from statemachine import events as ev
 from statemachine.fold import PlanState
 from statemachine.machines import IllegalTransition, PlanStatus, ReplacementStatus

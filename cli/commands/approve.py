@@ -8,12 +8,12 @@ HELP = "approve a plan that is awaiting approval, so it starts"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from daemon.control_client import add_control_arguments
+    from cli.control_client import add_control_arguments
 
     add_control_arguments(parser, mutating=True)
 
 
 def main(args: argparse.Namespace) -> int:
-    from daemon.control_client import run_action
+    from cli.control_client import run_action
 
     return run_action(args, "approve")

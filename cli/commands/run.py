@@ -15,6 +15,12 @@ prints one line per state change on stdout.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daemon.executor.journal import Subscriber
+    from daemon.service.state import WorldWrapper
 
 HELP = "run the rebalancer daemon (recover, take the lease, analyse, plan, execute)"
 
@@ -38,10 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--identity", default=None, help=hidden)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(
+    args: argparse.Namespace,
+    *,
+    wrap_world: WorldWrapper | None = None,
+    observers: Sequence[Subscriber] = (),
+) -> int:
+    """`run`; `wrap_world` and `observers` are hooks for rehearsals (the crash suite's)."""
     import asyncio
     import logging
-    import os
     import sys
     import time
 
@@ -50,14 +61,14 @@ def main(args: argparse.Namespace) -> int:
     from adapters.errors import AdapterError
     from adapters.systemd_notify import Notifier
     from adapters.vpsie.settings import SettingsError, VpsieSettings
+    from cli.progress import ProgressPrinter
     from daemon.clock import ScaledClock, SystemClock
     from daemon.config import ConfigError, load_config
-    from daemon.control_client import read_token_file
+    from daemon.control_protocol import read_token_file
     from daemon.jsonlog import configure_logging
     from daemon.ports import Clock
-    from daemon.progress import ProgressPrinter
-    from daemon.recovery import RecoveryError
-    from daemon.service import Service, crash_point_from_env
+    from daemon.service.lifecycle import Service
+    from daemon.service.recovery import RecoveryError
     from eventstore import EventStoreError
 
     log = logging.getLogger("daemon.run")
@@ -77,7 +88,6 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         config = load_config(args.config)
-        crash = crash_point_from_env(os.environ)
         notifier = Notifier()
         if args.time_scale is not None and args.time_scale <= 0:
             raise ValueError(f"--time-scale must be positive, got {args.time_scale}")
@@ -100,14 +110,15 @@ def main(args: argparse.Namespace) -> int:
         speed = args.time_scale
         origin = args.time_origin if args.time_origin is not None else time.time()
         clock = ScaledClock(speed, start=origin + (time.time() - origin) * speed)
-    progress = ProgressPrinter(clock) if args.progress else None
+    if args.progress:
+        observers = (*observers, ProgressPrinter(clock).on_event)
     service = Service(
         config,
         config_path=config.source,
         clock=clock,
         once=args.once,
-        crash=crash,
-        progress=progress,
+        wrap_world=wrap_world,
+        observers=observers,
         notifier=notifier,
         identity=args.identity,
         lease_duration_s=args.lease_duration,

@@ -8,12 +8,12 @@ HELP = "cancel a plan; what it already changed is rolled back"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from daemon.control_client import add_control_arguments
+    from cli.control_client import add_control_arguments
 
     add_control_arguments(parser, mutating=True)
 
 
 def main(args: argparse.Namespace) -> int:
-    from daemon.control_client import run_action
+    from cli.control_client import run_action
 
     return run_action(args, "cancel")

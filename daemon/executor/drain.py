@@ -25,8 +25,8 @@ from collections import Counter
 from typing import Any
 
 from adapters.errors import EvictionBlocked, NotFound, PermanentError, TemporaryError
-from daemon.execution import Runtime, StepFailed
-from daemon.provisioning import match_node
+from daemon.executor.execution import Runtime, StepFailed
+from daemon.executor.provisioning import match_node
 from statemachine import events as ev
 from statemachine.machines import ReplacementStatus
 from statemachine.world import CORDONED_BY_ANNOTATION, NodeInfo, PodInfo

@@ -15,7 +15,7 @@ def main(args: argparse.Namespace) -> int:
     import asyncio
     import sys
 
-    from daemon.audit import AuditError, open_existing, verify_log
+    from cli.audit import AuditError, open_existing, verify_log
     from eventstore import EventStoreError
 
     async def run() -> int:

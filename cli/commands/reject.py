@@ -8,12 +8,12 @@ HELP = "reject a plan that is awaiting approval; it ends without touching the cl
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from daemon.control_client import add_control_arguments
+    from cli.control_client import add_control_arguments
 
     add_control_arguments(parser, mutating=True)
 
 
 def main(args: argparse.Namespace) -> int:
-    from daemon.control_client import run_action
+    from cli.control_client import run_action
 
     return run_action(args, "reject")

@@ -1,6 +1,6 @@
 """The `vpsie-rebalancer` command line.
 
-Each subcommand is a module in `daemon.commands` that defines `HELP` (one line),
+Each subcommand is a module in `cli.commands` that defines `HELP` (one line),
 `add_arguments(parser)` and `main(args) -> int` (the exit code). Modules are found by name, so
 adding a command is adding a file; heavy imports belong inside `main`.
 """
@@ -14,16 +14,16 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-import daemon.commands
+import cli.commands
 
 
 def _command_modules() -> dict[str, ModuleType]:
     found: dict[str, ModuleType] = {}
-    for info in sorted(pkgutil.iter_modules(daemon.commands.__path__), key=lambda i: i.name):
+    for info in sorted(pkgutil.iter_modules(cli.commands.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
         found[info.name.replace("_", "-")] = importlib.import_module(
-            f"daemon.commands.{info.name}"
+            f"cli.commands.{info.name}"
         )
     return found
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.drain import ours, uncordon_call
-from daemon.execution import Runtime
-from daemon.provisioning import settle_add, settle_group
+from daemon.executor.drain import ours, uncordon_call
+from daemon.executor.execution import Runtime
+from daemon.executor.provisioning import settle_add, settle_group
 from statemachine import events as ev
 from statemachine.world import NodeInfo
 

@@ -18,7 +18,7 @@ them can move).
 from __future__ import annotations
 
 from adapters.errors import Conflict, PermanentError, TemporaryError
-from daemon.execution import Runtime, StepFailed
+from daemon.executor.execution import Runtime, StepFailed
 from statemachine import events as ev
 from statemachine.machines import ReplacementStatus
 from statemachine.world import (

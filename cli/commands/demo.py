@@ -145,9 +145,9 @@ async def _demo(args: argparse.Namespace) -> int:
     from decimal import Decimal
 
     import simulator
+    from cli.progress import ProgressPrinter, elapsed, money
     from daemon.clock import ScaledClock
-    from daemon.progress import ProgressPrinter, elapsed, money
-    from daemon.service import Service
+    from daemon.service.lifecycle import Service
     from simulator.serve import start_simulator
 
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr, format="%(levelname)s %(message)s")
@@ -182,7 +182,7 @@ async def _demo(args: argparse.Namespace) -> int:
             config_path=config_path,
             clock=clock,
             once=True,
-            progress=progress,
+            observers=(progress.on_event,),
             lease_duration_s=60,
             poll_interval_s=2.0,
         )

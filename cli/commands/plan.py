@@ -62,8 +62,8 @@ async def _run(config_path: str, *, as_json: bool, record: bool) -> int:
     from adapters.vpsie.settings import SettingsError
     from daemon.clock import SystemClock, rfc3339
     from daemon.config import ConfigError, load_config
-    from daemon.recovery import RecoveryError, recover
-    from daemon.snapshot import SnapshotError, gather_snapshot
+    from daemon.service.recovery import RecoveryError, recover
+    from daemon.service.snapshot import SnapshotError, gather_snapshot
     from eventstore import EventStore, EventStoreError
     from planner import analyze, make_plan
     from statemachine.events import to_json

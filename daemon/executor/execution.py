@@ -29,7 +29,7 @@ from typing import TypeVar
 
 from adapters.errors import NotFound, PermanentError, TemporaryError
 from daemon.clock import rfc3339
-from daemon.journal import PlanJournal
+from daemon.executor.journal import PlanJournal
 from daemon.ports import Clock, Cloud, Cluster
 from statemachine import events as ev
 from statemachine.fold import PlanState, ReplacementState

@@ -1,0 +1,1 @@
+"""The `vpsie-rebalancer` command line: above the daemon, never imported by it."""
