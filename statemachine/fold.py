@@ -380,7 +380,9 @@ def _node_delete_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str |
         if e.node != s.old_node or not r.old_deleted:
             return f"{e.node} is not the old node of a worker deleted by this replacement"
         return None
-    if not r.new_node or e.node != r.new_node or not r.new_deleted:
+    # The new worker's Node: by name once it joined, else by the worker's hostname (any case).
+    ours = e.node == r.new_node if r.new_node else e.node.lower() == r.new_hostname.lower()
+    if not r.new_worker or not ours or not r.new_deleted:
         return f"{e.node} is not the node of a worker this replacement added and deleted"
     return None
 
