@@ -59,9 +59,9 @@ async def roll_back_replacement(rt: Runtime, rid: str, reason: str) -> str | Non
         r = rt.replacement(rid)
         if r.new_deleted and not r.new_node_deleted:
             deadline = rt.monotonic() + rt.ctx.rollback_timeout_s
-            node = await node_of_new_worker(rt, rid, deadline)
-            if node is not None:
-                await delete_node_object(rt, rid, node.name, role="new")
+            joined = await node_of_new_worker(rt, rid, deadline)
+            if joined is not None:
+                await delete_node_object(rt, rid, joined.name, role="new")
         await rt.record(
             ev.ReplacementRolledBack(plan_id=rt.plan_id, at=rt.at(), replacement_id=rid)
         )
