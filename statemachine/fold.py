@@ -140,6 +140,9 @@ class FoldState:
     groups: dict[str, GroupSummary] = field(default_factory=dict)
     head_seq: int = 0
     keep_finished: bool = True
+    # Workers our plans added and did not delete since: identifier -> size id. VPSie's listing
+    # names no group, so this is the first source of such a worker's size (kept in snapshots).
+    workers: dict[str, int] = field(default_factory=dict)
 
 
 class Change(NamedTuple):
@@ -217,6 +220,7 @@ def apply_event(
     _expect_version(version, plan.version, illegal, plan.status)
     if isinstance(event, ev.ReplacementEvent):
         change = _apply_replacement(plan, event, seq, illegal)
+        _track_worker(state, plan, event)
     else:
         change = _apply_plan(state, plan, event, seq, illegal)
     plan.version = version
@@ -228,6 +232,15 @@ def apply_event(
 
 
 Illegal = Callable[..., IllegalTransition]
+
+
+def _track_worker(state: FoldState, plan: PlanState, event: ev.ReplacementEvent) -> None:
+    if isinstance(event, ev.WorkerAdded):
+        size = plan.spec_of(event.replacement_id).new_size_id
+        if size is not None:
+            state.workers[event.worker_identifier] = size
+    elif isinstance(event, ev.WorkerDeleted):
+        state.workers.pop(event.worker_identifier, None)
 
 
 def _expect_version(version: int, current: int, illegal: Illegal, status: str) -> None:
@@ -606,6 +619,7 @@ def state_to_plain(state: FoldState) -> dict[str, Any]:
         "keep_finished": state.keep_finished,
         "plans": [_plan_plain(p) for p in state.plans.values()],
         "groups": {name: g for name, g in state.groups.items()},
+        "workers": dict(state.workers),
     }
 
 
@@ -670,6 +684,7 @@ def decode_state(data: bytes) -> FoldState:
             keep_finished=value["keep_finished"],
             plans={p["plan_id"]: _plan_from_plain(p) for p in value["plans"]},
             groups={name: ev.plain_to(GroupSummary, g) for name, g in value["groups"].items()},
+            workers={str(k): int(v) for k, v in value.get("workers", {}).items()},
         )
     except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
         raise StateDecodeError(f"not a fold state: {exc}") from None

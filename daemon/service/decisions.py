@@ -30,6 +30,7 @@ class Decisions(Runners):
     """The analysis round and what a proposed (or recovered) plan becomes."""
 
     def _remember_groups(self, recovered: Recovered) -> None:
+        self._logged_sizes = dict(recovered.state.workers)
         for policy in self.config.node_groups:
             last = recovered.last_finished(policy.name)
             if last:
@@ -69,6 +70,7 @@ class Decisions(Runners):
                 cluster_identifier=self.config.cluster,
                 now=now,
                 datacenter=self._datacenter,
+                logged_sizes=self.logged_sizes(),
             )
         except SnapshotError as exc:
             view.last_decision = f"no analysis: {exc}"

@@ -95,6 +95,8 @@ class ServiceState:
         self._finished: dict[str, PlanState] = {}  # plans this process saw end
         self._groups: dict[str, GroupView] = {}
         self._last_finished: dict[str, str] = {}
+        # Workers our plans added, by the log at recovery: identifier -> size id.
+        self._logged_sizes: dict[str, int] = {}
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._store: EventStore | None = None
@@ -103,6 +105,21 @@ class ServiceState:
         self._reporter: Reporter | None = None
         self._elector: LeaderElector | None = None
         self._last_status = ""
+
+    def logged_sizes(self) -> dict[str, int]:
+        """What the log says of the workers our plans added and did not delete: the recovered
+        index, brought up to date with the plans this process ran."""
+        found = dict(self._logged_sizes)
+        for state in [*(t.journal.state for t in self._plans.values()), *self._finished.values()]:
+            for r_spec in state.spec.replacements:
+                r = state.replacements[r_spec.replacement_id]
+                if r.old_deleted:
+                    found.pop(r_spec.old_worker, None)
+                if r.new_worker and r.new_deleted:
+                    found.pop(r.new_worker, None)
+                elif r.new_worker and r_spec.new_size_id is not None:
+                    found[r.new_worker] = r_spec.new_size_id
+        return found
 
     def _now(self) -> str:
         return rfc3339(self._clock.now())
