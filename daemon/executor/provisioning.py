@@ -611,19 +611,30 @@ async def terminate(rt: Runtime, rid: str) -> None:
     """DRAINED -> DONE: delete the old worker, then its Node object, then record the
     replacement complete."""
     spec = rt.spec_of(rid)
+    deadline = rt.monotonic() + rt.ctx.call_retry_s
+    first, most = rt.ctx.retry_backoff_s
+    delay = first
     while True:
         r = rt.replacement(rid)
         match r.status:
             case _RS.DRAINED:
                 rt.check()
-                await delete_worker(
-                    rt,
-                    rid,
-                    spec.old_worker,
-                    spec.old_node,
-                    role="old",
-                    deadline=rt.monotonic() + rt.ctx.call_retry_s,
-                )
+                try:
+                    await delete_worker(
+                        rt,
+                        rid,
+                        spec.old_worker,
+                        spec.old_node,
+                        role="old",
+                        deadline=rt.monotonic() + rt.ctx.call_retry_s,
+                    )
+                except StepFailed as exc:
+                    # Deleting by identifier is idempotent: a delete the listing does not
+                    # confirm yet is asked again (a fresh intent) until call_retry_s.
+                    if exc.permanent or rt.monotonic() >= deadline:
+                        raise
+                    await rt.sleep(min(delay, max(0.0, deadline - rt.monotonic())))
+                    delay = min(delay * 2, most)
             case _RS.TERMINATED:
                 if not r.old_node_deleted:
                     await delete_node_object(rt, rid, spec.old_node, role="old")
