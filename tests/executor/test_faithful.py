@@ -4,17 +4,21 @@ behind, a second actor adding workers to the same group."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from collections.abc import Sequence
 
 from daemon.executor.runner import PlanRunner
+from daemon.service.recheck import recheck_live
 from daemon.service.snapshot import gather_snapshot
 from planner import NodeGroupPolicy, analyze, make_plan
 from simulator.faults import FaultRule
 from statemachine import events as ev
+from statemachine.fold import PlanState
 from statemachine.machines import PlanStatus
-from statemachine.plan import Strategy
+from statemachine.plan import Action, CheckResult, Strategy
 from statemachine.world import SIZE_LABEL
-from tests.executor.checks import assert_replaced, replacement_events
+from tests.executor.checks import assert_replaced, events_of, replacement_events
 from tests.executor.conftest import NEW_SIZE, World
 
 POLICY = NodeGroupPolicy(name="general", cluster="", min_nodes=1, max_concurrent=1)
@@ -143,3 +147,43 @@ async def test_the_govpsie_shape_is_refused_for_deletes(govpsie_world: World) ->
     assert len(analysis.exclusions) == 3
     assert "cannot be deleted safely" in analysis.exclusions[0].message
     assert make_plan(analysis, policy) is None
+
+
+async def test_a_locked_vpsie_cluster_pauses_execution_between_steps(world: World) -> None:
+    """Adversary: VPSie locking the cluster (an upgrade) while a plan is about to start a batch.
+    Nothing is started and nothing is undone; the plan goes on once the lock is gone."""
+    world.sim.vpsie.lock = True
+    policy = dataclasses.replace(POLICY, cluster=world.cluster_id)
+
+    async def recheck(state: PlanState) -> Sequence[CheckResult]:
+        return await recheck_live(
+            state, world.cloud, world.cluster, policy, cluster_identifier=world.cluster_id,
+            clock=world.clock, datacenter="",
+        )
+
+    spec = world.spec("f-lock", Strategy.ROLLING, count=2)
+    journal = await world.approved(spec)
+
+    async def unlock_when_postponed() -> None:
+        while True:
+            events = await events_of(world, spec.plan_id)
+            if any(isinstance(e, ev.SafetyChecksRun) and e.action is Action.POSTPONE
+                   for e in events):
+                await world.clock.sleep(60)  # the lock lasts a while after the postponement
+                world.sim.vpsie.lock = False
+                return
+            await asyncio.sleep(0.005)
+
+    unlocker = asyncio.create_task(unlock_when_postponed())
+    state = await PlanRunner(journal, world.context(recheck=recheck)).run()
+    await unlocker
+    await assert_replaced(world, spec, state)
+    events = await events_of(world, spec.plan_id)
+    checks = [e for e in events if isinstance(e, ev.SafetyChecksRun)]
+    assert [(c.step, c.action) for c in checks[:2]] == [
+        ("batch 1", Action.POSTPONE), ("batch 1", Action.PROCEED),
+    ]
+    assert "the VPSie cluster is locked" in checks[0].reasons[0]
+    first_add = next(e for e in events if isinstance(e, ev.WorkerAddRequested))
+    assert events.index(checks[1]) < events.index(first_add)
+    assert not [e for e in events if isinstance(e, ev.PlanRollbackStarted)]
