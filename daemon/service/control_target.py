@@ -35,6 +35,7 @@ class PlanControl(Decisions):
                 name: {"last_analysis_at": v.last_analysis_at, "last_decision": v.last_decision}
                 for name, v in sorted(self._groups.items())
             },
+            "disagreements": list(self._world_notes),
         }
 
     def _tracked(self, plan_id: str) -> Tracked:

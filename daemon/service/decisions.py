@@ -14,6 +14,7 @@ import logging
 
 from daemon.clock import rfc3339
 from daemon.executor.journal import PlanJournal
+from daemon.service.accounting import account
 from daemon.service.recovery import Recovered
 from daemon.service.runners import Runners
 from daemon.service.snapshot import SnapshotError, gather_snapshot
@@ -22,6 +23,7 @@ from planner import NodeGroupPolicy, analyze, make_plan
 from statemachine import events as ev
 from statemachine.machines import PlanStatus
 from statemachine.plan import Action
+from statemachine.world import ClusterSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,20 @@ class Decisions(Runners):
             last = recovered.last_finished(policy.name)
             if last:
                 self._last_finished[policy.name] = last
+
+    def _account(self, snapshot: ClusterSnapshot) -> None:
+        """Report, once per finding, where the listing, the Nodes and our log disagree."""
+        found = account(snapshot)
+        lines = found.lines()
+        for line in lines:
+            if line not in self._world_notes:
+                log.warning("%s", line)
+        if self._reporter is not None:
+            for name in found.nodes_without_worker:
+                if name not in self._reported_orphans:
+                    self._reporter.node_without_worker(name)
+        self._reported_orphans = set(found.nodes_without_worker)
+        self._world_notes = lines
 
     async def _continue(self, tracked: Tracked) -> None:
         """Pick a recovered plan up where the log left it."""
@@ -82,6 +98,7 @@ class Decisions(Runners):
             )
         if self._reporter is not None and gathered.snapshot.node_groups:
             self._reporter.set_node_groups(gathered.snapshot.node_groups)
+        self._account(gathered.snapshot)
         analysis = analyze(
             gathered.snapshot,
             policy,

@@ -97,6 +97,9 @@ class ServiceState:
         self._last_finished: dict[str, str] = {}
         # Workers our plans added, by the log at recovery: identifier -> size id.
         self._logged_sizes: dict[str, int] = {}
+        # What the last analysis found that does not add up (daemon/service/accounting.py).
+        self._world_notes: list[str] = []
+        self._reported_orphans: set[str] = set()
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._store: EventStore | None = None
