@@ -237,8 +237,6 @@ class VpsieWorker:
     ram_mb: int = 0
     disk_gb: int = 0
     created_on: str = ""
-    # The node group the worker belongs to, when the API says (no public client shows one).
-    group_id: int | None = None
 
     @property
     def key(self) -> str:
