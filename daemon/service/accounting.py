@@ -8,7 +8,8 @@ workers our log says we added and did not delete) and returns what does not add 
   controller manager deletes none); the executor deletes the ones of its own replacements;
 - workers our log says we added that VPSie no longer lists;
 - workers VPSie lists that no Node matches and our log does not know (someone else's, or one
-  still booting).
+  still booting);
+- workers listed without an identifier (govpsie's node shape): read-only, never replaced.
 
 The service logs each finding once, shows them in `status` and puts a Kubernetes Event on a
 leftover Node. It never acts on a worker it cannot account for: the planner only replaces
@@ -27,6 +28,7 @@ class Accounting:
     nodes_without_worker: tuple[str, ...] = ()
     ours_not_listed: tuple[str, ...] = ()
     listed_unknown: tuple[str, ...] = ()
+    read_only: int = 0  # workers listed without an identifier (govpsie's shape)
 
     def lines(self) -> list[str]:
         out = []
@@ -44,6 +46,11 @@ class Accounting:
             out.append(
                 "workers VPSie lists that no Node and no record of ours accounts for: "
                 + ", ".join(self.listed_unknown)
+            )
+        if self.read_only:
+            out.append(
+                f"VPSie lists {self.read_only} workers without an identifier (govpsie's node "
+                "shape): they cannot be deleted safely, so no node of theirs is replaced"
             )
         return out
 
@@ -74,4 +81,5 @@ def account(snapshot: ClusterSnapshot) -> Accounting:
         nodes_without_worker=tuple(sorted(orphans)),
         ours_not_listed=tuple(gone),
         listed_unknown=tuple(unknown),
+        read_only=sum(1 for w in snapshot.workers if not w.identifier),
     )

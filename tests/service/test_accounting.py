@@ -40,3 +40,13 @@ def test_a_cluster_that_adds_up_says_nothing() -> None:
         logged_sizes={"a": 201},
     )
     assert account(snapshot).lines() == []
+
+
+def test_workers_without_identifier_are_said_to_be_read_only() -> None:
+    snapshot = ClusterSnapshot(
+        taken_at="2026-12-02T12:00:00Z",
+        nodes=(NodeInfo(name="w1", ready=True),),
+        workers=(VpsieWorker(identifier="", node_id=7, hostname="W1"),),
+    )
+    (line,) = account(snapshot).lines()
+    assert "1 workers without an identifier" in line and "cannot be deleted" in line
