@@ -26,10 +26,12 @@ error. Then the worker's Node object, which nothing on VPSie's side deletes, is 
 
 from __future__ import annotations
 
+import functools
+
 from adapters.errors import Conflict, PermanentError, TemporaryError
 from daemon.executor.execution import Interrupted, Runtime, StepFailed
 from statemachine import events as ev
-from statemachine.machines import ReplacementStatus
+from statemachine.machines import PlanStatus, ReplacementStatus
 from statemachine.world import (
     DATACENTER_LABEL,
     HOSTNAME_LABEL,
@@ -234,7 +236,7 @@ async def park(rt: Runtime, rid: str, reason: str) -> None:
     """An add whose worker cannot be told from another actor's: pause the plan for a person
     (while executing; the pending intent is settled again on resume), or, in a rollback,
     record the add as failed, so that the rollback deletes nothing it cannot account for."""
-    if rt.state.status.value == "executing":
+    if rt.state.status is PlanStatus.EXECUTING:
         await rt.record(
             ev.PlanPaused(plan_id=rt.plan_id, at=rt.at(), by="rebalancer", reason=reason)
         )
@@ -409,10 +411,10 @@ async def _apply(rt: Runtime, node: str, labels: dict[str, str], taints: tuple[T
         deadline=deadline,
         interruptible=False,
     )
-    for t in taints:
+    for taint in taints:
         await rt.call(
-            f"taint node {node} with {_taint_text(t)}",
-            lambda t=t: cluster.set_taint(node, t.key, t.value, t.effect),  # type: ignore[misc]
+            f"taint node {node} with {_taint_text(taint)}",
+            functools.partial(cluster.set_taint, node, taint.key, taint.value, taint.effect),
             deadline=deadline,
             interruptible=False,
         )
