@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eventstore import EventStore, NewEvent, RecordedEvent, Snapshot
 from eventstore.chain import GENESIS, row_hash, snapshot_hash
-from eventstore.schema import APPLICATION_ID, CURRENT_VERSION, SCHEMA_V2
+from eventstore.schema import APPLICATION_ID, CURRENT_VERSION, SCHEMA_V3
 
 EPOCH = 1_767_225_600.0
 LIFECYCLE = (
@@ -84,7 +84,7 @@ class PlainSqlite:
         self.db = sqlite3.connect(path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
-        for statement in SCHEMA_V2:
+        for statement in SCHEMA_V3:
             self.db.execute(statement)
         self.prev = GENESIS
 
@@ -93,7 +93,7 @@ class PlainSqlite:
         self.prev = row_hash(self.prev, i, f"plan-{i}", 1, "ReplacementPlanned", 1, data, EPOCH)
         row = (i, f"plan-{i}", 1, "ReplacementPlanned", 1, data, EPOCH, self.prev)
         self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", row)
+        self.db.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,0)", row)
         self.db.execute("COMMIT")
 
 
@@ -178,13 +178,13 @@ def build_log(path: Path, shape: LogShape) -> int:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=OFF")
     db.execute("PRAGMA synchronous=OFF")
-    for statement in SCHEMA_V2:
+    for statement in SCHEMA_V3:
         db.execute(statement)
     db.execute(f"PRAGMA application_id={APPLICATION_ID}")
     db.execute(f"PRAGMA user_version={CURRENT_VERSION}")
     prev, seq, chunk = GENESIS, 0, []
     at = EPOCH
-    insert = "INSERT INTO events VALUES (?,?,?,?,?,?,?,?)"
+    insert = "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,0)"
     for stream, version, _, type_, data in shaped_rows(shape):
         seq += 1
         at += 0.5

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from daemon.service.recovery import SNAPSHOT_NAME, recover
 from eventstore import EventStore
 from eventstore.chain import GENESIS, row_hash, snapshot_hash
-from eventstore.schema import APPLICATION_ID, CURRENT_VERSION, SCHEMA_V2
+from eventstore.schema import APPLICATION_ID, CURRENT_VERSION, SCHEMA_V3
 from statemachine import events as ev
 from statemachine.fold import STATE_SCHEMA_VERSION, FoldState, apply, encode_state
 from statemachine.histories import example_spec, forward_history
@@ -90,11 +90,11 @@ def build(path: Path, total: int) -> dict[str, int]:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=OFF")
     db.execute("PRAGMA synchronous=OFF")
-    for statement in SCHEMA_V2:
+    for statement in SCHEMA_V3:
         db.execute(statement)
     db.execute(f"PRAGMA application_id={APPLICATION_ID}")
     db.execute(f"PRAGMA user_version={CURRENT_VERSION}")
-    insert = "INSERT INTO events VALUES (?,?,?,?,?,?,?,?)"
+    insert = "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,0)"
     seq, prev, chunk = 0, GENESIS, []
     fold = FoldState(keep_finished=False)
 

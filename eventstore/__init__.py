@@ -8,7 +8,9 @@ from eventstore.errors import (
     ConcurrencyError,
     CorruptLogError,
     EventStoreError,
+    FencedError,
     SchemaTooNewError,
+    SnapshotRangeError,
 )
 from eventstore.records import NewEvent, RecordedEvent, Snapshot, VerifyReport
 from eventstore.store import EventStore
@@ -18,9 +20,11 @@ __all__ = [
     "CorruptLogError",
     "EventStore",
     "EventStoreError",
+    "FencedError",
     "NewEvent",
     "RecordedEvent",
     "SchemaTooNewError",
     "Snapshot",
+    "SnapshotRangeError",
     "VerifyReport",
 ]

@@ -16,6 +16,7 @@ GENESIS = bytes(32)
 # seq, version, schema_version, recorded_at, then the lengths of stream, type and data.
 _ROW_HEADER = struct.Struct(">qqqdIII")
 _SNAPSHOT_HEADER = struct.Struct(">qqII")
+_TERM = struct.Struct(">q")
 
 
 def row_hash(
@@ -27,12 +28,19 @@ def row_hash(
     schema_version: int,
     data: bytes,
     recorded_at: float,
+    term: int = 0,
 ) -> bytes:
-    """The chain hash of one event row, given the hash of the row before it."""
+    """The chain hash of one event row, given the hash of the row before it.
+
+    The leadership term is hashed after the data when it is not 0, so rows of unfenced
+    appends (and every row written before terms existed) hash as they always did, and
+    changing a row's term either way changes its hash.
+    """
     s = stream.encode()
     t = type_.encode()
     header = _ROW_HEADER.pack(seq, version, schema_version, recorded_at, len(s), len(t), len(data))
-    return hashlib.sha256(b"".join((prev, header, s, t, data))).digest()
+    parts = (prev, header, s, t, data, _TERM.pack(term)) if term else (prev, header, s, t, data)
+    return hashlib.sha256(b"".join(parts)).digest()
 
 
 def snapshot_hash(

@@ -3,6 +3,8 @@
     EventStoreError            cannot open, read or write the log (path, operation, cause)
     ├── ConcurrencyError       append with a stale expected_version (stream, expected, actual)
     ├── CorruptLogError        SQLite reports a damaged file, or the hash chain does not match
+    ├── FencedError            append under a term not the current one (stream, term, current)
+    ├── SnapshotRangeError     snapshot seq outside the log as it is now (also a ValueError)
     └── SchemaTooNewError      the file was written by a newer build (both schema versions)
 
 sqlite3 exceptions never leave the package; they are translated here.
@@ -31,6 +33,29 @@ class ConcurrencyError(EventStoreError):
 
 class CorruptLogError(EventStoreError):
     """The database file is damaged or its hash chain does not match its content."""
+
+
+class FencedError(EventStoreError):
+    """An append carried a leadership term older than the store's: another daemon leads.
+
+    Nothing of the append was written. The caller is no longer the leader and must stop acting.
+    """
+
+    def __init__(self, where: str, stream: str, term: int, current: int) -> None:
+        if term < current:
+            why = f"term {current} has been taken since (another daemon leads)"
+        else:
+            why = f"that term was never taken (the current term is {current})"
+        super().__init__(
+            f"{where}: append to {stream!r} refused: it carries leadership term {term}, but {why}"
+        )
+        self.stream = stream
+        self.term = term
+        self.current = current
+
+
+class SnapshotRangeError(EventStoreError, ValueError):
+    """A snapshot's seq is not in the log as it is now (read from the database, not a cache)."""
 
 
 class SchemaTooNewError(EventStoreError):

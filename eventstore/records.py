@@ -29,6 +29,7 @@ class RecordedEvent:
     schema_version: int
     data: bytes
     recorded_at: float
+    term: int = 0  # the leadership term it was appended under; 0 for an unfenced append
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

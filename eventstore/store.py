@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sqlite3
 import time
@@ -35,15 +36,21 @@ from eventstore.errors import (
     ConcurrencyError,
     CorruptLogError,
     EventStoreError,
+    FencedError,
     SchemaTooNewError,
+    SnapshotRangeError,
     translate,
 )
 from eventstore.records import NewEvent, RecordedEvent, Snapshot, VerifyReport
 from eventstore.schema import (
     APPLICATION_ID,
     CURRENT_VERSION,
-    SCHEMA_V2,
+    FENCED_MESSAGE,
+    LEADERSHIP_EVENT,
+    LEADERSHIP_STREAM,
+    SCHEMA_V3,
     V1_TO_V2_BEFORE_BACKFILL,
+    V2_TO_V3,
     V2_TRIGGERS,
 )
 
@@ -51,25 +58,26 @@ Synchronous = Literal["FULL", "NORMAL"]
 
 _MAX_BATCH = 512  # appends per group-commit transaction
 _IN_LIMIT = 500  # parameters per IN (...) lookup
-_EVENT_COLUMNS = "seq, stream, version, type, schema_version, data, recorded_at, hash"
+_EVENT_COLUMNS = "seq, stream, version, type, schema_version, data, recorded_at, hash, term"
 
 # The queries recovery depends on; tests check their plans are index lookups and range scans.
 HEAD_SQL = "SELECT seq, hash FROM events WHERE seq = (SELECT max(seq) FROM events)"
 READ_FROM_SEQ_SQL = f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq >= ? ORDER BY seq LIMIT ?"
 READ_STREAM_SQL = (
     "SELECT e.seq, e.stream, e.version, e.type, e.schema_version, e.data, e.recorded_at, "
-    "e.hash, p.hash FROM events e LEFT JOIN events p ON p.seq = e.seq - 1 "
+    "e.hash, e.term, p.hash FROM events e LEFT JOIN events p ON p.seq = e.seq - 1 "
     "WHERE e.stream = ? AND e.version >= ? ORDER BY e.version"
 )
 STREAM_VERSION_SQL = "SELECT version FROM streams WHERE stream = ?"
-_INSERT_ONE_SQL = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)"
-_ROWS_PER_STATEMENT = 999 // 8  # SQLite's smallest bound-parameter limit, 8 per row
+_INSERT_ONE_SQL = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+_ROWS_PER_STATEMENT = 999 // 9  # SQLite's smallest bound-parameter limit, 9 per row
+TERM_SQL = "SELECT term FROM leadership WHERE id = 1"
 
 
-# INSERT statements of 0..124 rows, built once: the same string lets sqlite3 reuse the
+# INSERT statements of 0..111 rows, built once: the same string lets sqlite3 reuse the
 # prepared statement.
 _INSERT_SQL = tuple(
-    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?,?)"] * n)
+    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?)"] * n)
     for n in range(_ROWS_PER_STATEMENT + 1)
 )
 
@@ -77,12 +85,15 @@ _INSERT_SQL = tuple(
 class _Pending:
     """One append waiting for its transaction; `done` gets the new version or the error."""
 
-    __slots__ = ("done", "events", "expected", "stream")
+    __slots__ = ("done", "events", "expected", "stream", "term")
 
-    def __init__(self, stream: str, expected: int, events: Sequence[NewEvent]) -> None:
+    def __init__(
+        self, stream: str, expected: int, events: Sequence[NewEvent], term: int
+    ) -> None:
         self.stream = stream
         self.expected = expected
         self.events = events
+        self.term = term
         self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
 
@@ -90,9 +101,15 @@ class _OutOfDate(EventStoreError):
     """Another connection wrote to the file: the cached head or versions were stale."""
 
 
-def _check_events(stream: str, expected_version: int, events: Sequence[NewEvent]) -> None:
+def _check_events(
+    stream: str, expected_version: int, events: Sequence[NewEvent], term: int | None
+) -> None:
     if not isinstance(stream, str) or not stream:
         raise ValueError(f"append: stream must be a non-empty string, got {stream!r}")
+    if stream.startswith("$"):
+        raise ValueError(f"append to {stream!r}: streams starting with '$' are the store's own")
+    if term is not None and (isinstance(term, bool) or not isinstance(term, int) or term < 1):
+        raise ValueError(f"append to {stream!r}: term must be an int >= 1 (or None), got {term!r}")
     if isinstance(expected_version, bool) or not isinstance(expected_version, int):
         raise TypeError(f"append to {stream!r}: expected_version must be an int")
     if expected_version < 0:
@@ -158,7 +175,7 @@ def _create_new(path: str) -> None:
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("BEGIN IMMEDIATE")
-        for statement in SCHEMA_V2:
+        for statement in SCHEMA_V3:
             db.execute(statement)
         db.execute(f"PRAGMA application_id={APPLICATION_ID}")
         db.execute(f"PRAGMA user_version={CURRENT_VERSION}")
@@ -220,6 +237,20 @@ def _snapshot_mismatch(
     return ""
 
 
+def _term_problem(where: str, stream: str, version: int, row_term: int, term: int) -> str:
+    """Why an event's term does not fit the terms taken before it in the log, or ""."""
+    if stream == LEADERSHIP_STREAM:
+        if row_term != version:
+            return f"{where} takes term {row_term}, but it is term number {version}"
+        return ""
+    if row_term not in (0, term):
+        return (
+            f"{where} was appended under term {row_term}, but term {term} was the "
+            "current one then (a fenced append got through)"
+        )
+    return ""
+
+
 class EventStore:
     """The event log. Open with `await EventStore.open(path)`; close with `await close()`."""
 
@@ -236,6 +267,7 @@ class EventStore:
         self._writer_stopped = False
         self._writer_busy = False  # the writer task holds a batch
         self._head_unsure = False  # a write was cancelled mid-flight: reload before the next
+        self._term_seen = 0  # the newest leadership term this connection has seen
         self._writer: asyncio.Task[None] | None = None
         self.transactions = 0  # append transactions committed since open (group commit shows)
 
@@ -331,10 +363,13 @@ class EventStore:
         if user_version > CURRENT_VERSION:
             raise SchemaTooNewError(self._path, user_version, CURRENT_VERSION)
         if user_version == 0:
-            for statement in SCHEMA_V2:
+            for statement in SCHEMA_V3:
                 await self._db.execute(statement)
-        elif user_version == 1:
+        if user_version == 1:
             await self._migrate_v1_to_v2()
+        if user_version in (1, 2):
+            for statement in V2_TO_V3:  # no row is rewritten: term 0 hashes as before
+                await self._db.execute(statement)
         await self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
         await self._db.execute(f"PRAGMA user_version={CURRENT_VERSION}")
 
@@ -377,9 +412,11 @@ class EventStore:
         return None if h is None else bytes(h)
 
     async def _load_head(self) -> None:
+        """Re-read the head, its hash and the term from the database; forget cached versions."""
         async with self._db.execute(HEAD_SQL) as cur:
             row = await cur.fetchone()
         self._head, self._head_hash = (0, GENESIS) if row is None else (row[0], bytes(row[1]))
+        self._term_seen = max(self._term_seen, int(await self._scalar(TERM_SQL) or 0))
         self._versions.clear()
 
     async def close(self) -> None:
@@ -414,19 +451,31 @@ class EventStore:
 
     # -- writing ---------------------------------------------------------------------------
 
-    async def append(self, stream: str, expected_version: int, events: Sequence[NewEvent]) -> int:
+    async def append(
+        self,
+        stream: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        *,
+        term: int | None = None,
+    ) -> int:
         """Append `events` to `stream` atomically; returns the stream's new version.
 
         `expected_version` is the version the caller last saw (0 for a new stream); if the
         stream has moved on, nothing is written and ConcurrencyError is raised. Returns only
         once the transaction holding these events has committed.
+
+        `term` is the leadership term the caller acts under (from `acquire_term`). If a newer
+        term has been taken since, by any connection, nothing is written and FencedError is
+        raised; the check runs inside the inserting statement, not before it. `None` is an
+        unfenced append (a tool that does not lead, such as `plan`), recorded with term 0.
         """
         if self._closed:
             self._ensure_open(f"append to {stream!r}")
         if self._writer_stopped:
             raise EventStoreError(f"{self._path}: append to {stream!r}: the writer has stopped")
-        _check_events(stream, expected_version, events)
-        pending = _Pending(stream, expected_version, tuple(events))
+        _check_events(stream, expected_version, events, term)
+        pending = _Pending(stream, expected_version, tuple(events), term or 0)
         if not self._writer_busy and self._queue.empty() and not self._lock.locked():
             # Nothing else is being written: commit here, sparing a hop through the writer task.
             async with self._lock:
@@ -434,6 +483,70 @@ class EventStore:
         else:
             self._queue.put_nowait(pending)
         return await pending.done
+
+    async def acquire_term(self, holder: str) -> int:
+        """Take the lead: increment the leadership term and return it.
+
+        One transaction increments the term in the `leadership` row and appends a
+        `LeadershipAcquired` event (stream `$leadership`, version = term, data
+        `{"term": N, "holder": ...}`) so the audit trail shows every change of leader. From
+        its COMMIT on, every append carrying an older term is refused (FencedError), from any
+        connection or process. The head, versions and term are re-read from the database
+        first: a daemon taking the lead must not trust what it cached while it waited.
+        """
+        doing = "taking the leadership term"
+        self._ensure_open(doing)
+        if not isinstance(holder, str) or not holder:
+            raise ValueError(f"{doing}: holder must be a non-empty string, got {holder!r}")
+        async with self._lock:
+            db = self._db
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    await self._load_head()
+                    term = int(await self._scalar(TERM_SQL) or 0) + 1
+                    version = int(
+                        await self._scalar(STREAM_VERSION_SQL, (LEADERSHIP_STREAM,)) or 0
+                    ) + 1
+                    now = self._clock()
+                    data = json.dumps({"term": term, "holder": holder}).encode()
+                    seq = self._head + 1
+                    h = row_hash(
+                        self._head_hash,
+                        seq,
+                        LEADERSHIP_STREAM,
+                        version,
+                        LEADERSHIP_EVENT,
+                        1,
+                        data,
+                        now,
+                        term,
+                    )
+                    await db.execute(
+                        "UPDATE leadership SET term = ?, holder = ?, acquired_at = ? WHERE id = 1",
+                        (term, holder, now),
+                    )
+                    await db.execute(
+                        _INSERT_ONE_SQL,
+                        (seq, LEADERSHIP_STREAM, version, LEADERSHIP_EVENT, 1, data, now, h, term),
+                    )
+                    await db.execute("COMMIT")
+                except BaseException as exc:
+                    if isinstance(exc, asyncio.CancelledError):
+                        self._head_unsure = True
+                    await self._rollback_quietly()
+                    raise
+            except sqlite3.Error as exc:
+                await self._reload_after_failure()
+                raise translate(exc, self._path, doing) from None
+            self.transactions += 1
+            self._head, self._head_hash, self._term_seen = seq, h, term
+            return term
+
+    async def current_term(self) -> int:
+        """The leadership term as the database has it now (0 before anyone took the lead)."""
+        rows = await self._fetch("reading the leadership term", TERM_SQL)
+        return int(rows[0][0]) if rows else 0
 
     async def _write_loop(self) -> None:
         stop = False
@@ -542,20 +655,26 @@ class EventStore:
                 rows: list[tuple[Any, ...]] = []
                 results: list[int | BaseException] = []
                 for p in batch:
+                    if p.term and p.term < self._term_seen:  # known stale: no trip needed
+                        results.append(
+                            FencedError(self._path, p.stream, p.term, self._term_seen)
+                        )
+                        continue
                     actual = versions.get(p.stream)
                     if actual is None:
                         actual = cached.get(p.stream, 0)
                     if actual != p.expected:
                         results.append(ConcurrencyError(p.stream, p.expected, actual))
                         continue
+                    t = p.term
                     for e in p.events:
                         seq += 1
                         actual += 1
                         prev = row_hash(
-                            prev, seq, p.stream, actual, e.type, e.schema_version, e.data, now
+                            prev, seq, p.stream, actual, e.type, e.schema_version, e.data, now, t
                         )
                         rows.append(
-                            (seq, p.stream, actual, e.type, e.schema_version, e.data, now, prev)
+                            (seq, p.stream, actual, e.type, e.schema_version, e.data, now, prev, t)
                         )
                     versions[p.stream] = actual
                     results.append(actual)
@@ -577,6 +696,11 @@ class EventStore:
                 raise
         except sqlite3.IntegrityError as exc:
             await self._reload_after_failure()
+            if FENCED_MESSAGE in str(exc):  # the trigger: a newer term was taken meanwhile
+                fenced = min((p for p in batch if p.term), key=lambda p: p.term)
+                raise FencedError(
+                    self._path, fenced.stream, fenced.term, self._term_seen
+                ) from None
             raise _OutOfDate(f"{self._path}: another writer changed the log ({exc})") from None
         except sqlite3.Error as exc:
             await self._reload_after_failure()
@@ -652,9 +776,9 @@ class EventStore:
         )
 
     def _to_event(self, row: Sequence[Any], prev: bytes) -> tuple[RecordedEvent, bytes]:
-        seq, stream, version, type_, sv, data, at, stored = row
+        seq, stream, version, type_, sv, data, at, stored, term = row
         data = bytes(data)
-        h = row_hash(prev, seq, stream, version, type_, sv, data, float(at))
+        h = row_hash(prev, seq, stream, version, type_, sv, data, float(at), int(term))
         if h != bytes(stored):
             raise self._corrupt(seq, stream, type_, "does not match its chain hash")
         event = RecordedEvent(
@@ -665,6 +789,7 @@ class EventStore:
             schema_version=sv,
             data=data,
             recorded_at=float(at),
+            term=int(term),
         )
         return event, h
 
@@ -681,12 +806,12 @@ class EventStore:
         expected = from_version
         for row in rows:
             seq, _, version, type_ = row[0], row[1], row[2], row[3]
-            prev = GENESIS if seq == 1 else row[8]
+            prev = GENESIS if seq == 1 else row[9]
             if prev is None:
                 raise self._corrupt(seq, stream, type_, "follows a missing row")
             if version != expected:
                 raise self._corrupt(seq, stream, type_, f"has version {version}, not {expected}")
-            event, _ = self._to_event(row[:8], bytes(prev))
+            event, _ = self._to_event(row[:9], bytes(prev))
             out.append(event)
             expected += 1
         return out
@@ -708,7 +833,7 @@ class EventStore:
             prev = GENESIS
         elif prev_rows:
             prev = bytes(prev_rows[0][0])
-        elif from_seq - 1 > self._head:
+        elif from_seq - 1 > await self.head():  # the real head: other processes append too
             return
         else:
             raise CorruptLogError(f"{self._path}: event seq {from_seq - 1} is missing")
@@ -743,11 +868,16 @@ class EventStore:
         if schema_version < 1:
             raise ValueError(f"{doing}: schema_version must be >= 1")
         async with self._lock:
-            if not 0 <= seq <= self._head:
-                raise ValueError(f"{doing}: seq {seq} is outside the log (head is {self._head})")
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
                 try:
+                    # The head as the database has it now (another daemon may have appended),
+                    # read under the write lock, so it cannot change before the COMMIT.
+                    head = int(await self._scalar("SELECT max(seq) FROM events") or 0)
+                    if not 0 <= seq <= head:
+                        raise SnapshotRangeError(
+                            f"{self._path}: {doing}: seq {seq} is outside the log (head is {head})"
+                        )
                     chain = await self._chain_hash_at(seq)
                     if chain is None:
                         raise CorruptLogError(f"{self._path}: {doing}: event seq {seq} is missing")
@@ -804,7 +934,7 @@ class EventStore:
     async def verify(self, *, batch: int = 5000) -> VerifyReport:
         """Walk the whole chain; report the first bad row instead of raising."""
         self._ensure_open("verifying")
-        checked, prev, expected = 0, GENESIS, 1
+        checked, prev, expected, term = 0, GENESIS, 1, 0
         versions: dict[str, int] = {}
 
         def bad(seq: int, problem: str) -> VerifyReport:
@@ -832,6 +962,11 @@ class EventStore:
                             f"{where} does not match its chain hash: its content "
                             "(or its stored hash) was changed",
                         )
+                    problem = _term_problem(where, stream, version, int(row[8]), term)
+                    if problem:
+                        return bad(seq, problem)
+                    if stream == LEADERSHIP_STREAM:
+                        term = version
                     versions[stream] = version
                     checked += 1
                     expected += 1
@@ -849,6 +984,16 @@ class EventStore:
                     checked=checked,
                     first_bad_seq=None,
                     problem=f"the streams table disagrees with the events (e.g. {wrong})",
+                )
+            async with self._lock:
+                stored_term = int(await self._scalar(TERM_SQL) or 0)
+            if stored_term != term:
+                return VerifyReport(
+                    ok=False,
+                    checked=checked,
+                    first_bad_seq=None,
+                    problem=f"the leadership term is {stored_term}, but the log records "
+                    f"{term} terms taken",
                 )
             problem = await self._snapshot_problem()
             if problem:

@@ -2,18 +2,21 @@
 
 `status()` is the JSON behind `vpsie-rebalancer status` (cli/control_client.py renders it):
 each plan in flight (`plan_summary`) and each node group's last analysis and decision. The
-mutating calls are refused (503) by a daemon that does not hold the lease.
+mutating calls are refused (503) by a daemon that does not hold the lease: `Service` gives
+`PlanControl` the question "do I lead?" along with the shared `ServiceContext` and the `Runners`
+that start, pause, resume and cancel a plan.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from daemon.control import ControlError
-from daemon.executor.runner import InvalidRequest, PlanRunner
-from daemon.service.decisions import Decisions
-from daemon.service.state import Tracked
+from daemon.executor.runner import InvalidRequest
+from daemon.service.runners import Runners
+from daemon.service.state import ServiceContext, Tracked
 from statemachine import events as ev
 from statemachine.fold import PlanState
 from statemachine.machines import PlanStatus, ReplacementStatus
@@ -21,37 +24,44 @@ from statemachine.machines import PlanStatus, ReplacementStatus
 log = logging.getLogger(__name__)
 
 
-class PlanControl(Decisions):
+class PlanControl:
     """The control API's `ControlTarget`: status, approve, reject, pause, resume, cancel."""
+
+    def __init__(
+        self, ctx: ServiceContext, runners: Runners, *, is_leader: Callable[[], bool]
+    ) -> None:
+        self._ctx = ctx
+        self._runners = runners
+        self._is_leader = is_leader
 
     def status(self) -> dict[str, Any]:
         plans = [
             plan_summary(t.journal.state) | {"running": t.task is not None}
-            for t in self._plans.values()
+            for t in self._ctx.plans.values()
         ]
         return {
             "plans": sorted(plans, key=lambda p: str(p["plan_id"])),
             "node_groups": {
                 name: {"last_analysis_at": v.last_analysis_at, "last_decision": v.last_decision}
-                for name, v in sorted(self._groups.items())
+                for name, v in sorted(self._ctx.groups.items())
             },
-            "disagreements": list(self._world_notes),
+            "disagreements": list(self._ctx.world_notes),
         }
 
     def _tracked(self, plan_id: str) -> Tracked:
-        tracked = self._plans.get(plan_id)
+        tracked = self._ctx.plans.get(plan_id)
         if tracked is None:
-            matches = [t for pid, t in self._plans.items() if pid.startswith(plan_id)]
+            matches = [t for pid, t in self._ctx.plans.items() if pid.startswith(plan_id)]
             if len(matches) == 1:
                 return matches[0]
-            if plan_id in self._finished:
-                state = self._finished[plan_id]
+            if plan_id in self._ctx.finished:
+                state = self._ctx.finished[plan_id]
                 raise ControlError(409, f"plan {plan_id} is {state.status.value}")
             raise ControlError(404, f"no plan {plan_id} in flight")
         return tracked
 
     def _require_leader(self) -> None:
-        if self._elector is None or not self._elector.is_leader():
+        if not self._is_leader():
             raise ControlError(503, "this daemon does not hold the lease; ask the leader")
 
     async def approve(self, plan_id: str, by: str, reason: str) -> dict[str, Any]:
@@ -62,8 +72,10 @@ class PlanControl(Decisions):
             raise ControlError(
                 409, f"plan {state.plan_id} is {state.status.value}, not awaiting approval"
             )
-        await tracked.journal.record(ev.PlanApproved(plan_id=state.plan_id, at=self._now(), by=by))
-        self._start(tracked)
+        await tracked.journal.record(
+            ev.PlanApproved(plan_id=state.plan_id, at=self._ctx.now(), by=by)
+        )
+        self._runners.start(tracked)
         return plan_summary(tracked.journal.state)
 
     async def reject(self, plan_id: str, by: str, reason: str) -> dict[str, Any]:
@@ -78,11 +90,10 @@ class PlanControl(Decisions):
             )
         await tracked.journal.record(
             ev.PlanRejected(
-                plan_id=state.plan_id, at=self._now(), by=by, reason=reason or "rejected"
+                plan_id=state.plan_id, at=self._ctx.now(), by=by, reason=reason or "rejected"
             )
         )
-        self._plans.pop(state.plan_id, None)
-        self._finished[state.plan_id] = tracked.journal.state
+        self._ctx.retire(tracked.journal.state)
         return plan_summary(tracked.journal.state)
 
     async def pause(self, plan_id: str, by: str, reason: str) -> dict[str, Any]:
@@ -103,13 +114,12 @@ class PlanControl(Decisions):
         state = tracked.journal.state
         if state.status is not PlanStatus.PAUSED:
             raise ControlError(409, f"plan {state.plan_id} is {state.status.value}, not paused")
-        if tracked.runner is None:
-            tracked.runner = PlanRunner(tracked.journal, self._context())
+        runner = self._runners.runner(tracked)
         try:
-            await tracked.runner.resume(by)
+            await runner.resume(by)
         except InvalidRequest as exc:
             raise ControlError(409, str(exc)) from None
-        self._start(tracked)
+        self._runners.start(tracked)
         return plan_summary(tracked.journal.state)
 
     async def cancel(self, plan_id: str, by: str, reason: str) -> dict[str, Any]:
@@ -123,19 +133,17 @@ class PlanControl(Decisions):
         ) and (tracked.task is None):
             await tracked.journal.record(
                 ev.PlanCancelled(
-                    plan_id=state.plan_id, at=self._now(), by=by, reason=reason or "cancelled"
+                    plan_id=state.plan_id, at=self._ctx.now(), by=by, reason=reason or "cancelled"
                 )
             )
-            self._plans.pop(state.plan_id, None)
-            self._finished[state.plan_id] = tracked.journal.state
+            self._ctx.retire(tracked.journal.state)
             return plan_summary(tracked.journal.state)
-        if tracked.runner is None:
-            tracked.runner = PlanRunner(tracked.journal, self._context())
+        runner = self._runners.runner(tracked)
         try:
-            await tracked.runner.cancel(by, reason or "cancelled")
+            await runner.cancel(by, reason or "cancelled")
         except InvalidRequest as exc:
             raise ControlError(409, str(exc)) from None
-        self._start(tracked)
+        self._runners.start(tracked)
         return plan_summary(tracked.journal.state)
 
 

@@ -6,6 +6,8 @@ awaiting_approval for a person when `requireApproval` is set; `needs_review` wai
 too; `postpone` and `reject` are closed at once with `PlanRejected(by="planner")` and their
 reasons. A decision identical to the previous round's (same action, reasons and replacements) is
 not recorded again.
+
+It is given the shared `ServiceContext` and the `Runners` that start an approved plan.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ from __future__ import annotations
 import logging
 
 from daemon.clock import rfc3339
-from daemon.executor.journal import PlanJournal
 from daemon.service.accounting import account
 from daemon.service.recovery import Recovered
 from daemon.service.runners import Runners
 from daemon.service.snapshot import SnapshotError, gather_snapshot
-from daemon.service.state import GroupView, Tracked
+from daemon.service.state import ServiceContext, Tracked
 from planner import NodeGroupPolicy, analyze, make_plan
 from statemachine import events as ev
 from statemachine.machines import PlanStatus
@@ -28,31 +29,36 @@ from statemachine.world import ClusterSnapshot
 log = logging.getLogger(__name__)
 
 
-class Decisions(Runners):
+class Decisions:
     """The analysis round and what a proposed (or recovered) plan becomes."""
 
-    def _remember_groups(self, recovered: Recovered) -> None:
-        self._logged_sizes = dict(recovered.state.workers)
-        for policy in self.config.node_groups:
+    def __init__(self, ctx: ServiceContext, runners: Runners) -> None:
+        self._ctx = ctx
+        self._runners = runners
+
+    def remember_groups(self, recovered: Recovered) -> None:
+        self._ctx.recovered_sizes = dict(recovered.state.workers)
+        for policy in self._ctx.config.node_groups:
             last = recovered.last_finished(policy.name)
             if last:
-                self._last_finished[policy.name] = last
+                self._ctx.last_finished[policy.name] = last
 
     def _account(self, snapshot: ClusterSnapshot) -> None:
         """Report, once per finding, where the listing, the Nodes and our log disagree."""
+        ctx = self._ctx
         found = account(snapshot)
         lines = found.lines()
         for line in lines:
-            if line not in self._world_notes:
+            if line not in ctx.world_notes:
                 log.warning("%s", line)
-        if self._reporter is not None:
+        if ctx.reporter is not None:
             for name in found.nodes_without_worker:
-                if name not in self._reported_orphans:
-                    self._reporter.node_without_worker(name)
-        self._reported_orphans = set(found.nodes_without_worker)
-        self._world_notes = lines
+                if name not in ctx.reported_orphans:
+                    ctx.reporter.node_without_worker(name)
+        ctx.reported_orphans = set(found.nodes_without_worker)
+        ctx.world_notes = lines
 
-    async def _continue(self, tracked: Tracked) -> None:
+    async def pick_up(self, tracked: Tracked) -> None:
         """Pick a recovered plan up where the log left it."""
         state = tracked.journal.state
         match state.status:
@@ -66,27 +72,29 @@ class Decisions(Runners):
                     extra={"plan_id": state.plan_id},
                 )
             case _:
-                self._start(tracked)
+                self._runners.start(tracked)
 
-    async def _analyse(self, policy: NodeGroupPolicy) -> None:
+    async def analyse(self, policy: NodeGroupPolicy) -> None:
         """One analysis round for one node group; records the decision with its reasons."""
-        assert self._cloud is not None and self._cluster is not None and self._store is not None
-        view = self._groups.setdefault(policy.name, GroupView())
-        busy = [t for t in self._plans.values() if t.journal.state.spec.node_group == policy.name]
+        cloud, cluster = self._ctx.ports()
+        view = self._ctx.group(policy.name)
+        busy = [
+            t for t in self._ctx.plans.values() if t.journal.state.spec.node_group == policy.name
+        ]
         if busy:
             state = busy[0].journal.state
             view.last_decision = f"plan {state.plan_id} is {state.status.value}"
             return
-        now = self._clock.now()
+        now = self._ctx.clock.now()
         view.last_analysis_at = rfc3339(now)
         try:
             gathered = await gather_snapshot(
-                self._cloud,
-                self._cluster,
-                cluster_identifier=self.config.cluster,
+                cloud,
+                cluster,
+                cluster_identifier=self._ctx.config.cluster,
                 now=now,
-                datacenter=self._datacenter,
-                logged_sizes=self.logged_sizes(),
+                datacenter=self._ctx.datacenter,
+                logged_sizes=self._ctx.logged_sizes(),
             )
         except SnapshotError as exc:
             view.last_decision = f"no analysis: {exc}"
@@ -96,14 +104,14 @@ class Decisions(Runners):
             log.warning(
                 "node group %s: %s", policy.name, problem, extra={"node_group": policy.name}
             )
-        if self._reporter is not None and gathered.snapshot.node_groups:
-            self._reporter.set_node_groups(gathered.snapshot.node_groups)
+        if self._ctx.reporter is not None and gathered.snapshot.node_groups:
+            self._ctx.reporter.set_node_groups(gathered.snapshot.node_groups)
         self._account(gathered.snapshot)
         analysis = analyze(
             gathered.snapshot,
             policy,
             now=rfc3339(now),
-            last_plan_finished_at=self._last_finished.get(policy.name),
+            last_plan_finished_at=self._ctx.last_finished.get(policy.name),
         )
         spec = make_plan(analysis, policy, now=rfc3339(now))
         reasons = "; ".join(analysis.action_reasons) or "no reason given"
@@ -118,8 +126,8 @@ class Decisions(Runners):
                     reasons,
                     extra={"node_group": policy.name},
                 )
-                if self._reporter is not None:
-                    self._reporter.note_idle(policy.name, reasons)
+                if self._ctx.reporter is not None:
+                    self._ctx.reporter.note_idle(policy.name, reasons)
             return
         fingerprint = (
             spec.recommended_action,
@@ -130,11 +138,10 @@ class Decisions(Runners):
             view.last_decision = f"{spec.recommended_action.value} (unchanged): {reasons}"
             return
         view.fingerprint = fingerprint
-        journal = await PlanJournal.load(self._store, spec.plan_id)
-        self._subscribe(journal)
-        await journal.record(ev.PlanProposed(plan_id=spec.plan_id, at=self._now(), plan=spec))
+        journal = await self._runners.journal(spec.plan_id)
+        await journal.record(ev.PlanProposed(plan_id=spec.plan_id, at=self._ctx.now(), plan=spec))
         tracked = Tracked(journal=journal)
-        self._plans[spec.plan_id] = tracked
+        self._ctx.plans[spec.plan_id] = tracked
         await self._decide(tracked)
         view.last_decision = f"plan {spec.plan_id}: {tracked.journal.state.status.value}"
 
@@ -143,7 +150,7 @@ class Decisions(Runners):
         state = tracked.journal.state
         spec = state.spec
         reasons = "; ".join(spec.action_reasons) or "no reason given"
-        at = self._now()
+        at = self._ctx.now()
         action = spec.recommended_action
         if action is Action.PROCEED and spec.require_approval:
             await tracked.journal.record(
@@ -155,7 +162,7 @@ class Decisions(Runners):
             )
         elif action is Action.PROCEED:
             await tracked.journal.record(ev.PlanApproved(plan_id=spec.plan_id, at=at, by="policy"))
-            self._start(tracked)
+            self._runners.start(tracked)
         elif action is Action.NEEDS_REVIEW:
             await tracked.journal.record(
                 ev.PlanApprovalRequested(
@@ -168,6 +175,5 @@ class Decisions(Runners):
                     plan_id=spec.plan_id, at=at, by="planner", reason=f"{action.value}: {reasons}"
                 )
             )
-            self._plans.pop(spec.plan_id, None)
-            self._finished[spec.plan_id] = tracked.journal.state
-        self._set_status()
+            self._ctx.retire(tracked.journal.state)
+        self._ctx.set_status()

@@ -17,6 +17,11 @@ and exit 0. SIGHUP reloads the configuration (RELOADING=1 ... READY=1); an inval
 logged and the old configuration kept. Losing the Lease stops every runner the same way,
 within the lease duration, and the daemon goes back to waiting for it.
 
+`Service` is built from parts that work together, each owning its concern (state.py): it makes
+the shared `ServiceContext`, the `Runners`, the `Decisions` and the `PlanControl` (which it gives
+the control API), and keeps for itself what the lifecycle needs: the lease, the stop request,
+`once`, the ports' wrapper.
+
 Hooks given from outside (rehearsals): `observers` are subscribed to every journal (console
 progress for `--progress` and the demo), `wrap_world` wraps the Cloud and Cluster ports (the
 crash suite's injector, tests/crash/injection.py).
@@ -28,21 +33,28 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import random
 import signal
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
+from pathlib import Path
 from typing import Any
 
 from adapters.kubernetes import KubeClient
+from adapters.metrics import Metrics
+from adapters.systemd_notify import Notifier
 from adapters.vpsie import VpsieClient
 from daemon.clock import SystemClock
-from daemon.config import ConfigError, load_config
-from daemon.control import ControlServer, Role
-from daemon.ports import Cloud, Cluster
+from daemon.config import Config, ConfigError, load_config
+from daemon.control import ControlServer, Readiness, Role
+from daemon.executor.journal import Subscriber
+from daemon.ports import Clock, Cloud, Cluster
 from daemon.service.control_target import PlanControl, plan_summary
+from daemon.service.decisions import Decisions
 from daemon.service.leadership import LeaderElector
 from daemon.service.recovery import RecoveryError, recover, write_snapshot
 from daemon.service.reporter import Regarding, Reporter
-from daemon.service.state import GroupView, Tracked
+from daemon.service.runners import Runners
+from daemon.service.state import ServiceContext, Tracked, WorldWrapper
 from eventstore import EventStore, EventStoreError
 
 log = logging.getLogger(__name__)
@@ -53,24 +65,71 @@ LEASE_NAMESPACE = "kube-system"
 LEASE_NAME = "vpsie-rebalancer"
 
 
-class Service(PlanControl):
-    """`vpsie-rebalancer run`; also the control API's `ControlTarget`."""
+class Service:
+    """`vpsie-rebalancer run`: start, the lease, the loop, signals, stop."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        clock: Clock | None = None,
+        once: bool = False,
+        wrap_world: WorldWrapper | None = None,
+        observers: Sequence[Subscriber] = (),
+        notifier: Notifier | None = None,
+        identity: str | None = None,
+        metrics: Metrics | None = None,
+        rng: random.Random | None = None,
+        lease_duration_s: int = 15,
+        poll_interval_s: float = 5.0,
+        datacenter: str = "",
+    ) -> None:
+        self._ctx = ServiceContext(
+            config,
+            config_path=config_path,
+            clock=clock if clock is not None else SystemClock(),
+            metrics=metrics if metrics is not None else Metrics(),
+            notifier=notifier if notifier is not None else Notifier({}),
+            poll_interval_s=poll_interval_s,
+            datacenter=datacenter,
+        )
+        self._runners = Runners(self._ctx, observers)
+        self._decisions = Decisions(self._ctx, self._runners)
+        self.control = PlanControl(self._ctx, self._runners, is_leader=self._is_leader)
+        self.readiness = Readiness()
+        self._once = once
+        self._wrap_world = wrap_world
+        self._identity = identity
+        self._rng = rng if rng is not None else random.Random()
+        self._lease_duration_s = lease_duration_s
+        self._stopping = asyncio.Event()
+        self._elector: LeaderElector | None = None
+
+    @property
+    def config(self) -> Config:
+        return self._ctx.config
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._ctx.metrics
+
+    def _is_leader(self) -> bool:
+        return self._elector is not None and self._elector.is_leader()
 
     def request_stop(self) -> None:
         """SIGTERM: finish the current steps, record them, exit."""
         if not self._stopping.is_set():
             log.info("stopping: finishing the current steps")
-            self._notifier.stopping()
+            self._ctx.notifier.stopping()
             self._stopping.set()
-            for tracked in self._plans.values():
-                if tracked.runner is not None:
-                    tracked.runner.request_stop()
-            self._wake.set()
+            self._runners.request_stop()
+            self._ctx.wake.set()
 
     def request_reload(self) -> None:
         """SIGHUP: read the configuration again now (leader or standby)."""
         self._reload()
-        self._wake.set()
+        self._ctx.wake.set()
 
     async def run(self) -> int:
         """Run until stopped (or, with `once`, until one round per group is done)."""
@@ -84,14 +143,14 @@ class Service(PlanControl):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signum, handler)
                 installed.append(signum)
-        watchdog = asyncio.create_task(self._notifier.watchdog_loop(SystemClock()))
+        watchdog = asyncio.create_task(self._ctx.notifier.watchdog_loop(SystemClock()))
         try:
-            self._notifier.status("opening the event log")
-            self._store = await EventStore.open(self.config.database)
+            self._ctx.notifier.status("opening the event log")
+            store = self._ctx.store = await EventStore.open(self.config.database)
             try:
-                return await self._with_store(self._store)
+                return await self._with_store(store)
             finally:
-                await self._store.close()
+                await store.close()
         finally:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -100,7 +159,7 @@ class Service(PlanControl):
                 loop.remove_signal_handler(signum)
 
     async def _with_store(self, store: EventStore) -> int:
-        self._notifier.status("recovering: folding the event log")
+        self._ctx.notifier.status("recovering: folding the event log")
         recovered = await recover(store)
         for q in recovered.quarantined:
             log.error(
@@ -111,7 +170,7 @@ class Service(PlanControl):
                 q.type,
                 extra={"plan_id": q.plan_id},
             )
-        self._remember_groups(recovered)
+        self._decisions.remember_groups(recovered)
         log.info(
             "recovered: %d plans in flight, %d events folded after the snapshot",
             len(recovered.in_flight),
@@ -119,33 +178,35 @@ class Service(PlanControl):
         )
         async with (
             VpsieClient.from_file(
-                self.config.vpsie_credentials, clock=self._clock, rng=self._rng
+                self.config.vpsie_credentials, clock=self._ctx.clock, rng=self._rng
             ) as vpsie,
-            KubeClient.from_kubeconfig(str(self.config.kubeconfig), now=self._clock.now) as kube,
+            KubeClient.from_kubeconfig(
+                str(self.config.kubeconfig), now=self._ctx.clock.now
+            ) as kube,
         ):
             cloud: Cloud = vpsie
             cluster: Cluster = kube
             if self._wrap_world is not None:
                 cloud, cluster = self._wrap_world(cloud, cluster)
-            self._cloud, self._cluster = cloud, cluster
+            self._ctx.connect(cloud, cluster)
             return await self._connected(cluster, len(recovered.in_flight))
 
     async def _connected(self, cluster: Cluster, in_flight: int) -> int:
-        self._reporter = Reporter(
+        reporter = self._ctx.reporter = Reporter(
             cluster, self.metrics, Regarding("Lease", LEASE_NAME, LEASE_NAMESPACE)
         )
         control = ControlServer(
-            self,
+            self.control,
             listen=str(self.config.listen),
             readiness=self.readiness,
             metrics=self.metrics,
             token_file=self.config.token_file,
         )
         await control.start()
-        reporter_task = asyncio.create_task(self._reporter.run())
-        self._elector = LeaderElector(
+        reporter_task = asyncio.create_task(reporter.run())
+        elector = self._elector = LeaderElector(
             cluster,
-            self._clock,
+            self._ctx.clock,
             namespace=LEASE_NAMESPACE,
             name=LEASE_NAME,
             identity=self._identity,
@@ -153,20 +214,20 @@ class Service(PlanControl):
             on_change=self._on_leadership,
         )
         self.readiness.set_role(Role.STANDBY)
-        self._notifier.ready(f"recovered ({in_flight} plans in flight); waiting for the lease")
-        elector_task = asyncio.create_task(self._elector.run())
+        self._ctx.notifier.ready(f"recovered ({in_flight} plans in flight); waiting for the lease")
+        elector_task = asyncio.create_task(elector.run())
         try:
-            await self._campaign(self._elector)
+            await self._campaign(elector)
         finally:
             self.readiness.set_role(Role.STOPPING)
-            await self._stop_runners()
+            await self._runners.stop()
             elector_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await elector_task
-            await self._elector.release()
+            await elector.release()
             await self._write_snapshot()
             await control.stop()
-            await self._reporter.flush()
+            await reporter.flush()
             reporter_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter_task
@@ -175,14 +236,12 @@ class Service(PlanControl):
     def _on_leadership(self, leading: bool) -> None:
         self.metrics.set_leader(leading)
         if not leading:
-            for tracked in self._plans.values():
-                if tracked.runner is not None:
-                    tracked.runner.request_stop()
-            self._wake.set()
+            self._runners.request_stop()
+            self._ctx.wake.set()
 
     async def _campaign(self, elector: LeaderElector) -> None:
         while not self._stopping.is_set():
-            self._notifier.status("waiting for the lease")
+            self._ctx.notifier.status("waiting for the lease")
             await _first(elector.leading.wait(), self._stopping.wait())
             if self._stopping.is_set():
                 return
@@ -192,53 +251,53 @@ class Service(PlanControl):
                 return
             if not self._stopping.is_set():
                 self.readiness.set_role(Role.LOST)
-                self._notifier.status("lost the lease; stopped acting, waiting to lead again")
-                await self._stop_runners()
+                self._ctx.notifier.status("lost the lease; stopped acting, waiting to lead again")
+                await self._runners.stop()
                 self.readiness.set_role(Role.STANDBY)
 
     async def _lead(self, elector: LeaderElector) -> bool:
         """One term as leader. True when the daemon should exit (stop, or `once` done)."""
-        assert self._store is not None
-        recovered = await recover(self._store)  # another daemon may have acted meanwhile
-        self._remember_groups(recovered)
-        self._plans = {}
+        ctx = self._ctx
+        recovered = await recover(ctx.event_store())  # another daemon may have acted meanwhile
+        self._decisions.remember_groups(recovered)
+        ctx.plans = {}
         for plan_id in sorted(recovered.in_flight):
-            tracked = Tracked(journal=await self._journal(plan_id))
-            self._plans[plan_id] = tracked
-            await self._continue(tracked)
+            tracked = Tracked(journal=await self._runners.journal(plan_id))
+            ctx.plans[plan_id] = tracked
+            await self._decisions.pick_up(tracked)
         self.readiness.mark_recovered()
-        self._set_status()
+        ctx.set_status()
         if self._once:
             await self._until_idle(elector)
             if self._acting(elector):
                 for policy in self.config.node_groups:
                     if not self._acting(elector):
                         break
-                    await self._analyse(policy)
+                    await self._decisions.analyse(policy)
                 await self._until_idle(elector)
             return self._acting(elector) or self._stopping.is_set()
-        next_snapshot = self._clock.monotonic() + SNAPSHOT_EVERY_S
+        next_snapshot = ctx.clock.monotonic() + SNAPSHOT_EVERY_S
         while self._acting(elector):
-            now = self._clock.monotonic()
+            now = ctx.clock.monotonic()
             for policy in self.config.node_groups:
-                view = self._groups.setdefault(policy.name, GroupView())
+                view = ctx.group(policy.name)
                 if now >= view.next_analysis_mono:
                     view.next_analysis_mono = now + self.config.analysis_interval_s
-                    await self._analyse(policy)
+                    await self._decisions.analyse(policy)
                     if not self._acting(elector):
                         break
             if now >= next_snapshot:
                 next_snapshot = now + SNAPSHOT_EVERY_S
                 await self._write_snapshot()
-            self._set_status()
+            ctx.set_status()
             due = min(
-                (v.next_analysis_mono for v in self._groups.values()),
+                (v.next_analysis_mono for v in ctx.groups.values()),
                 default=now + self.config.analysis_interval_s,
             )
-            self._wake.clear()
+            ctx.wake.clear()
             await _first(
-                self._clock.sleep(max(0.0, min(due, next_snapshot) - self._clock.monotonic())),
-                self._wake.wait(),
+                ctx.clock.sleep(max(0.0, min(due, next_snapshot) - ctx.clock.monotonic())),
+                ctx.wake.wait(),
                 elector.lost.wait(),
             )
         return self._stopping.is_set()
@@ -249,31 +308,33 @@ class Service(PlanControl):
     async def _until_idle(self, elector: LeaderElector) -> None:
         """Wait until no runner is running (each plan done, paused or waiting for a person)."""
         while self._acting(elector):
-            running = [t.task for t in self._plans.values() if t.task is not None]
+            running = [t.task for t in self._ctx.plans.values() if t.task is not None]
             if not running:
                 return
-            self._wake.clear()
+            self._ctx.wake.clear()
             await _first(
                 asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED),
-                self._wake.wait(),
+                self._ctx.wake.wait(),
                 elector.lost.wait(),
             )
 
     async def _write_snapshot(self) -> None:
-        if self._store is None:
+        store = self._ctx.store
+        if store is None:
             return
         try:
-            recovered = await recover(self._store)
-            await write_snapshot(self._store, recovered.state)
+            recovered = await recover(store)
+            await write_snapshot(store, recovered.state)
         except (EventStoreError, RecoveryError) as exc:
             log.warning("could not write a recovery snapshot: %s", exc)
 
     def _reload(self) -> None:
-        if self._config_path is None:
+        path = self._ctx.config_path
+        if path is None:
             return
-        self._notifier.reloading()
+        self._ctx.notifier.reloading()
         try:
-            new = load_config(self._config_path)
+            new = load_config(path)
         except ConfigError as exc:
             log.error("configuration not reloaded, keeping the old one: %s", exc)
         else:
@@ -282,17 +343,17 @@ class Service(PlanControl):
                 new = dataclasses.replace(
                     new, database=self.config.database, cluster=self.config.cluster
                 )
-            self.config = new
-            for view in self._groups.values():
+            self._ctx.config = new
+            for view in self._ctx.groups.values():
                 view.next_analysis_mono = 0.0
                 view.fingerprint = ()
-            log.info("configuration reloaded from %s", self._config_path)
-        self._notifier.ready("configuration reloaded")
+            log.info("configuration reloaded from %s", path)
+        self._ctx.notifier.ready("configuration reloaded")
 
     def report(self) -> dict[str, Any]:
         """Every plan this process touched, as it holds them (`run --once` prints this)."""
-        plans = {pid: t.journal.state for pid, t in self._plans.items()}
-        plans.update(self._finished)
+        plans = {pid: t.journal.state for pid, t in self._ctx.plans.items()}
+        plans.update(self._ctx.finished)
         return {"plans": {pid: plan_summary(s) for pid, s in sorted(plans.items())}}
 
 

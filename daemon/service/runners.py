@@ -2,7 +2,7 @@
 
 A journal gets the same subscribers whoever opened it: the observers the service was given
 (console progress, the crash suite's injector), the reporter (metrics and Kubernetes Events),
-and the service's wake-up. A runner that ends hands its plan over to `finished`.
+and the service's wake-up. A runner that ends hands its plan over to the context's `finished`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import functools
 import logging
 from collections.abc import Sequence
 
-from daemon.executor.journal import PlanJournal
+from daemon.executor.journal import PlanJournal, Subscriber
 from daemon.executor.runner import ExecutionContext, PlanRunner
 from daemon.service.recheck import recheck_live
-from daemon.service.state import GroupView, ServiceState, Tracked
+from daemon.service.state import ServiceContext, Tracked
 from statemachine import events as ev
 from statemachine.fold import PlanState
 from statemachine.plan import CheckResult
@@ -23,42 +23,51 @@ from statemachine.plan import CheckResult
 log = logging.getLogger(__name__)
 
 
-class Runners(ServiceState):
+class Runners:
     """Journals and the runner tasks of the plans in flight."""
 
-    async def _journal(self, plan_id: str) -> PlanJournal:
-        assert self._store is not None
-        journal = await PlanJournal.load(self._store, plan_id)
+    def __init__(self, ctx: ServiceContext, observers: Sequence[Subscriber] = ()) -> None:
+        self._ctx = ctx
+        self._observers = tuple(observers)
+
+    async def journal(self, plan_id: str) -> PlanJournal:
+        """The plan's journal, loaded from the event log, with every subscriber."""
+        journal = await PlanJournal.load(self._ctx.event_store(), plan_id)
         self._subscribe(journal)
         return journal
 
     def _subscribe(self, journal: PlanJournal) -> None:
         for observer in self._observers:
             journal.subscribe(observer)
-        if self._reporter is not None:
-            journal.subscribe(self._reporter.on_event)
+        if self._ctx.reporter is not None:
+            journal.subscribe(self._ctx.reporter.on_event)
         journal.subscribe(self._on_recorded)
 
     def _on_recorded(self, state: PlanState, event: ev.Event) -> None:
-        self._wake.set()
+        self._ctx.wake.set()
 
-    def _start(self, tracked: Tracked) -> None:
-        assert self._cloud is not None and self._cluster is not None
-        if tracked.task is not None and not tracked.task.done():
-            return
+    def runner(self, tracked: Tracked) -> PlanRunner:
+        """The plan's runner, made when it has none yet."""
         if tracked.runner is None:
             tracked.runner = PlanRunner(tracked.journal, self._context())
-        task = asyncio.create_task(tracked.runner.run())
+        return tracked.runner
+
+    def start(self, tracked: Tracked) -> None:
+        """Run the plan in its own task, unless it is running already."""
+        self._ctx.ports()
+        if tracked.task is not None and not tracked.task.done():
+            return
+        task = asyncio.create_task(self.runner(tracked).run())
         tracked.task = task
         task.add_done_callback(functools.partial(self._runner_done, tracked))
 
     def _context(self) -> ExecutionContext:
-        assert self._cloud is not None and self._cluster is not None
+        cloud, cluster = self._ctx.ports()
         return ExecutionContext(
-            cloud=self._cloud,
-            cluster=self._cluster,
-            clock=self._clock,
-            poll_interval_s=self._poll_interval_s,
+            cloud=cloud,
+            cluster=cluster,
+            clock=self._ctx.clock,
+            poll_interval_s=self._ctx.poll_interval_s,
             # kubectl drain retries a refused eviction every 5 s; doubling from 1 s up to 5 s
             # keeps a budget-bound drain close to the pods' own start time.
             eviction_backoff_s=(1.0, 5.0),
@@ -67,15 +76,15 @@ class Runners(ServiceState):
 
     async def _recheck(self, state: PlanState) -> Sequence[CheckResult]:
         """The executor's question before each batch; answered in recheck.py."""
-        assert self._cloud is not None and self._cluster is not None
+        cloud, cluster = self._ctx.ports()
         return await recheck_live(
             state,
-            self._cloud,
-            self._cluster,
-            self._policy(state.spec.node_group),
-            cluster_identifier=self.config.cluster,
-            clock=self._clock,
-            datacenter=self._datacenter,
+            cloud,
+            cluster,
+            self._ctx.policy(state.spec.node_group),
+            cluster_identifier=self._ctx.config.cluster,
+            clock=self._ctx.clock,
+            datacenter=self._ctx.datacenter,
         )
 
     def _runner_done(self, tracked: Tracked, task: asyncio.Task[PlanState]) -> None:
@@ -92,19 +101,25 @@ class Runners(ServiceState):
             )
         tracked.task = None
         if state.terminal:
-            self._plans.pop(state.plan_id, None)
             tracked.runner = None
-            self._finished[state.plan_id] = state
+            self._ctx.retire(state)
             if state.started_at:
-                self._last_finished[state.spec.node_group] = state.finished_at
-            self._groups.setdefault(
-                state.spec.node_group, GroupView()
+                self._ctx.last_finished[state.spec.node_group] = state.finished_at
+            self._ctx.group(
+                state.spec.node_group
             ).last_decision = f"plan {state.plan_id} {state.status.value}"
-        self._wake.set()
+        self._ctx.wake.set()
 
-    async def _stop_runners(self) -> None:
+    def request_stop(self) -> None:
+        """Ask every running plan to finish its current step (recorded) and stop."""
+        for tracked in self._ctx.plans.values():
+            if tracked.runner is not None:
+                tracked.runner.request_stop()
+
+    async def stop(self) -> None:
+        """Ask every running plan to stop, and wait until each has."""
         tasks = []
-        for tracked in self._plans.values():
+        for tracked in self._ctx.plans.values():
             if tracked.runner is not None and tracked.task is not None:
                 tracked.runner.request_stop()
                 tasks.append(tracked.task)

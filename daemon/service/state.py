@@ -1,30 +1,31 @@
-"""What the running service holds, shared by its parts.
+"""What the parts of the running service share: `ServiceContext`.
 
-`Service` (lifecycle.py) is built in layers, each in its own module and each one concern:
-`ServiceState` (here: the configuration, the plans tracked, the ports, the status line),
-`Runners` (runners.py: a plan's journal and the task running it), `Decisions` (decisions.py: the
-analysis round and what a proposed plan becomes), `PlanControl` (control_target.py: the control
-API's callbacks), and `Service` (lifecycle.py: start, the lease, the loop, stop).
+The service is a few objects that work together, each owning one concern:
+
+- `ServiceContext` (here): the configuration, the clock, the metrics and systemd notifier, the
+  ports once connected (event log, Cloud, Cluster, reporter), the plans tracked (in flight and
+  finished), each node group's view, and the status line. It is passed to every other part.
+- `Runners` (runners.py): a plan's journal and the task running it.
+- `Decisions` (decisions.py): the analysis round and what a proposed plan becomes.
+- `PlanControl` (control_target.py): the control API's callbacks.
+- `Service` (lifecycle.py): start, the lease, the loop, signals, stop; it builds the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.metrics import Metrics
 from adapters.systemd_notify import Notifier
-from daemon.clock import SystemClock, rfc3339
+from daemon.clock import rfc3339
 from daemon.config import Config
-from daemon.control import Readiness
-from daemon.executor.journal import PlanJournal, Subscriber
+from daemon.executor.journal import PlanJournal
 from daemon.executor.runner import PlanRunner
 from daemon.ports import Clock, Cloud, Cluster
-from daemon.service.leadership import LeaderElector
 from daemon.service.reporter import Reporter
 from eventstore import EventStore
 from planner import NodeGroupPolicy
@@ -57,63 +58,48 @@ WorldWrapper = Callable[[Cloud, Cluster], tuple[Cloud, Cluster]]
 """A hook given from outside: wraps the ports the service acts through (the crash suite's)."""
 
 
-class ServiceState:
-    """What a running service holds: its configuration, the plans it tracks, its ports."""
+class ServiceContext:
+    """What the parts of a running service share; each part is given this one object."""
 
     def __init__(
         self,
         config: Config,
         *,
-        config_path: Path | None = None,
-        clock: Clock | None = None,
-        once: bool = False,
-        wrap_world: WorldWrapper | None = None,
-        observers: Sequence[Subscriber] = (),
-        notifier: Notifier | None = None,
-        identity: str | None = None,
-        metrics: Metrics | None = None,
-        rng: random.Random | None = None,
-        lease_duration_s: int = 15,
-        poll_interval_s: float = 5.0,
-        datacenter: str = "",
+        config_path: Path | None,
+        clock: Clock,
+        metrics: Metrics,
+        notifier: Notifier,
+        poll_interval_s: float,
+        datacenter: str,
     ) -> None:
         self.config = config
-        self._config_path = config_path
-        self._clock: Clock = clock if clock is not None else SystemClock()
-        self._once = once
-        self._wrap_world = wrap_world
-        self._observers = tuple(observers)
-        self._notifier = notifier if notifier is not None else Notifier({})
-        self._identity = identity
-        self.metrics = metrics if metrics is not None else Metrics()
-        self._rng = rng if rng is not None else random.Random()
-        self.readiness = Readiness()
-        self._lease_duration_s = lease_duration_s
-        self._poll_interval_s = poll_interval_s
-        self._datacenter = datacenter
-        self._plans: dict[str, Tracked] = {}
-        self._finished: dict[str, PlanState] = {}  # plans this process saw end
-        self._groups: dict[str, GroupView] = {}
-        self._last_finished: dict[str, str] = {}
+        self.config_path = config_path
+        self.clock = clock
+        self.metrics = metrics
+        self.notifier = notifier
+        self.poll_interval_s = poll_interval_s
+        self.datacenter = datacenter
+        self.plans: dict[str, Tracked] = {}  # in flight
+        self.finished: dict[str, PlanState] = {}  # plans this process saw end
+        self.groups: dict[str, GroupView] = {}
+        self.last_finished: dict[str, str] = {}  # node group -> when its last run plan ended
+        self.wake = asyncio.Event()  # set when something happened the main loop should see
+        self.store: EventStore | None = None
+        self.reporter: Reporter | None = None
         # Workers our plans added, by the log at recovery: identifier -> size id.
-        self._logged_sizes: dict[str, int] = {}
+        self.recovered_sizes: dict[str, int] = {}
         # What the last analysis found that does not add up (daemon/service/accounting.py).
-        self._world_notes: list[str] = []
-        self._reported_orphans: set[str] = set()
-        self._stopping = asyncio.Event()
-        self._wake = asyncio.Event()
-        self._store: EventStore | None = None
+        self.world_notes: list[str] = []
+        self.reported_orphans: set[str] = set()
         self._cloud: Cloud | None = None
         self._cluster: Cluster | None = None
-        self._reporter: Reporter | None = None
-        self._elector: LeaderElector | None = None
         self._last_status = ""
 
     def logged_sizes(self) -> dict[str, int]:
         """What the log says of the workers our plans added and did not delete: the recovered
         index, brought up to date with the plans this process ran."""
-        found = dict(self._logged_sizes)
-        for state in [*(t.journal.state for t in self._plans.values()), *self._finished.values()]:
+        found = dict(self.recovered_sizes)
+        for state in [*(t.journal.state for t in self.plans.values()), *self.finished.values()]:
             for r_spec in state.spec.replacements:
                 r = state.replacements[r_spec.replacement_id]
                 if r.old_deleted:
@@ -124,21 +110,41 @@ class ServiceState:
                     found[r.new_worker] = r_spec.new_size_id
         return found
 
-    def _now(self) -> str:
-        return rfc3339(self._clock.now())
+    def now(self) -> str:
+        return rfc3339(self.clock.now())
 
-    def _policy(self, name: str) -> NodeGroupPolicy:
+    def policy(self, name: str) -> NodeGroupPolicy:
         for policy in self.config.node_groups:
             if policy.name == name:
                 return policy
         return NodeGroupPolicy(name=name, cluster=self.config.cluster)
 
-    def _set_status(self) -> None:
-        running = [t.journal.state for t in self._plans.values()]
+    def group(self, name: str) -> GroupView:
+        return self.groups.setdefault(name, GroupView())
+
+    def connect(self, cloud: Cloud, cluster: Cluster) -> None:
+        self._cloud, self._cluster = cloud, cluster
+
+    def ports(self) -> tuple[Cloud, Cluster]:
+        """The Cloud and Cluster the service acts through; only once connected."""
+        assert self._cloud is not None and self._cluster is not None
+        return self._cloud, self._cluster
+
+    def event_store(self) -> EventStore:
+        assert self.store is not None
+        return self.store
+
+    def retire(self, state: PlanState) -> None:
+        """A plan has ended: no longer in flight, remembered as finished."""
+        self.plans.pop(state.plan_id, None)
+        self.finished[state.plan_id] = state
+
+    def set_status(self) -> None:
+        running = [t.journal.state for t in self.plans.values()]
         if not running:
             text = "idle: " + "; ".join(
                 f"{name}: {view.last_decision or 'not analysed yet'}"
-                for name, view in sorted(self._groups.items())
+                for name, view in sorted(self.groups.items())
             )
         else:
             text = "; ".join(
@@ -154,4 +160,4 @@ class ServiceState:
         text = text[:400]
         if text != self._last_status:
             self._last_status = text
-            self._notifier.status(text)
+            self.notifier.status(text)
