@@ -107,7 +107,9 @@ def build(nodes: int, pods_per_node: int = 30, seed: int = 7) -> ClusterSnapshot
                 addresses=(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",),
             )
         )
-        workers.append(VpsieWorker(identifier=f"vm-{i:05d}", hostname=name, group_id=1))
+        workers.append(
+            VpsieWorker(identifier=f"vm-{i:05d}", hostname=name, cpu=8, ram_mb=32768, disk_gb=160)
+        )
         for d in range(2):
             pods.append(
                 PodInfo(

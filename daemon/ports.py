@@ -53,12 +53,14 @@ class Cloud(Protocol):
         self, cluster_identifier: str, group_name: str, size_id: int
     ) -> None: ...
 
-    async def add_worker(self, cluster_identifier: str, group_id: int) -> None:
-        """Asynchronous on VPSie's side: returns before the worker exists, with no id."""
+    async def add_worker(self, cluster_identifier: str, group_id: int) -> str | None:
+        """Asynchronous on VPSie's side: returns before the worker exists. The new worker's
+        identifier when the answer names one, else None."""
         ...
 
     async def delete_worker(self, cluster_identifier: str, worker_identifier: str) -> bool:
-        """True when deleted now, False when it was already gone (404)."""
+        """True when VPSie said deleted, False when it said not found. Neither proves the
+        worker gone: only a listing without it does."""
         ...
 
 
@@ -86,6 +88,23 @@ class Cluster(Protocol):
     ) -> None: ...
 
     async def label_node(self, name: str, labels: Mapping[str, str | None]) -> None: ...
+
+    async def set_taint(
+        self,
+        name: str,
+        key: str,
+        value: str = "",
+        effect: str = "NoSchedule",
+        *,
+        present: bool = True,
+    ) -> None:
+        """Add (or with present=False remove) one taint, keeping the others."""
+        ...
+
+    async def delete_node(self, name: str, *, uid: str = "") -> bool:
+        """Delete the Node object (only the one with `uid` when given: Conflict otherwise);
+        False when it was already gone."""
+        ...
 
     async def evict(self, namespace: str, name: str) -> None:
         """Raises EvictionBlocked on 429; NotFound when the pod is already gone."""

@@ -230,10 +230,17 @@ class _Group:
     """The group's nodes with their load, and how to build simulation bins from them."""
 
     def __init__(
-        self, snapshot: ClusterSnapshot, policy: NodeGroupPolicy, nodes: list[NodeInfo]
+        self,
+        snapshot: ClusterSnapshot,
+        policy: NodeGroupPolicy,
+        nodes: list[NodeInfo],
+        observed: dict[int, Resources] | None = None,
     ) -> None:
         self.policy = policy
         self.nodes = nodes
+        # Per size id, the capacity existing Nodes of that size report when it is below the
+        # offer's (memory ballooning on shared-CPU plans): new nodes are counted with it.
+        self.observed = observed or {}
         # Pods are visited in snapshot order, not node by node: with 100,000s of pods a walk in
         # another order than they were allocated in costs cache misses that grow with the size.
         names = {n.name for n in nodes}
@@ -300,7 +307,7 @@ class _Group:
         """A fresh node's room: usable allocatable of `offer` less the group's DaemonSet load."""
         free = self._new_free.get(offer.id)
         if free is None:
-            alloc = effective_allocatable(offer_capacity(offer))
+            alloc = effective_allocatable(capacity_of(offer, self.observed.get(offer.id)))
             free = self._new_free[offer.id] = (
                 usable(alloc, self.policy.headroom_percent) - self.ds_overhead
             )
@@ -325,6 +332,39 @@ class _Group:
                 if movable:
                     counts[shape] = counts.get(shape, 0) + count
         return sorted(counts.items(), key=lambda kv: kv[0].sort_key)
+
+
+def observed_capacity(
+    snapshot: ClusterSnapshot, workers: dict[str, WorkerMatch]
+) -> dict[int, Resources]:
+    """Per size id, the smallest capacity its existing Nodes report (all the cluster's)."""
+    found: dict[int, Resources] = {}
+    for node in snapshot.nodes:
+        match = workers.get(node.name)
+        if match is None or not match.size_id:
+            continue
+        cap = node_capacity(node)
+        seen = found.get(match.size_id)
+        found[match.size_id] = cap if seen is None else Resources(
+            cpu_millis=min(seen.cpu_millis, cap.cpu_millis),
+            memory_bytes=min(seen.memory_bytes, cap.memory_bytes),
+            pods=min(seen.pods, cap.pods),
+        )
+    return found
+
+
+def capacity_of(offer: SizeOffer, observed: Resources | None) -> Resources:
+    """The offer's figures, or what its Nodes report where that is less."""
+    advertised = offer_capacity(offer)
+    if observed is None:
+        return advertised
+    return Resources(
+        cpu_millis=min(advertised.cpu_millis, observed.cpu_millis or advertised.cpu_millis),
+        memory_bytes=min(
+            advertised.memory_bytes, observed.memory_bytes or advertised.memory_bytes
+        ),
+        pods=min(advertised.pods, observed.pods or advertised.pods),
+    )
 
 
 def _size_options(
@@ -865,7 +905,7 @@ def _analyze(
     last = parse_instant(last_plan_finished_at) if last_plan_finished_at is not None else None
     workers: dict[str, WorkerMatch] = map_workers(snapshot)
     nodes = group_nodes(snapshot, policy.name, workers)
-    group = _Group(snapshot, policy, nodes)
+    group = _Group(snapshot, policy, nodes, observed_capacity(snapshot, workers))
     min_nodes, max_nodes = _limits(snapshot, policy)
 
     held = checks.budget_pods(group.movable_pods, snapshot.pdbs)

@@ -52,7 +52,16 @@ def check_cluster_health(
         "group_ready": g_ready,
         "group_total": g_total,
         "min_healthy_percent": min_healthy_percent,
+        "vpsie_cluster_locked": snapshot.cluster_locked,
+        "vpsie_upgrade_version": snapshot.cluster_upgrade_version or None,
     }
+    if snapshot.cluster_locked or snapshot.cluster_upgrade_version:
+        msg = (
+            f"the VPSie cluster is being upgraded to {snapshot.cluster_upgrade_version}"
+            if snapshot.cluster_upgrade_version
+            else "the VPSie cluster is locked"
+        )
+        return CheckResult(name=CLUSTER_HEALTH, status=FAILED, message=msg, details=details)
     if not snapshot.api_reachable:
         return CheckResult(
             name=CLUSTER_HEALTH,

@@ -15,6 +15,7 @@ from decimal import Decimal
 
 from statemachine.plan import Exclusion
 from statemachine.world import (
+    CONTROL_PLANE_LABELS,
     CORDONED_BY_ANNOTATION,
     HOSTNAME_LABEL,
     KARPENTER_DO_NOT_DISRUPT,
@@ -22,10 +23,10 @@ from statemachine.world import (
     PROTECTED_ANNOTATION,
     SAFE_TO_EVICT_ANNOTATION,
     SCALE_DOWN_DISABLED_LABEL,
+    SIZE_LABEL,
     ClusterSnapshot,
     NodeInfo,
     PodInfo,
-    SizeOffer,
     VpsieNodeGroup,
     VpsieWorker,
 )
@@ -38,7 +39,9 @@ CORDONED = "cordoned"
 PROTECTED = "protected"
 SCALE_DOWN_DISABLED = "scale-down-disabled"
 DO_NOT_DISRUPT = "do-not-disrupt"
+CONTROL_PLANE = "control-plane"
 UNMAPPED = "unmapped"
+WORKER_READ_ONLY = "worker-read-only"
 LOCAL_STORAGE = "local-storage"
 POD_DO_NOT_DISRUPT = "pod-do-not-disrupt"
 POD_NOT_SAFE_TO_EVICT = "pod-not-safe-to-evict"
@@ -52,7 +55,9 @@ EXCLUSION_CODES = (
     PROTECTED,
     SCALE_DOWN_DISABLED,
     DO_NOT_DISRUPT,
+    CONTROL_PLANE,
     UNMAPPED,
+    WORKER_READ_ONLY,
     LOCAL_STORAGE,
     POD_DO_NOT_DISRUPT,
     POD_NOT_SAFE_TO_EVICT,
@@ -65,13 +70,22 @@ EXCLUSION_CODES = (
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerMatch:
-    """The VPSie worker behind a node, and the size it runs (0 when unknown)."""
+    """The VPSie worker behind a node, and the size it runs (0 when unknown).
+
+    `worker` is the worker's identifier ("" when the API lists none: then `read_only`).
+    `size_from` says how the size was learnt: "log" (our own log recorded adding it), "label"
+    (the size label we write on Nodes we create) or "shape" (the only size of the cluster's
+    groups with the worker's cpu/ram/disk); `note` says why it is unknown when it is."""
 
     worker: str
     matched_by: str  # hostname | ip
     size_id: int = 0
     size_name: str = ""
     monthly_price: Decimal | None = None
+    group_id: int | None = None
+    size_from: str = ""
+    read_only: bool = False
+    note: str = ""
 
 
 def _true(value: str | None) -> bool:
@@ -89,51 +103,115 @@ def is_movable(pod: PodInfo) -> bool:
 
 
 def map_workers(snapshot: ClusterSnapshot) -> dict[str, WorkerMatch]:
-    """Node name -> its VPSie worker, by hostname first, then by any of the node's addresses."""
-    workers = sorted(snapshot.workers, key=lambda w: w.identifier)
+    """Node name -> its VPSie worker, by hostname first (VPSie's case may differ from the
+    Node's, so compared lower-cased), then by any of the node's addresses; with the worker's
+    size and group from, in order, our log, our size label on the Node, a unique shape match."""
+    workers = sorted(snapshot.workers, key=lambda w: w.key)
     by_host: dict[str, VpsieWorker] = {}
     by_ip: dict[str, VpsieWorker] = {}
     for w in workers:
         if w.hostname:
-            by_host.setdefault(w.hostname, w)
+            by_host.setdefault(w.hostname.lower(), w)
         for ip in (w.ip, w.private_ip):
             if ip:
                 by_ip.setdefault(ip, w)
-    groups = {g.id: g for g in snapshot.vpsie_groups}
-    groups_by_name: dict[str, VpsieNodeGroup] = {}
-    for g in sorted(snapshot.vpsie_groups, key=lambda g: g.id):
-        groups_by_name.setdefault(g.name, g)
-    offers = {o.id: o for o in snapshot.offers}
+    sizes = _Sizes(snapshot)
     found: dict[str, WorkerMatch] = {}
     for node in sorted(snapshot.nodes, key=lambda n: n.name):
-        worker = by_host.get(node.name) or by_host.get(node.labels.get(HOSTNAME_LABEL, ""))
+        worker = by_host.get(node.name.lower()) or by_host.get(
+            node.labels.get(HOSTNAME_LABEL, "").lower()
+        )
         how = "hostname"
         if worker is None:
             how = "ip"
             worker = next((by_ip[a] for a in node.addresses if a in by_ip), None)
         if worker is None:
             continue
-        group = groups.get(worker.group_id) if worker.group_id is not None else None
-        if group is None:
-            group = groups_by_name.get(node.labels.get(NODEGROUP_LABEL, ""))
-        offer: SizeOffer | None = offers.get(group.size_id) if group is not None else None
+        size_id, size_from, note = sizes.of(node, worker)
+        offer = sizes.offers.get(size_id)
+        group = sizes.groups_by_size.get(size_id)
         found[node.name] = WorkerMatch(
             worker=worker.identifier,
             matched_by=how,
-            size_id=group.size_id if group is not None else 0,
+            size_id=size_id,
             size_name=offer.name if offer is not None else "",
             monthly_price=offer.monthly_price if offer is not None else None,
+            group_id=group.id if group is not None else None,
+            size_from=size_from,
+            read_only=not worker.deletable,
+            note=note,
         )
     return found
+
+
+# A Node may report less memory than its size advertises (the kernel's share; shared-CPU plans
+# are reported to balloon memory): a Node's capacity matches a size when its memory is within
+# this fraction below the size's RAM.
+MEMORY_SLACK = 0.15
+
+
+class _Sizes:
+    """The sizes of the cluster's VPSie groups (one group per size), and how to tell a
+    worker's."""
+
+    def __init__(self, snapshot: ClusterSnapshot) -> None:
+        self.logged = snapshot.logged_sizes
+        self.offers = {o.id: o for o in snapshot.offers}
+        self.groups_by_size: dict[int, VpsieNodeGroup] = {}
+        for g in sorted(snapshot.vpsie_groups, key=lambda g: g.id):
+            self.groups_by_size.setdefault(g.size_id, g)
+        # (size id, cpu, ram MB, disk GB) of every group's size; the group's own figures
+        # first, the offer's where the group gives none.
+        self.shapes: list[tuple[int, int, int, int]] = []
+        for size_id, g in sorted(self.groups_by_size.items()):
+            offer = self.offers.get(size_id)
+            cpu = g.cpu or (offer.cpu if offer is not None else 0)
+            ram = g.ram_mb or (offer.ram_mb if offer is not None else 0)
+            disk = g.disk_gb or (offer.disk_gb if offer is not None else 0)
+            self.shapes.append((size_id, cpu, ram, disk))
+
+    def of(self, node: NodeInfo, worker: VpsieWorker) -> tuple[int, str, str]:
+        """(size id or 0, where it came from, why unknown)."""
+        if worker.identifier and worker.identifier in self.logged:
+            return self.logged[worker.identifier], "log", ""
+        label = node.labels.get(SIZE_LABEL, "")
+        if label:
+            try:
+                return int(label), "label", ""
+            except ValueError:
+                return 0, "", f"label {SIZE_LABEL}={label!r} is not a size id"
+        if worker.cpu and worker.ram_mb:
+            matches = [
+                sid
+                for sid, cpu, ram, disk in self.shapes
+                if cpu == worker.cpu
+                and ram == worker.ram_mb
+                and (not worker.disk_gb or not disk or disk == worker.disk_gb)
+            ]
+            shape = f"{worker.cpu} vCPU / {worker.ram_mb} MB"
+        else:
+            cpu = node.capacity.cpu_millis // 1000
+            mem_mb = node.capacity.memory_bytes // (1024 * 1024)
+            matches = [
+                sid
+                for sid, scpu, ram, _ in self.shapes
+                if scpu == cpu and ram * (1 - MEMORY_SLACK) <= mem_mb <= ram
+            ]
+            shape = f"{cpu} vCPU / {mem_mb} MB (the Node's capacity)"
+        if len(matches) == 1:
+            return matches[0], "shape", ""
+        if not matches:
+            return 0, "", f"no node group of the cluster has a size of {shape}"
+        listed = ", ".join(str(m) for m in matches)
+        return 0, "", f"sizes {listed} all have {shape}: the worker's size is ambiguous"
 
 
 def group_nodes(
     snapshot: ClusterSnapshot, group: str, workers: dict[str, WorkerMatch]
 ) -> list[NodeInfo]:
-    """Nodes labelled with the group, or unlabelled nodes whose worker is in a VPSie group of
-    that name; sorted by name."""
+    """Nodes labelled with the group, or unlabelled nodes whose worker runs in a VPSie group of
+    that name (as far as its size tells); sorted by name."""
     vpsie_by_id = {g.id: g for g in snapshot.vpsie_groups}
-    worker_group = {w.identifier: w.group_id for w in snapshot.workers}
     chosen = []
     for node in snapshot.nodes:
         label = node.labels.get(NODEGROUP_LABEL)
@@ -142,7 +220,7 @@ def group_nodes(
                 chosen.append(node)
             continue
         match = workers.get(node.name)
-        gid = worker_group.get(match.worker) if match is not None else None
+        gid = match.group_id if match is not None else None
         vg = vpsie_by_id.get(gid) if gid is not None else None
         if vg is not None and vg.name == group:
             chosen.append(node)
@@ -225,10 +303,20 @@ def exclusion_for(
         return out(SCALE_DOWN_DISABLED, f"node has label {SCALE_DOWN_DISABLED_LABEL}=true")
     if _true(node.annotations.get(KARPENTER_DO_NOT_DISRUPT)):
         return out(DO_NOT_DISRUPT, f"node has annotation {KARPENTER_DO_NOT_DISRUPT}=true")
+    if any(key in node.labels for key in CONTROL_PLANE_LABELS):
+        return out(CONTROL_PLANE, "node is a control-plane node, never a worker to replace")
     if match is None:
         return out(UNMAPPED, "no VPSie worker matches the node's hostname or addresses")
-    if match.size_id == 0 or match.monthly_price is None:
-        return out(UNMAPPED, f"the size of VPSie worker {match.worker} is unknown or not offered")
+    if match.read_only:
+        return out(
+            WORKER_READ_ONLY,
+            "VPSie lists this node's worker without an identifier (or without a worker role): "
+            "it cannot be deleted safely, so it is not replaced",
+        )
+    if match.size_id == 0:
+        return out(UNMAPPED, f"the size of VPSie worker {match.worker} is unknown: {match.note}")
+    if match.monthly_price is None:
+        return out(UNMAPPED, f"size {match.size_id} of VPSie worker {match.worker} is not offered")
     found = _pod_reason(movable_pods, skip_local_storage)
     if found is not None:
         return out(*found)

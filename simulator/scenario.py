@@ -22,11 +22,17 @@ from typing import Any
 import yaml
 
 from simulator.faults import FaultConfig
-from simulator.vpsie.state import SimAuth, SimCluster, SimDatacenter, SimPrice, SimSize
+from simulator.vpsie.state import (
+    PROFILES,
+    SimAuth,
+    SimCluster,
+    SimDatacenter,
+    SimPrice,
+    SimSize,
+)
 
 API_VERSION = "sim.vpsie-rebalancer.io/v1"
 KIND = "World"
-NODE_SHAPES = ("identifier", "node_id")
 
 
 class ScenarioError(ValueError):
@@ -52,7 +58,7 @@ class Scenario:
     boot_delay_s: float = 120.0
     pod_start_delay_s: float = 3.0
     page_size: int = 25
-    node_shape: str = "identifier"
+    profile: str = "autoscaler"
     manifests: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -187,7 +193,7 @@ class _Reader:
                 "bootDelaySeconds",
                 "podStartDelaySeconds",
                 "pageSize",
-                "nodeShape",
+                "profile",
                 "auth",
                 "faults",
             },
@@ -197,9 +203,9 @@ class _Reader:
         sizes = self.sizes(spec.get("sizes"), dc_ids)
         cluster = self.cluster(spec.get("cluster"), dc_ids)
         groups = self.groups(spec.get("nodeGroups", []), sizes, cluster)
-        node_shape = spec.get("nodeShape", "identifier")
-        if node_shape not in NODE_SHAPES:
-            raise self.bad("spec.nodeShape", f"expected one of {NODE_SHAPES}, got {node_shape!r}")
+        profile = spec.get("profile", "autoscaler")
+        if profile not in PROFILES:
+            raise self.bad("spec.profile", f"expected one of {PROFILES}, got {profile!r}")
         faults_raw = spec.get("faults", {})
         if not isinstance(faults_raw, Mapping):
             raise self.bad("spec.faults", "expected a mapping")
@@ -218,7 +224,7 @@ class _Reader:
             boot_delay_s=self.number(spec, "bootDelaySeconds", "spec", 120.0),
             pod_start_delay_s=self.number(spec, "podStartDelaySeconds", "spec", 3.0),
             page_size=self.integer(spec, "pageSize", "spec", 25, minimum=1),
-            node_shape=node_shape,
+            profile=profile,
         )
 
     def datacenters(self, raw: Any) -> list[SimDatacenter]:
@@ -247,7 +253,9 @@ class _Reader:
         found: list[SimSize] = []
         for i, item in enumerate(items):
             key = f"spec.sizes[{i}]"
-            m = self.mapping(item, key, {"id", "name", "cpu", "ramMB", "diskGB", "prices"})
+            m = self.mapping(
+                item, key, {"id", "name", "cpu", "ramMB", "nodeMemoryMB", "diskGB", "prices"}
+            )
             prices_raw = m.get("prices")
             if not isinstance(prices_raw, Mapping) or not prices_raw:
                 raise self.bad(f"{key}.prices", "expected a mapping of datacenter -> price")
@@ -271,6 +279,9 @@ class _Reader:
                 ram_mb=self.integer(m, "ramMB", key, minimum=1),
                 disk_gb=self.integer(m, "diskGB", key, default=0),
                 prices=prices,
+                node_memory_mb=(
+                    self.integer(m, "nodeMemoryMB", key, minimum=1) if "nodeMemoryMB" in m else None
+                ),
             )
             if any(s.id == size.id for s in found):
                 raise self.bad(f"{key}.id", f"duplicate size id {size.id}")

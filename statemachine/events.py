@@ -235,9 +235,17 @@ class WorkerAddRequested(ReplacementEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerAdded(ReplacementEvent):
+    """The worker the add created. `identified_by` says how we know it is ours: "answer" (the
+    add-worker answer named its identifier) or "listing" (the one worker that appeared after
+    the intent, of the target size, not known before and claimed by no plan).
+
+    Version 2 added `identified_by` (v1 events were all found by listing)."""
+
+    VERSION: ClassVar[int] = 2
     worker_identifier: str
     hostname: str = ""
     ip: str = ""
+    identified_by: Literal["answer", "listing"] = "listing"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -260,8 +268,25 @@ class NodeJoinTimedOut(ReplacementEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeLabelled(ReplacementEvent):
+    """Observation kept for logs written before `NodePrepareRequested` existed."""
+
     node: str
     labels: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodePrepareRequested(ReplacementEvent):
+    """Intent: make the new Node the old one's equal before it takes pods: these labels (the
+    group's, our size and group labels) and the old node's taints ("key=value:Effect")."""
+
+    node: str
+    labels: dict[str, str]
+    taints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodePrepared(ReplacementEvent):
+    node: str
 
 
 # --- replacement: cordon and drain ---------------------------------------------------------
@@ -366,6 +391,28 @@ class WorkerDeleteFailed(ReplacementEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NodeDeleteRequested(ReplacementEvent):
+    """Intent: delete the Kubernetes Node object of a worker that VPSie no longer lists
+    (nothing on VPSie's side deletes Nodes). `uid` makes the delete hit only that Node."""
+
+    node: str
+    uid: str
+    role: Literal["old", "new"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeDeleted(ReplacementEvent):
+    node: str
+    already_gone: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeDeleteFailed(ReplacementEvent):
+    node: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UncordonRequested(ReplacementEvent):
     node: str
 
@@ -421,6 +468,8 @@ REPLACEMENT_EVENTS: tuple[type[ReplacementEvent], ...] = (
     NodeJoined,
     NodeJoinTimedOut,
     NodeLabelled,
+    NodePrepareRequested,
+    NodePrepared,
     CordonRequested,
     NodeCordoned,
     CordonFailed,
@@ -434,6 +483,9 @@ REPLACEMENT_EVENTS: tuple[type[ReplacementEvent], ...] = (
     WorkerDeleteRequested,
     WorkerDeleted,
     WorkerDeleteFailed,
+    NodeDeleteRequested,
+    NodeDeleted,
+    NodeDeleteFailed,
     UncordonRequested,
     NodeUncordoned,
     ReplacementRollbackStarted,
@@ -453,6 +505,8 @@ INTENT_OUTCOMES: dict[type[Event], tuple[type[Event], ...]] = {
     CordonRequested: (NodeCordoned, CordonFailed),
     PodEvictionRequested: (PodEvicted, EvictionBlocked),
     WorkerDeleteRequested: (WorkerDeleted, WorkerDeleteFailed),
+    NodePrepareRequested: (NodePrepared,),
+    NodeDeleteRequested: (NodeDeleted, NodeDeleteFailed),
     UncordonRequested: (NodeUncordoned,),
 }
 OUTCOME_OF: dict[type[Event], type[Event]] = {
@@ -479,10 +533,15 @@ def _eviction_blocked_v1(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _worker_added_v1(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "identified_by": "listing"}
+
+
 # (type name, version) -> function turning that version's payload into the next version's.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("PlanApproved", 1): _plan_approved_v1,
     ("EvictionBlocked", 1): _eviction_blocked_v1,
+    ("WorkerAdded", 1): _worker_added_v1,
 }
 
 

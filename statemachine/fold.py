@@ -73,6 +73,10 @@ class ReplacementState:
     eviction_blocks: int = 0
     old_deleted: bool = False
     new_deleted: bool = False
+    # The Kubernetes Node objects of the deleted workers (nothing on VPSie's side deletes them).
+    old_node_deleted: bool = False
+    new_node_deleted: bool = False
+    prepared: bool = False  # the new Node got the old one's labels and taints
     # The last intent with no outcome yet: what recovery must reconcile with the world.
     pending_intent: ev.Event | None = None
     last_error: str = ""
@@ -136,6 +140,9 @@ class FoldState:
     groups: dict[str, GroupSummary] = field(default_factory=dict)
     head_seq: int = 0
     keep_finished: bool = True
+    # Workers our plans added and did not delete since: identifier -> size id. VPSie's listing
+    # names no group, so this is the first source of such a worker's size (kept in snapshots).
+    workers: dict[str, int] = field(default_factory=dict)
 
 
 class Change(NamedTuple):
@@ -213,6 +220,7 @@ def apply_event(
     _expect_version(version, plan.version, illegal, plan.status)
     if isinstance(event, ev.ReplacementEvent):
         change = _apply_replacement(plan, event, seq, illegal)
+        _track_worker(state, plan, event)
     else:
         change = _apply_plan(state, plan, event, seq, illegal)
     plan.version = version
@@ -224,6 +232,15 @@ def apply_event(
 
 
 Illegal = Callable[..., IllegalTransition]
+
+
+def _track_worker(state: FoldState, plan: PlanState, event: ev.ReplacementEvent) -> None:
+    if isinstance(event, ev.WorkerAdded):
+        size = plan.spec_of(event.replacement_id).new_size_id
+        if size is not None:
+            state.workers[event.worker_identifier] = size
+    elif isinstance(event, ev.WorkerDeleted):
+        state.workers.pop(event.worker_identifier, None)
 
 
 def _expect_version(version: int, current: int, illegal: Illegal, status: str) -> None:
@@ -333,6 +350,10 @@ def _same_target(intent: ev.Event, outcome: ev.Event) -> bool:
             return intent.node == outcome.node
         case ev.WorkerDeleteRequested(), ev.WorkerDeleted() | ev.WorkerDeleteFailed():
             return intent.worker_identifier == outcome.worker_identifier
+        case ev.NodeDeleteRequested(), ev.NodeDeleted() | ev.NodeDeleteFailed():
+            return intent.node == outcome.node
+        case ev.NodePrepareRequested(), ev.NodePrepared():
+            return intent.node == outcome.node
         case _:
             return True
 
@@ -367,6 +388,22 @@ def _delete_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None
     return None
 
 
+def _node_delete_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
+    if e.role == "old":
+        if e.node != s.old_node or not r.old_deleted:
+            return f"{e.node} is not the old node of a worker deleted by this replacement"
+        return None
+    # The new worker's Node: by name once it joined, else by the worker's hostname (any case).
+    ours = e.node == r.new_node if r.new_node else e.node.lower() == r.new_hostname.lower()
+    if not r.new_worker or not ours or not r.new_deleted:
+        return f"{e.node} is not the node of a worker this replacement added and deleted"
+    return None
+
+
+def _prepare_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
+    return None if e.node == r.new_node else f"{e.node} is not this replacement's new node"
+
+
 def _settled_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
     return "an intent is still pending" if r.pending_intent is not None else None
 
@@ -378,6 +415,8 @@ _GUARDS: dict[type[ev.Event], Guard] = {
     ev.UncordonRequested: _uncordon_guard,
     ev.WorkerAdded: _added_guard,
     ev.WorkerDeleteRequested: _delete_guard,
+    ev.NodeDeleteRequested: _node_delete_guard,
+    ev.NodePrepareRequested: _prepare_guard,
     ev.ReplacementCompleted: _settled_guard,
     ev.ReplacementRolledBack: _settled_guard,
 }
@@ -392,6 +431,17 @@ def _worker_deleted(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
         r.old_deleted = True
     else:
         r.new_deleted = True
+
+
+def _node_deleted(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
+    if e.node == s.old_node:
+        r.old_node_deleted = True
+    else:
+        r.new_node_deleted = True
+
+
+def _prepared(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
+    r.prepared = True
 
 
 def _eviction_blocked(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
@@ -448,10 +498,13 @@ _MUTATIONS: dict[type[ev.Event], Mutate] = {
     ev.DrainTimedOut: _drain_timed_out,
     ev.NodeUncordoned: _uncordoned,
     ev.WorkerDeleted: _worker_deleted,
+    ev.NodeDeleted: _node_deleted,
+    ev.NodePrepared: _prepared,
     ev.NodeGroupCreateFailed: _set_error,
     ev.WorkerAddFailed: _set_error,
     ev.CordonFailed: _set_error,
     ev.WorkerDeleteFailed: _set_error,
+    ev.NodeDeleteFailed: _set_error,
     ev.ReplacementRollbackStarted: _set("rollback_reason", "reason"),
     ev.ReplacementFailed: _set("failure_reason", "reason"),
     ev.ReplacementCompleted: _set("monthly_saving", "monthly_saving"),
@@ -566,6 +619,7 @@ def state_to_plain(state: FoldState) -> dict[str, Any]:
         "keep_finished": state.keep_finished,
         "plans": [_plan_plain(p) for p in state.plans.values()],
         "groups": {name: g for name, g in state.groups.items()},
+        "workers": dict(state.workers),
     }
 
 
@@ -573,8 +627,15 @@ def encode_state(state: FoldState) -> bytes:
     return ev.to_json(state_to_plain(state))
 
 
+# Fields added after snapshots were first written: an older snapshot lacks them.
+_R_LATER_FIELDS = {"old_node_deleted": False, "new_node_deleted": False, "prepared": False}
+
+
 def _replacement_from_plain(value: dict[str, Any]) -> ReplacementState:
-    kwargs = {name: value[name] for name in _R_FIELDS}
+    kwargs: dict[str, Any] = {
+        name: value[name] if name in value or name not in _R_LATER_FIELDS else _R_LATER_FIELDS[name]
+        for name in _R_FIELDS
+    }
     kwargs["known_workers"] = tuple(kwargs["known_workers"])
     kwargs["drain_pods"] = tuple(kwargs["drain_pods"])
     kwargs["evicted"] = tuple(kwargs["evicted"])
@@ -623,6 +684,7 @@ def decode_state(data: bytes) -> FoldState:
             keep_finished=value["keep_finished"],
             plans={p["plan_id"]: _plan_from_plain(p) for p in value["plans"]},
             groups={name: ev.plain_to(GroupSummary, g) for name, g in value["groups"].items()},
+            workers={str(k): int(v) for k, v in value.get("workers", {}).items()},
         )
     except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
         raise StateDecodeError(f"not a fold state: {exc}") from None

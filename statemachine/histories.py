@@ -138,6 +138,13 @@ def _outcomes(pid: str, at: str, r: ReplacementState, spec: ReplacementSpec) -> 
             ]
         case ev.UncordonRequested(node=node):
             return [ev.NodeUncordoned(**base, node=node)]
+        case ev.NodePrepareRequested(node=node):
+            return [ev.NodePrepared(**base, node=node)]
+        case ev.NodeDeleteRequested(node=node):
+            return [
+                ev.NodeDeleted(**base, node=node, already_gone=False),
+                ev.NodeDeleteFailed(**base, node=node, reason="HTTP 503"),
+            ]
         case _:
             return []
 
@@ -180,6 +187,12 @@ def _replacement_next(plan: PlanState, r: ReplacementState, at: str) -> list[ev.
                 out.append(ev.NodeJoined(**base, node_name=r.new_hostname or "new-node"))
                 out.append(ev.NodeJoinTimedOut(**base, waited_s=600.0))
             case S.READY:
+                if not r.prepared:
+                    out.append(
+                        ev.NodePrepareRequested(
+                            **base, node=r.new_node, labels={"a": "b"}, taints=("k=v:NoSchedule",)
+                        )
+                    )
                 out.append(
                     ev.CordonRequested(**base, node=spec.old_node, prior_unschedulable=False)
                 )
@@ -203,6 +216,12 @@ def _replacement_next(plan: PlanState, r: ReplacementState, at: str) -> list[ev.
                 )
                 out.append(ev.ReschedulingConfirmed(**base, pods=r.evicted))
             case S.TERMINATED:
+                if not r.old_node_deleted:
+                    out.append(
+                        ev.NodeDeleteRequested(
+                            **base, node=spec.old_node, uid=f"uid-{spec.old_node}", role="old"
+                        )
+                    )
                 out.append(ev.ReplacementCompleted(**base, monthly_saving=spec.monthly_saving))
             case S.ROLLING_BACK:
                 if r.cordoned_by_us:
@@ -211,6 +230,12 @@ def _replacement_next(plan: PlanState, r: ReplacementState, at: str) -> list[ev.
                     out.append(
                         ev.WorkerDeleteRequested(
                             **base, worker_identifier=r.new_worker, node=r.new_node, role="new"
+                        )
+                    )
+                elif r.new_deleted and r.new_node and not r.new_node_deleted:
+                    out.append(
+                        ev.NodeDeleteRequested(
+                            **base, node=r.new_node, uid=f"uid-{r.new_node}", role="new"
                         )
                     )
                 else:

@@ -105,6 +105,8 @@ REPLACEMENT_TRANSITIONS: tuple[Row, ...] = (
     ("NodeJoined", (_R.JOINING,), _R.READY),
     ("NodeJoinTimedOut", (_R.JOINING,), "="),
     ("NodeLabelled", (_R.READY,), "="),
+    ("NodePrepareRequested", (_R.READY,), "="),
+    ("NodePrepared", (_R.READY,), "="),
     # Consolidation (no new size) goes from planned straight to cordoning.
     ("CordonRequested", (_R.PLANNED, _R.READY), _R.CORDONING),
     ("NodeCordoned", (_R.CORDONING,), _R.CORDONED),
@@ -119,6 +121,10 @@ REPLACEMENT_TRANSITIONS: tuple[Row, ...] = (
     ("WorkerDeleteRequested", (_R.DRAINED,), _R.TERMINATING),
     ("WorkerDeleted", (_R.TERMINATING,), _R.TERMINATED),
     ("WorkerDeleteFailed", (_R.TERMINATING,), _R.DRAINED),
+    # The old worker is gone from VPSie's listing; its Node object is deleted next.
+    ("NodeDeleteRequested", (_R.TERMINATED,), "="),
+    ("NodeDeleted", (_R.TERMINATED,), "="),
+    ("NodeDeleteFailed", (_R.TERMINATED,), "="),
     ("ReplacementCompleted", (_R.TERMINATED,), _R.DONE),
     # A rollback may start from any forward state except after the old worker is gone.
     (
@@ -140,6 +146,10 @@ REPLACEMENT_TRANSITIONS: tuple[Row, ...] = (
     ("WorkerDeleteRequested", (_R.ROLLING_BACK,), "="),
     ("WorkerDeleted", (_R.ROLLING_BACK,), "="),
     ("WorkerDeleteFailed", (_R.ROLLING_BACK,), "="),
+    ("NodeDeleteRequested", (_R.ROLLING_BACK,), "="),
+    ("NodeDeleted", (_R.ROLLING_BACK,), "="),
+    ("NodeDeleteFailed", (_R.ROLLING_BACK,), "="),
+    ("NodePrepared", (_R.ROLLING_BACK,), "="),
     ("ReplacementRolledBack", (_R.ROLLING_BACK,), _R.ROLLED_BACK),
     ("ReplacementFailed", _R_LIVE, _R.FAILED),
 )

@@ -27,6 +27,11 @@ HOSTNAME_LABEL = "kubernetes.io/hostname"
 # Set by the rebalancer on a node it cordoned, so that a restart (or a person) can tell its
 # cordons from anyone else's.
 CORDONED_BY_ANNOTATION = "rebalancer.vpsie.com/cordoned-by-plan"
+# Written by the rebalancer on every Node it creates: the VPSie size (KubeSizeID) and node group
+# id of its worker, since VPSie's node listing names no group.
+SIZE_LABEL = "rebalancer.vpsie.com/size-id"
+VPSIE_GROUP_LABEL = "rebalancer.vpsie.com/vpsie-group-id"
+CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,6 +110,7 @@ class NodeInfo:
     addresses: tuple[str, ...] = ()
     created_at: str = ""  # RFC 3339, as the API gave it
     resource_version: str = ""
+    uid: str = ""  # metadata.uid: tells this Node from a later one of the same name
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,8 +194,13 @@ class VpsieCluster:
     identifier: str
     name: str = ""
     kube_version: str = ""
+    # Not on cluster rows as the public clients show them: from the node groups or the config.
     datacenter_identifier: str = ""
     worker_count: int = 0
+    # `lock` and `upgrade_version` of the cluster row (meaning undocumented): a locked cluster,
+    # or one being upgraded, is no time to replace nodes.
+    locked: bool = False
+    upgrade_version: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -207,16 +218,38 @@ class VpsieNodeGroup:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VpsieWorker:
-    """A worker VM of a managed cluster, as VPSie lists it."""
+    """A worker VM of a managed cluster, as VPSie lists it.
 
-    identifier: str
-    hostname: str = ""
+    The public clients read two shapes: vpsie-k8s-autoscaler's `{identifier, hostname, ip,
+    status, role, cpu, ram, disk}` and govpsie's `{id, hostname, default_ip, private_ip,
+    node_type, node_id, ...}` (integers, no identifier, no status). Neither names the worker's
+    node group. Only a worker with an `identifier` and a known worker role can be deleted: an
+    integer `node_id` is never a delete identifier (`deletable`)."""
+
+    identifier: str  # "" when the API gives none (govpsie's shape)
+    hostname: str = ""  # as VPSie lists it; its case may differ from the Node's name
     ip: str = ""
     private_ip: str = ""
     status: str = ""
-    # The node group the worker belongs to, when the API says (the public clients disagree).
-    group_id: int | None = None
+    node_id: int | None = None  # govpsie's integer `node_id`: for reading only
+    role: str = "worker"  # or "" when the API's role field cannot be read as one
+    cpu: int = 0  # vCPUs, 0 when not listed
+    ram_mb: int = 0
+    disk_gb: int = 0
     created_on: str = ""
+
+    @property
+    def key(self) -> str:
+        """A stable name for the row, also when it has no identifier."""
+        if self.identifier:
+            return self.identifier
+        if self.node_id is not None:
+            return f"node_id:{self.node_id}"
+        return f"hostname:{self.hostname.lower()}"
+
+    @property
+    def deletable(self) -> bool:
+        return bool(self.identifier) and self.role == "worker"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -232,6 +265,12 @@ class ClusterSnapshot:
     workers: tuple[VpsieWorker, ...] = ()
     offers: tuple[SizeOffer, ...] = ()
     api_reachable: bool = True
+    # What the daemon's own log recorded for workers it added: identifier -> size id. The first
+    # source of a worker's size (then SIZE_LABEL on its Node, then a unique cpu/ram/disk match).
+    logged_sizes: dict[str, int] = field(default_factory=dict)
+    # The VPSie cluster row's `lock` and `upgrade_version`: no time to replace nodes.
+    cluster_locked: bool = False
+    cluster_upgrade_version: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

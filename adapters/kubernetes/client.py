@@ -482,6 +482,20 @@ class KubeClient:
 
         await self._patch_node(name, build)
 
+    async def delete_node(self, name: str, *, uid: str = "") -> bool:
+        """Delete the Node object; True when deleted now, False when it was already gone.
+
+        With `uid`, only that very Node (a precondition): a Node registered later under the
+        same name is left alone and the call raises Conflict."""
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            await self._request("DELETE", f"/api/v1/nodes/{name}", body=body)
+        except NotFound:
+            return False
+        return True
+
     # ----- eviction and events ---------------------------------------------------------------
 
     async def evict(self, namespace: str, name: str) -> None:

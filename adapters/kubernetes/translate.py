@@ -51,6 +51,7 @@ def node_info(obj: dict[str, Any]) -> NodeInfo:
                         if a.get("type") in ("InternalIP", "ExternalIP")),
         created_at=meta.get("creationTimestamp") or "",
         resource_version=meta.get("resourceVersion") or "",
+        uid=meta.get("uid") or "",
     )
 
 

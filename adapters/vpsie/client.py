@@ -150,17 +150,23 @@ class VpsieClient:
             "create_node_group", "POST", "/k8s/cluster/add/group", payload=body, idempotent=False
         )
 
-    async def add_worker(self, cluster_identifier: str, group_id: int) -> None:
-        """Asynchronous on VPSie's side: returns before the worker exists, with no id."""
-        await self._transport.call(
-            "add_worker",
+    async def add_worker(self, cluster_identifier: str, group_id: int) -> str | None:
+        """Asynchronous on VPSie's side: returns before the worker exists. The new worker's
+        identifier when the answer names one (`{id, identifier, status, hostname}`), None when
+        it is `data: true`; an integer `id` is not an identifier and is ignored."""
+        call = "add_worker"
+        answer = await self._transport.call(
+            call,
             "POST",
             f"/k8s/cluster/byId/{_segment(cluster_identifier)}/add/slave/group/{int(group_id)}",
             idempotent=False,
         )
+        return decode.added_worker(call, answer.body.get("data"))
 
     async def delete_worker(self, cluster_identifier: str, worker_identifier: str) -> bool:
-        """True when deleted now, False when it was already gone (404)."""
+        """True when VPSie said deleted, False when it said not found (404, or 200 with an
+        error saying so). Neither proves anything: list the workers again to know."""
+        _segment(worker_identifier)
         try:
             await self._transport.call(
                 "delete_worker",
@@ -196,15 +202,20 @@ def _data(call: str, body: dict[str, Any]) -> Any:
 
 
 def _total(call: str, body: dict[str, Any]) -> int | None:
-    """The list's total row count, or None when the answer is not paginated."""
+    """The list's total row count (`pagination.total`, else the top-level `total` some lists
+    carry alone), or None when the answer gives neither (not paginated)."""
     pagination = body.get("pagination")
+    where = "pagination.total"
     if pagination is None:
-        return None
-    if not isinstance(pagination, dict):
+        total, where = body.get("total"), "total"
+        if total is None:
+            return None
+    elif not isinstance(pagination, dict):
         raise MalformedResponse(f"{call}: pagination: expected an object", service=SERVICE)
-    total = pagination.get("total", body.get("total"))
+    else:
+        total = pagination.get("total", body.get("total"))
     if isinstance(total, bool) or not isinstance(total, int) or total < 0:
-        raise MalformedResponse(f"{call}: pagination.total: expected an integer", service=SERVICE)
+        raise MalformedResponse(f"{call}: {where}: expected an integer", service=SERVICE)
     return total
 
 

@@ -2,7 +2,11 @@
 
 A missing or mistyped field is a `MalformedResponse` naming the call and the field
 (`list_offers: data[3].price: expected a number`); nothing half-read is ever acted on. Where
-the public clients disagree (the node shapes of `GET /k8s/cluster/byId`), both are read.
+the public clients disagree (the node shapes of `GET /k8s/cluster/byId`), both are read:
+vpsie-k8s-autoscaler's `{identifier, hostname, ip, status, role, cpu, ram, disk}` and
+govpsie's `{id, hostname, default_ip, private_ip, node_type: int, node_id: int, ...}`. A row
+without an `identifier` is read (for matching and reports) but is never deletable; an integer
+`node_id` is never taken for an identifier. Neither shape names the worker's node group.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from statemachine.world import (
 
 SERVICE = "vpsie"
 _MASTER_ROLES = {"master", "manager", "control-plane", "controlplane"}
+_WORKER_ROLES = {"slave", "worker", "node"}
+_TRUE = {"1", "true", "yes"}
 
 
 class _Fields:
@@ -113,12 +119,17 @@ def offer(call: str, i: int, raw: Any) -> SizeOffer:
 
 def cluster(call: str, i: int, raw: Any) -> VpsieCluster:
     f = _Fields(call, f"data[{i}]", raw)
+    lock = raw.get("lock")
+    if lock is not None and not isinstance(lock, bool | int | str):
+        raise _bad(call, f"data[{i}].lock", "expected a flag")
     return VpsieCluster(
         identifier=f.string("identifier"),
         name=f.string("cluster_name", required=False) or f.string("nickname", required=False),
         kube_version=f.string("kube_version", required=False),
         datacenter_identifier=f.string("dcIdentifier", required=False),
         worker_count=f.int0("slaveCount"),
+        locked=lock is True or (not isinstance(lock, bool) and str(lock).lower() in _TRUE),
+        upgrade_version=f.string("upgrade_version", required=False),
     )
 
 
@@ -141,8 +152,16 @@ def node_group(call: str, i: int, raw: Any) -> VpsieNodeGroup | None:
     )
 
 
+def added_worker(call: str, data: Any) -> str | None:
+    """The identifier in an add-worker answer, or None (`data: true` or no identifier)."""
+    if data is None or isinstance(data, bool):
+        return None
+    f = _Fields(call, "data", data)
+    return f.string("identifier", required=False) or None
+
+
 def workers(call: str, data: Any) -> list[VpsieWorker]:
-    """Workers of `GET /k8s/cluster/byId`: `nodes` (masters filtered by role) or `slaves`."""
+    """Workers of `GET /k8s/cluster/byId`: `nodes` (masters left out by role) or `slaves`."""
     _Fields(call, "data", data)  # an object, or MalformedResponse
     found: list[VpsieWorker] = []
     seen: set[str] = set()
@@ -151,33 +170,55 @@ def workers(call: str, data: Any) -> list[VpsieWorker]:
         raise _bad(call, "data", "no node list (expected 'nodes' or 'slaves')")
     for key in lists:
         for i, raw in enumerate(items(f"{call}: data.{key}", data[key])):
-            node = _Fields(call, f"data.{key}[{i}]", raw)
-            role = (
-                node.string("role", required=False) or node.string("node_type", required=False)
-            ).lower()
-            if role in _MASTER_ROLES:
+            worker = _worker(call, f"data.{key}[{i}]", raw, listed_as_worker=key != "nodes")
+            if worker is None or worker.key in seen:
                 continue
-            identifier = node.string("identifier", required=False) or node.string(
-                "node_id", required=False
-            )
-            if not identifier:
-                raise _bad(call, f"data.{key}[{i}].identifier", "missing")
-            if identifier in seen:
-                continue
-            seen.add(identifier)
-            group = node.integer("node_group_id", required=False)
-            if group is None:
-                group = node.integer("group_id", required=False)
-            found.append(
-                VpsieWorker(
-                    identifier=identifier,
-                    hostname=node.string("hostname"),
-                    ip=node.string("ip", required=False)
-                    or node.string("default_ip", required=False),
-                    private_ip=node.string("private_ip", required=False),
-                    status=node.string("status", required=False),
-                    group_id=group,
-                    created_on=node.string("created_on", required=False),
-                )
-            )
+            seen.add(worker.key)
+            found.append(worker)
     return found
+
+
+def _worker(call: str, where: str, raw: Any, *, listed_as_worker: bool) -> VpsieWorker | None:
+    """One node row in either shape; None for a master."""
+    node = _Fields(call, where, raw)
+    role = _role(node, listed_as_worker)
+    if role == "master":
+        return None
+    node_id = node.integer("node_id", required=False) if "identifier" not in raw else None
+    identifier = node.string("identifier", required=False)
+    if not identifier and node_id is None:
+        raise _bad(call, f"{where}.identifier", "missing (and no node_id)")
+    return VpsieWorker(
+        identifier=identifier,
+        hostname=node.string("hostname"),
+        ip=node.string("ip", required=False) or node.string("default_ip", required=False),
+        private_ip=node.string("private_ip", required=False),
+        status=node.string("status", required=False),
+        node_id=node_id,
+        role=role,
+        cpu=node.int0("cpu"),
+        ram_mb=node.int0("ram"),
+        disk_gb=node.int0("disk"),
+        created_on=node.string("created_on", required=False),
+    )
+
+
+def _role(node: _Fields, listed_as_worker: bool) -> str:
+    """"master", "worker", or "" when the row's role cannot be read as either.
+
+    `role` is a word in the autoscaler's shape; govpsie's `node_type` is an integer whose values
+    no public source names, so an integer type leaves the role unknown (such rows have no
+    identifier either: read-only)."""
+    raw = node.raw.get("role")
+    if raw is None:
+        raw = node.raw.get("node_type")
+    if isinstance(raw, str) and raw.strip():
+        word = raw.strip().lower()
+        if word in _MASTER_ROLES:
+            return "master"
+        if word in _WORKER_ROLES:
+            return "worker"
+        return ""
+    if raw is None and listed_as_worker:
+        return "worker"
+    return ""

@@ -340,7 +340,7 @@ class Transport:
             return Conflict(text, service=SERVICE, status=status)
         if status in (401, 403):
             return AuthenticationError(text, service=SERVICE, status=status)
-        if status == 404:
+        if status == 404 or (200 <= status < 300 and "not found" in lowered):
             return NotFound(text, service=SERVICE, status=status)
         if status == 409:
             return Conflict(text, service=SERVICE, status=status)

@@ -126,6 +126,34 @@ async def _ready_replicas(kube_url: str, kubeconfig: Path) -> dict[str, tuple[in
     return out
 
 
+async def _nodes_without_worker(kube_url: str, kubeconfig: Path, credentials: Path) -> list[str]:
+    """Node objects (Kubernetes API) whose VPSie worker (VPSie API) no longer exists; hostnames
+    compared lower-cased, as VPSie lists them in another case."""
+    import random
+
+    import aiohttp
+    import orjson
+
+    from adapters.vpsie import VpsieClient
+    from daemon.clock import SystemClock
+
+    token = _bearer(kubeconfig)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{kube_url}/api/v1/nodes", headers={"Authorization": f"Bearer {token}"}
+        ) as resp,
+    ):
+        body: dict[str, Any] = orjson.loads(await resp.read())
+    async with VpsieClient.from_file(
+        credentials, clock=SystemClock(), rng=random.Random(0), rate_limit_per_min=None
+    ) as vpsie:
+        cluster = vpsie.settings.cluster_identifier
+        hosts = {w.hostname.lower() for w in await vpsie.list_workers(cluster)}
+    names = [node["metadata"]["name"] for node in body.get("items", [])]
+    return sorted(n for n in names if n.lower() not in hosts)
+
+
 def _prepare(state_dir: Path) -> Path:
     resolved = state_dir.resolve()
     resolved.mkdir(parents=True, exist_ok=True)
@@ -198,6 +226,9 @@ async def _demo(args: argparse.Namespace) -> int:
                 break
             await sim.clock.sleep(5)
         workers_after = len(sim.vpsie.workers)
+        orphans = await _nodes_without_worker(
+            sim.kube_url, sim.kubeconfig_path, sim.vpsie_credentials_path
+        )
     real_s = time.perf_counter() - real_start
     report = service.report()["plans"]
     executed = {pid: p for pid, p in report.items() if p["state"] not in ("rejected",)}
@@ -217,6 +248,8 @@ async def _demo(args: argparse.Namespace) -> int:
     print(f"  duration:        {elapsed(sim_end - sim_start)} simulated, {real_s:.1f} s real")
     deployments = ", ".join(f"{d} {after[d][0]}/{after[d][1]}" for d in sorted(after))
     print(f"  pods lost:       {lost} (Ready replicas after: {deployments})")
+    left = f" ({', '.join(orphans)})" if orphans else ""
+    print(f"  Node objects without a worker: {len(orphans)}{left}")
     first = next(iter(executed), None)
     print()
     print("The audit trail, decision by decision:")
@@ -226,4 +259,4 @@ async def _demo(args: argparse.Namespace) -> int:
         print(f"  vpsie-rebalancer audit --db {database}")
     print("The same as the status page, read-only:")
     print(f"  vpsie-rebalancer audit --db {database} --serve")
-    return code if lost == 0 else 1
+    return code if lost == 0 and not orphans else 1

@@ -95,7 +95,11 @@ async def _run(config_path: str, *, as_json: bool, record: bool) -> int:
             async with vpsie, KubeClient.from_kubeconfig(str(config.kubeconfig)) as kube:
                 now = clock.now()
                 gathered = await gather_snapshot(
-                    vpsie, kube, cluster_identifier=config.cluster, now=now
+                    vpsie,
+                    kube,
+                    cluster_identifier=config.cluster,
+                    now=now,
+                    logged_sizes=recovered.state.workers,
                 )
         except SnapshotError as exc:
             raise PlanCommandError(str(exc), EXIT_WORLD) from None

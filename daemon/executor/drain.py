@@ -164,7 +164,7 @@ async def _pods_on(rt: Runtime, node: str, deadline: float) -> list[PodInfo]:
     )
 
 
-async def _node_of_new_worker(rt: Runtime, rid: str, deadline: float) -> NodeInfo | None:
+async def node_of_new_worker(rt: Runtime, rid: str, deadline: float) -> NodeInfo | None:
     """By name once it joined; else by the worker's hostname or IP: a node that turned Ready
     only after its join timed out may already run pods."""
     r = rt.replacement(rid)
@@ -188,7 +188,7 @@ async def vacate_new_node(rt: Runtime, rid: str) -> None:
     """
     timeout = rt.spec.drain_timeout_s
     deadline = rt.monotonic() + timeout
-    node = await _node_of_new_worker(rt, rid, deadline)
+    node = await node_of_new_worker(rt, rid, deadline)
     if node is None:
         return
     name = node.name

@@ -1,33 +1,47 @@
 """VPSie workers: the node group of the target size, adding a worker, its Node, deleting one.
 
-VPSie's "add worker" is asynchronous and returns no id, so a worker is identified by
-difference: `WorkerAddRequested` records every worker identifier of the cluster before the
-call (`known_workers`); afterwards the new worker is one that is in the target group, not in
-that set, and not claimed by another replacement of a running plan. Choosing it and recording
-`WorkerAdded` happen under `WorkerClaims.claim_lock()`, so two replacements adding to the same
-group at once never take the same worker. An add is never repeated for one intent: a call that
-failed in a way that may have reached VPSie (a temporary error) is settled by looking, and only
-a settled "not made" lets a new intent try again.
+VPSie's "add worker" is asynchronous and mostly answers no id, and its node listing names no
+group. So the new worker is, in order: the one whose `identifier` the add answer named; else
+the one worker that appeared in the cluster's listing after the intent (`WorkerAddRequested`
+records every worker identifier before the call, `known_workers`), of the target size (its
+listed cpu/ram against the target group's), with an identifier, and claimed by no replacement
+of a registered plan. Two or more such workers (another actor, such as the VPSie autoscaler,
+added to the same group meanwhile): none is taken for ours; the plan pauses for a person and
+says which workers it saw (during a rollback the add is recorded as failed instead), and nothing
+is ever deleted on an inferred identity. Choosing and recording `WorkerAdded` happen under
+`WorkerClaims.claim_lock()`. An add is never repeated for one intent: a call that failed in a
+way that may have reached VPSie (a temporary error) is settled by looking, and only a settled
+"not made" lets a new intent try again.
 
-The new worker's Node is matched by hostname (node name or `kubernetes.io/hostname`), then by
-IP, and must turn Ready within the plan's `provision_timeout_s`; it is then labelled as a
-member of the plan's node group (and carries the old node's own labels, so pods that select
-them can move).
+The new worker's Node is matched by hostname, compared lower-cased (VPSie lists another case),
+then by IP, and must turn Ready within the plan's `provision_timeout_s`. Before it takes our
+pods it is made the old node's equal under `NodePrepareRequested`: the group's labels, our size
+and VPSie group labels (how a restart knows its size), and the old node's own taints.
+
+Deleting is finished when the listing says so: after delete-worker (whatever it answered), the
+workers are listed until the worker is absent; a "not found" while it is still listed is an
+error. Then the worker's Node object, which nothing on VPSie's side deletes, is deleted under
+`NodeDeleteRequested` (by uid: a later Node of the same name is left alone).
 """
 
 from __future__ import annotations
 
+import functools
+
 from adapters.errors import Conflict, PermanentError, TemporaryError
-from daemon.executor.execution import Runtime, StepFailed
+from daemon.executor.execution import Interrupted, Runtime, StepFailed
 from statemachine import events as ev
-from statemachine.machines import ReplacementStatus
+from statemachine.machines import PlanStatus, ReplacementStatus
 from statemachine.world import (
     DATACENTER_LABEL,
     HOSTNAME_LABEL,
     MANAGED_LABEL,
     NODEGROUP_LABEL,
+    SIZE_LABEL,
+    VPSIE_GROUP_LABEL,
     VPSIE_NODE_LABEL,
     NodeInfo,
+    Taint,
     VpsieWorker,
 )
 
@@ -35,6 +49,16 @@ _RS = ReplacementStatus
 
 # Label prefixes the kubelet and the cloud own; everything else on the old node is carried over.
 _SYSTEM_LABEL_DOMAINS = ("kubernetes.io/", "k8s.io/")
+# Taints Kubernetes itself sets (not-ready, unschedulable, pressure...): never copied.
+_SYSTEM_TAINT_PREFIXES = ("node.kubernetes.io/", "node.cloudprovider.kubernetes.io/")
+
+
+class AmbiguousWorker(Exception):
+    """More than one worker could be the one an add made; none is taken for ours."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def group_name(node_group: str, size_id: int) -> str:
@@ -122,29 +146,53 @@ async def settle_group(rt: Runtime, size_id: int) -> int | None:
 
 
 def _candidates(
-    rt: Runtime, rid: str, intent: ev.WorkerAddRequested, workers: list[VpsieWorker]
+    rt: Runtime,
+    rid: str,
+    intent: ev.WorkerAddRequested,
+    workers: list[VpsieWorker],
+    shape: tuple[int, int],
 ) -> list[VpsieWorker]:
+    """Workers that may be the one `intent` added: new since the intent, deletable, of the
+    target size (when both the listing and the group give cpu/ram), claimed by nobody."""
     known = set(intent.known_workers)
     claimed = rt.ctx.claims.claimed(rt.plan_id, rid)
     for r in rt.state.replacements.values():
         if r.replacement_id != rid and r.new_worker:
             claimed.add(r.new_worker)
     olds = {s.old_worker for s in rt.spec.replacements}
+    cpu, ram = shape
     found = [
         w
         for w in workers
-        if w.identifier not in known
+        if w.deletable
+        and w.identifier not in known
         and w.identifier not in claimed
         and w.identifier not in olds
-        and (w.group_id is None or w.group_id == intent.group_id)
+        and not (cpu and ram and w.cpu and w.ram_mb and (w.cpu, w.ram_mb) != (cpu, ram))
     ]
-    return sorted(found, key=lambda w: (w.created_on, w.identifier))
+    return sorted(found, key=lambda w: w.identifier)
 
 
-async def settle_add(rt: Runtime, rid: str, intent: ev.WorkerAddRequested) -> bool:
+async def _target_shape(rt: Runtime, group_id: int) -> tuple[int, int]:
+    """(cpu, ram MB) of the VPSie group `group_id`, (0, 0) when it gives none."""
+    groups = await rt.call(
+        "list the VPSie node groups",
+        lambda: rt.ctx.cloud.list_node_groups(rt.spec.cluster),
+        deadline=rt.monotonic() + rt.ctx.call_retry_s,
+        interruptible=False,
+    )
+    group = next((g for g in groups if g.id == group_id), None)
+    return (group.cpu, group.ram_mb) if group is not None else (0, 0)
+
+
+async def settle_add(
+    rt: Runtime, rid: str, intent: ev.WorkerAddRequested, named: str | None = None
+) -> bool:
     """Look for the worker `intent` added, for up to `worker_visible_s`; record WorkerAdded
-    and return True when found, return False (nothing recorded) when it never appeared."""
+    and return True when found, return False (nothing recorded) when it never appeared.
+    `named`: the identifier the add answer gave. AmbiguousWorker when several could be ours."""
     deadline = rt.monotonic() + rt.ctx.worker_visible_s
+    shape = (0, 0) if named else await _target_shape(rt, intent.group_id)
     while True:
         async with rt.ctx.claims.claim_lock():
             workers = await rt.call(
@@ -153,7 +201,18 @@ async def settle_add(rt: Runtime, rid: str, intent: ev.WorkerAddRequested) -> bo
                 deadline=rt.monotonic() + rt.ctx.call_retry_s,
                 interruptible=False,
             )
-            found = _candidates(rt, rid, intent, workers)
+            if named:
+                found = [w for w in workers if w.identifier == named]
+            else:
+                found = _candidates(rt, rid, intent, workers, shape)
+            if len(found) > 1:
+                listed = ", ".join(f"{w.identifier} ({w.hostname})" for w in found)
+                raise AmbiguousWorker(
+                    f"{len(found)} new workers of the target size appeared in group "
+                    f"{intent.group_id} after the add ({listed}); the add answered no "
+                    "identifier, so none is taken for ours and nothing is deleted: a person "
+                    "must delete the worker that is not wanted (or cancel the plan), then resume"
+                )
             if found:
                 worker = found[0]
                 await rt.record(
@@ -164,12 +223,25 @@ async def settle_add(rt: Runtime, rid: str, intent: ev.WorkerAddRequested) -> bo
                         worker_identifier=worker.identifier,
                         hostname=worker.hostname,
                         ip=worker.ip or worker.private_ip,
+                        identified_by="answer" if named else "listing",
                     )
                 )
                 return True
         if rt.monotonic() >= deadline:
             return False
         await rt.ctx.clock.sleep(min(rt.ctx.poll_interval_s, rt.ctx.worker_visible_s))
+
+
+async def park(rt: Runtime, rid: str, reason: str) -> None:
+    """An add whose worker cannot be told from another actor's: pause the plan for a person
+    (while executing; the pending intent is settled again on resume), or, in a rollback,
+    record the add as failed, so that the rollback deletes nothing it cannot account for."""
+    if rt.state.status is PlanStatus.EXECUTING:
+        await rt.record(
+            ev.PlanPaused(plan_id=rt.plan_id, at=rt.at(), by="rebalancer", reason=reason)
+        )
+        raise Interrupted(reason)
+    await _add_failed(rt, rid, reason, permanent=True)
 
 
 async def add_worker(rt: Runtime, rid: str, group_id: int, deadline: float) -> None:
@@ -210,16 +282,21 @@ async def _add_once(rt: Runtime, rid: str, group_id: int, deadline: float) -> Te
     )
     await rt.record(intent)
     temporary: TemporaryError | None = None
+    named: str | None = None
     try:
-        await rt.ctx.cloud.add_worker(cluster, group_id)
+        named = await rt.ctx.cloud.add_worker(cluster, group_id)
     except TemporaryError as exc:
         temporary = exc  # it may have reached VPSie: look before trying again
     except PermanentError as exc:
         reason = f"VPSie refused to add a worker to group {group_id}: {exc}"
         await _add_failed(rt, rid, reason, permanent=True)
         raise StepFailed(reason) from None
-    if await settle_add(rt, rid, intent):
-        return None
+    try:
+        if await settle_add(rt, rid, intent, named):
+            return None
+    except AmbiguousWorker as exc:
+        await park(rt, rid, exc.reason)
+        raise StepFailed(exc.reason) from None
     if temporary is None:
         reason = (
             f"VPSie accepted a worker for group {group_id} but none appeared within "
@@ -242,8 +319,9 @@ async def _add_failed(rt: Runtime, rid: str, reason: str, *, permanent: bool) ->
 def match_node(nodes: list[NodeInfo], hostname: str, ips: tuple[str, ...]) -> NodeInfo | None:
     """The Node of a worker: by hostname first, then by an InternalIP/ExternalIP."""
     if hostname:
+        wanted_host = hostname.lower()
         for node in nodes:
-            if node.name == hostname or node.labels.get(HOSTNAME_LABEL) == hostname:
+            if wanted_host in (node.name.lower(), node.labels.get(HOSTNAME_LABEL, "").lower()):
                 return node
     wanted = {ip for ip in ips if ip}
     for node in nodes:
@@ -312,9 +390,43 @@ def _labels_for(rt: Runtime, rid: str, old: NodeInfo | None) -> dict[str, str]:
     return labels
 
 
-async def ensure_labelled(rt: Runtime, rid: str) -> None:
-    """Label the new node as a member of the node group unless it already is."""
+def _taints_for(old: NodeInfo | None) -> tuple[Taint, ...]:
+    if old is None:
+        return ()
+    return tuple(
+        t for t in old.taints if not any(t.key.startswith(p) for p in _SYSTEM_TAINT_PREFIXES)
+    )
+
+
+def _taint_text(t: Taint) -> str:
+    return f"{t.key}={t.value}:{t.effect}" if t.value else f"{t.key}:{t.effect}"
+
+
+async def _apply(rt: Runtime, node: str, labels: dict[str, str], taints: tuple[Taint, ...]) -> None:
+    deadline = rt.monotonic() + rt.ctx.call_retry_s
+    cluster = rt.ctx.cluster
+    await rt.call(
+        f"label node {node}",
+        lambda: cluster.label_node(node, dict(labels)),
+        deadline=deadline,
+        interruptible=False,
+    )
+    for taint in taints:
+        await rt.call(
+            f"taint node {node} with {_taint_text(taint)}",
+            functools.partial(cluster.set_taint, node, taint.key, taint.value, taint.effect),
+            deadline=deadline,
+            interruptible=False,
+        )
+
+
+async def prepare_node(rt: Runtime, rid: str) -> None:
+    """Make the new node the old node's equal before it takes our pods: the group's labels,
+    our size and VPSie group labels, the old node's own taints. Bracketed."""
     r = rt.replacement(rid)
+    if r.prepared:
+        return
+    spec = rt.spec_of(rid)
     deadline = rt.monotonic() + rt.ctx.call_retry_s
     cluster = rt.ctx.cluster
     node = await rt.call(
@@ -323,24 +435,42 @@ async def ensure_labelled(rt: Runtime, rid: str) -> None:
     if node is None:
         raise StepFailed(f"the new node {r.new_node} disappeared after joining")
     old = await rt.call(
-        f"read node {rt.spec_of(rid).old_node}",
-        lambda: cluster.get_node(rt.spec_of(rid).old_node),
-        deadline=deadline,
+        f"read node {spec.old_node}", lambda: cluster.get_node(spec.old_node), deadline=deadline
     )
-    wanted = _labels_for(rt, rid, old)
-    if all(node.labels.get(k) == v for k, v in wanted.items()):
-        return
-    await rt.call(
-        f"label node {r.new_node}",
-        lambda: cluster.label_node(r.new_node, dict(wanted)),
-        deadline=deadline,
-        interruptible=False,
-    )
+    labels = _labels_for(rt, rid, old)
+    labels[SIZE_LABEL] = str(spec.new_size_id)
+    if r.group_id is not None:
+        labels[VPSIE_GROUP_LABEL] = str(r.group_id)
+    taints = _taints_for(old)
     await rt.record(
-        ev.NodeLabelled(
-            plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, node=r.new_node, labels=wanted
+        ev.NodePrepareRequested(
+            plan_id=rt.plan_id,
+            at=rt.at(),
+            replacement_id=rid,
+            node=r.new_node,
+            labels=labels,
+            taints=tuple(_taint_text(t) for t in taints),
         )
     )
+    await _apply(rt, r.new_node, labels, taints)
+    await rt.record(
+        ev.NodePrepared(plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, node=r.new_node)
+    )
+
+
+async def finish_prepare(rt: Runtime, rid: str, intent: ev.NodePrepareRequested) -> None:
+    """After a restart: apply the intent's labels and taints again (idempotent), record it."""
+    taints = tuple(_parse_taint(text) for text in intent.taints)
+    await _apply(rt, intent.node, dict(intent.labels), taints)
+    await rt.record(
+        ev.NodePrepared(plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, node=intent.node)
+    )
+
+
+def _parse_taint(text: str) -> Taint:
+    body, _, effect = text.rpartition(":")
+    key, _, value = body.partition("=")
+    return Taint(key=key, value=value, effect=effect)
 
 
 async def provision(rt: Runtime, rid: str) -> None:
@@ -359,7 +489,7 @@ async def provision(rt: Runtime, rid: str) -> None:
             case _RS.JOINING:
                 await wait_joined(rt, rid)
             case _RS.READY:
-                await ensure_labelled(rt, rid)
+                await prepare_node(rt, rid)
                 return
             case _RS.CREATING_GROUP | _RS.PROVISIONING:
                 raise StepFailed(f"replacement {rid}: {r.status} with an unsettled intent")
@@ -370,7 +500,7 @@ async def provision(rt: Runtime, rid: str) -> None:
 async def delete_worker(
     rt: Runtime, rid: str, worker: str, node: str, *, role: str, deadline: float
 ) -> None:
-    """One bracketed delete by identifier (404 = already gone = done)."""
+    """One bracketed delete by identifier, finished when the listing no longer has it."""
     await rt.record(
         ev.WorkerDeleteRequested(
             plan_id=rt.plan_id,
@@ -389,6 +519,12 @@ async def delete_worker(
             deadline=deadline,
             interruptible=False,
         )
+        if not await worker_gone(rt, worker, wait=deleted, deadline=deadline):
+            answer = "accepted the delete" if deleted else "answered not found"
+            raise StepFailed(
+                f"VPSie {answer} for worker {worker} but still lists it; not recorded as gone",
+                permanent=False,
+            )
     except StepFailed as exc:
         await rt.record(
             ev.WorkerDeleteFailed(
@@ -412,23 +548,98 @@ async def delete_worker(
     )
 
 
+async def worker_gone(rt: Runtime, worker: str, *, wait: bool, deadline: float) -> bool:
+    """Whether the cluster's listing no longer has `worker`; with `wait`, listed again every
+    poll until it is gone or `deadline` passes."""
+    cluster = rt.spec.cluster
+    while True:
+        workers = await rt.call(
+            "list the VPSie workers",
+            lambda: rt.ctx.cloud.list_workers(cluster),
+            deadline=deadline,
+            interruptible=False,
+        )
+        if all(w.identifier != worker for w in workers):
+            return True
+        if not wait or rt.monotonic() >= deadline:
+            return False
+        await rt.ctx.clock.sleep(min(rt.ctx.poll_interval_s, max(0.0, deadline - rt.monotonic())))
+
+
+async def delete_node_object(rt: Runtime, rid: str, name: str, *, role: str) -> None:
+    """Delete the Node object of a worker VPSie no longer lists, bracketed. Nothing to do when
+    no such Node exists. A Node still Ready (its VM not yet stopped) is waited for up to
+    `call_retry_s`, then left alone (reported as a leftover later); a failure is recorded and
+    does not stop the replacement."""
+    cluster = rt.ctx.cluster
+    deadline = rt.monotonic() + rt.ctx.call_retry_s
+    while True:
+        node = await rt.call(
+            f"read node {name}", lambda: cluster.get_node(name), deadline=deadline,
+            interruptible=False,
+        )
+        if node is None:
+            return
+        if not node.ready:
+            break
+        if rt.monotonic() >= deadline:
+            return
+        await rt.ctx.clock.sleep(min(rt.ctx.poll_interval_s, max(0.0, deadline - rt.monotonic())))
+    base = {"plan_id": rt.plan_id, "replacement_id": rid}
+    await rt.record(
+        ev.NodeDeleteRequested(
+            **base, at=rt.at(), node=name, uid=node.uid, role="old" if role == "old" else "new"
+        )
+    )
+    uid = node.uid
+
+    async def attempt() -> bool:
+        try:
+            return await cluster.delete_node(name, uid=uid)
+        except Conflict:
+            return False  # another Node of that name now: not the one to delete
+
+    try:
+        deleted = await rt.call(
+            f"delete node {name}", attempt, deadline=deadline, interruptible=False
+        )
+    except StepFailed as exc:
+        await rt.record(ev.NodeDeleteFailed(**base, at=rt.at(), node=name, reason=exc.reason))
+        return
+    await rt.record(ev.NodeDeleted(**base, at=rt.at(), node=name, already_gone=not deleted))
+
+
 async def terminate(rt: Runtime, rid: str) -> None:
-    """DRAINED -> DONE: delete the old worker, then record the replacement complete."""
+    """DRAINED -> DONE: delete the old worker, then its Node object, then record the
+    replacement complete."""
     spec = rt.spec_of(rid)
+    deadline = rt.monotonic() + rt.ctx.call_retry_s
+    first, most = rt.ctx.retry_backoff_s
+    delay = first
     while True:
         r = rt.replacement(rid)
         match r.status:
             case _RS.DRAINED:
                 rt.check()
-                await delete_worker(
-                    rt,
-                    rid,
-                    spec.old_worker,
-                    spec.old_node,
-                    role="old",
-                    deadline=rt.monotonic() + rt.ctx.call_retry_s,
-                )
+                try:
+                    await delete_worker(
+                        rt,
+                        rid,
+                        spec.old_worker,
+                        spec.old_node,
+                        role="old",
+                        deadline=rt.monotonic() + rt.ctx.call_retry_s,
+                    )
+                except StepFailed as exc:
+                    # Deleting by identifier is idempotent: a delete the listing does not
+                    # confirm yet is asked again (a fresh intent) until call_retry_s.
+                    if exc.permanent or rt.monotonic() >= deadline:
+                        raise
+                    await rt.sleep(min(delay, max(0.0, deadline - rt.monotonic())))
+                    delay = min(delay * 2, most)
             case _RS.TERMINATED:
+                if not r.old_node_deleted:
+                    await delete_node_object(rt, rid, spec.old_node, role="old")
                 await rt.record(
                     ev.ReplacementCompleted(
                         plan_id=rt.plan_id,

@@ -6,12 +6,16 @@ and its outcome recorded as found:
 
 - NodeGroupCreateRequested: is there a group of the size? NodeGroupCreated, else
   NodeGroupCreateFailed;
-- WorkerAddRequested: a worker in the group, not known before, not claimed (looked for up to
-  `worker_visible_s`)? WorkerAdded, else WorkerAddFailed;
+- WorkerAddRequested: one new worker of the target size, not known before, not claimed (looked
+  for up to `worker_visible_s`)? WorkerAdded, else WorkerAddFailed; several: the plan pauses for
+  a person (a rollback records the add failed), none is taken for ours;
+- NodePrepareRequested: the labels and taints applied again (idempotent), NodePrepared;
 - CordonRequested: is the node unschedulable? NodeCordoned, else CordonFailed;
 - PodEvictionRequested: is the pod gone from the node or terminating? PodEvicted, else
   EvictionBlocked;
-- WorkerDeleteRequested: is the worker gone? WorkerDeleted, else WorkerDeleteFailed;
+- WorkerDeleteRequested: is the worker gone from the listing? WorkerDeleted, else
+  WorkerDeleteFailed;
+- NodeDeleteRequested: is the Node of that uid gone? NodeDeleted, else NodeDeleteFailed;
 - UncordonRequested: NodeUncordoned (uncordoning it now if it still is cordoned by this plan).
 
 A "not made" outcome lets the executor try the step again with a fresh intent; an add is
@@ -24,7 +28,14 @@ from typing import Any
 
 from daemon.executor.drain import ours, uncordon_call
 from daemon.executor.execution import Runtime
-from daemon.executor.provisioning import settle_add, settle_group
+from daemon.executor.provisioning import (
+    AmbiguousWorker,
+    finish_prepare,
+    park,
+    settle_add,
+    settle_group,
+    worker_gone,
+)
 from statemachine import events as ev
 from statemachine.world import NodeInfo
 
@@ -44,7 +55,7 @@ async def reconcile_one(rt: Runtime, rid: str) -> str:
     intent = rt.replacement(rid).pending_intent
     base: dict[str, Any] = {"plan_id": rt.plan_id, "replacement_id": rid}
     deadline = rt.monotonic() + rt.ctx.rollback_timeout_s
-    cluster, cloud = rt.ctx.cluster, rt.ctx.cloud
+    cluster = rt.ctx.cluster
     match intent:
         case None:
             return "nothing pending"
@@ -56,8 +67,12 @@ async def reconcile_one(rt: Runtime, rid: str) -> str:
             await rt.record(ev.NodeGroupCreateFailed(**base, at=rt.at(), reason=NOT_MADE))
             return f"node group {name} was not created"
         case ev.WorkerAddRequested(group_id=group_id):
-            if await settle_add(rt, rid, intent):
-                return f"worker added: {rt.replacement(rid).new_worker}"
+            try:
+                if await settle_add(rt, rid, intent):
+                    return f"worker added: {rt.replacement(rid).new_worker}"
+            except AmbiguousWorker as exc:
+                await park(rt, rid, exc.reason)
+                return exc.reason
             await rt.record(ev.WorkerAddFailed(**base, at=rt.at(), reason=NOT_MADE))
             return f"no worker was added to group {group_id}"
         case ev.CordonRequested(node=name):
@@ -88,14 +103,7 @@ async def reconcile_one(rt: Runtime, rid: str) -> str:
             )
             return f"pod {ns}/{name} was not evicted"
         case ev.WorkerDeleteRequested(worker_identifier=worker):
-            cluster_id = rt.spec.cluster
-            workers = await rt.call(
-                "list the VPSie workers",
-                lambda: cloud.list_workers(cluster_id),
-                deadline=deadline,
-                interruptible=False,
-            )
-            if all(w.identifier != worker for w in workers):
+            if await worker_gone(rt, worker, wait=False, deadline=deadline):
                 await rt.record(
                     ev.WorkerDeleted(
                         **base, at=rt.at(), worker_identifier=worker, already_gone=True
@@ -106,6 +114,16 @@ async def reconcile_one(rt: Runtime, rid: str) -> str:
                 ev.WorkerDeleteFailed(**base, at=rt.at(), worker_identifier=worker, reason=NOT_MADE)
             )
             return f"worker {worker} still exists"
+        case ev.NodePrepareRequested(node=name):
+            await finish_prepare(rt, rid, intent)
+            return f"node {name} has the old node's labels and taints"
+        case ev.NodeDeleteRequested(node=name, uid=uid):
+            node = await _read_node(rt, name, deadline)
+            if node is None or (uid and node.uid != uid):
+                await rt.record(ev.NodeDeleted(**base, at=rt.at(), node=name, already_gone=True))
+                return f"node {name} is gone"
+            await rt.record(ev.NodeDeleteFailed(**base, at=rt.at(), node=name, reason=NOT_MADE))
+            return f"node {name} still exists"
         case ev.UncordonRequested(node=name):
             node = await _read_node(rt, name, deadline)
             if node is not None and ours(node, rt.plan_id):  # a later cordon is not ours

@@ -4,7 +4,8 @@ For every replacement that started and is not finished: uncordon its old node if
 cordoned it (the log says `prior_unschedulable` was false, and the node still carries our
 `CORDONED_BY_ANNOTATION`), then, if it added a worker (the log shows `WorkerAdded` for this
 replacement; nothing else is ever deleted), move the pods off that worker's node through the
-Eviction API and delete the worker, then `ReplacementRolledBack`.
+Eviction API and delete the worker, then its Node object (joined or not: nothing on VPSie's
+side deletes it), then `ReplacementRolledBack`.
 A replacement whose old worker is already being deleted cannot be undone: it is finished
 forward instead, and its saving counts.
 
@@ -15,9 +16,9 @@ left in which state, so a person can finish the job.
 
 from __future__ import annotations
 
-from daemon.executor.drain import uncordon, vacate_new_node
+from daemon.executor.drain import node_of_new_worker, uncordon, vacate_new_node
 from daemon.executor.execution import Runtime, StepFailed
-from daemon.executor.provisioning import delete_worker, terminate
+from daemon.executor.provisioning import delete_node_object, delete_worker, terminate
 from statemachine import events as ev
 from statemachine.machines import PlanStatus, ReplacementStatus
 
@@ -55,6 +56,12 @@ async def roll_back_replacement(rt: Runtime, rid: str, reason: str) -> str | Non
                 role="new",
                 deadline=rt.monotonic() + rt.ctx.rollback_timeout_s,
             )
+        r = rt.replacement(rid)
+        if r.new_deleted and not r.new_node_deleted:
+            deadline = rt.monotonic() + rt.ctx.rollback_timeout_s
+            joined = await node_of_new_worker(rt, rid, deadline)
+            if joined is not None:
+                await delete_node_object(rt, rid, joined.name, role="new")
         await rt.record(
             ev.ReplacementRolledBack(plan_id=rt.plan_id, at=rt.at(), replacement_id=rid)
         )

@@ -63,6 +63,14 @@ _PS = PlanStatus
 Work = Callable[[str], Awaitable[None]]
 
 
+def _vpsie_busy(check: CheckResult) -> bool:
+    """The cluster-health check failed only because VPSie locked or is upgrading the cluster."""
+    details = check.details or {}
+    return check.name == "cluster_health" and bool(
+        details.get("vpsie_cluster_locked") or details.get("vpsie_upgrade_version")
+    )
+
+
 class InvalidRequest(ValueError):
     """pause/resume/cancel asked of a plan in a state that does not allow it."""
 
@@ -246,6 +254,9 @@ class PlanRunner:
                 await rt.sleep(min(delay, max(0.0, deadline - rt.monotonic())))
                 delay = min(delay * 2, most)
         failed = [c for c in checks if c.status is CheckStatus.FAILED]
+        if failed and all(_vpsie_busy(c) for c in failed):
+            await self._wait_for_vpsie(step, failed)
+            return
         reasons = tuple(f"{c.name}: {c.message}" for c in failed)
         await self._journal.record(
             ev.SafetyChecksRun(
@@ -260,6 +271,35 @@ class PlanRunner:
         if failed:
             await self._start_rollback(f"safety checks failed before {step}: {'; '.join(reasons)}")
             raise Interrupted("safety checks failed")
+
+    async def _wait_for_vpsie(self, step: str, failed: Sequence[CheckResult]) -> None:
+        """The VPSie cluster is locked or being upgraded: no time to replace nodes, and no
+        reason to undo anything. Record the postponement once, then re-run the checks every
+        poll until they pass (checkpoint again, recorded) or fail for another reason."""
+        reasons = tuple(f"{c.name}: {c.message}" for c in failed)
+        await self._journal.record(
+            ev.SafetyChecksRun(
+                plan_id=self._journal.plan_id,
+                at=self._at(),
+                checks=tuple(failed),
+                action=Action.POSTPONE,
+                reasons=reasons,
+                step=step,
+            )
+        )
+        recheck = self._ctx.recheck
+        assert recheck is not None
+        rt = self._forward
+        while True:
+            await rt.sleep(self._ctx.poll_interval_s)
+            try:
+                checks = tuple(await recheck(self.state))
+            except Exception:  # the next poll tries again; _checkpoint handles a lasting failure
+                continue
+            still = [c for c in checks if c.status is CheckStatus.FAILED]
+            if not still or not all(_vpsie_busy(c) for c in still):
+                await self._checkpoint(step)
+                return
 
     async def _start_rollback(self, reason: str) -> None:
         if self.state.status in (_PS.EXECUTING, _PS.PAUSED):

@@ -50,6 +50,7 @@ class PlanControl:
                 }
                 for name, v in sorted(self._ctx.groups.items())
             },
+            "disagreements": list(self._ctx.world_notes),
         }
 
     def _waiting(self, group: str, after_analysis: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ import logging
 from collections import Counter
 
 from daemon.clock import rfc3339
+from daemon.service.accounting import account
 from daemon.service.recovery import Recovered
 from daemon.service.runners import Runners
 from daemon.service.snapshot import SnapshotError, gather_snapshot
@@ -25,6 +26,7 @@ from planner import NodeGroupPolicy, analyze, make_plan
 from statemachine import events as ev
 from statemachine.machines import PlanStatus
 from statemachine.plan import Action
+from statemachine.world import ClusterSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +39,26 @@ class Decisions:
         self._runners = runners
 
     def remember_groups(self, recovered: Recovered) -> None:
+        self._ctx.recovered_sizes = dict(recovered.state.workers)
         for policy in self._ctx.config.node_groups:
             last = recovered.last_finished(policy.name)
             if last:
                 self._ctx.last_finished[policy.name] = last
+
+    def _account(self, snapshot: ClusterSnapshot) -> None:
+        """Report, once per finding, where the listing, the Nodes and our log disagree."""
+        ctx = self._ctx
+        found = account(snapshot)
+        lines = found.lines()
+        for line in lines:
+            if line not in ctx.world_notes:
+                log.warning("%s", line)
+        if ctx.reporter is not None:
+            for name in found.nodes_without_worker:
+                if name not in ctx.reported_orphans:
+                    ctx.reporter.node_without_worker(name)
+        ctx.reported_orphans = set(found.nodes_without_worker)
+        ctx.world_notes = lines
 
     async def pick_up(self, tracked: Tracked) -> None:
         """Pick a recovered plan up where the log left it."""
@@ -79,6 +97,7 @@ class Decisions:
                 cluster_identifier=self._ctx.config.cluster,
                 now=now,
                 datacenter=self._ctx.datacenter,
+                logged_sizes=self._ctx.logged_sizes(),
             )
         except SnapshotError as exc:
             view.last_decision = f"no analysis: {exc}"
@@ -91,6 +110,7 @@ class Decisions:
             )
         if self._ctx.reporter is not None and gathered.snapshot.node_groups:
             self._ctx.reporter.set_node_groups(gathered.snapshot.node_groups)
+        self._account(gathered.snapshot)
         analysis = analyze(
             gathered.snapshot,
             policy,

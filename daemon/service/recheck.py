@@ -100,7 +100,9 @@ def recheck_plan(
                 if r.new_size_id is not None
                 and state.replacements[r.replacement_id].new_node not in present
             ),
-            sum(1 for r in batch if r.old_node in present),
+            # A member, not merely present: the Node of a worker already deleted stays
+            # (NotReady) until we delete it, and no longer counts for the group.
+            sum(1 for r in batch if r.old_node in members),
         )
         for batch in open_batches
     ]

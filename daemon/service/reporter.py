@@ -120,6 +120,16 @@ class Reporter:
             s.name: Regarding("NodeGroup", s.name, s.namespace or "default") for s in specs
         }
 
+    def node_without_worker(self, name: str) -> None:
+        """A Node object whose VPSie worker no longer exists (NotReady, left behind)."""
+        self._emit(
+            Regarding(kind="Node", name=name),
+            "NodeWithoutWorker",
+            f"node {name} is NotReady and VPSie lists no worker for it; nothing on VPSie's "
+            "side deletes Node objects",
+            "Warning",
+        )
+
     def _group(self, name: str) -> Regarding:
         return self._group_objects.get(name, self._fallback)
 

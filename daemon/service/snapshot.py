@@ -15,7 +15,7 @@ The two sides fail differently on purpose:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -64,8 +64,10 @@ async def gather_snapshot(
     cluster_identifier: str,
     now: float,
     datacenter: str = "",
+    logged_sizes: Mapping[str, int] | None = None,
 ) -> Gathered:
-    """Read both worlds at once. `datacenter` overrides the one VPSie names for the cluster."""
+    """Read both worlds at once. `datacenter` overrides the one VPSie names for the cluster.
+    `logged_sizes`: what our log recorded of the workers we added (identifier -> size id)."""
     kube_task = asyncio.ensure_future(_read_kubernetes(cluster))
     try:
         clusters, groups, workers = await asyncio.gather(
@@ -98,9 +100,12 @@ async def gather_snapshot(
         pdbs=tuple(sorted(pdbs, key=lambda p: (p.namespace, p.name))),
         node_groups=tuple(sorted(specs, key=lambda g: (g.namespace, g.name))),
         vpsie_groups=tuple(sorted(groups, key=lambda g: g.id)),
-        workers=tuple(sorted(workers, key=lambda w: w.identifier)),
+        workers=tuple(sorted(workers, key=lambda w: w.key)),
         offers=tuple(sorted(offers, key=_offer_key)),
         api_reachable=problem is None,
+        logged_sizes=dict(logged_sizes or {}),
+        cluster_locked=vpsie_cluster.locked,
+        cluster_upgrade_version=vpsie_cluster.upgrade_version,
     )
     return Gathered(
         snapshot=snapshot,

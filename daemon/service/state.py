@@ -89,9 +89,29 @@ class ServiceContext:
         self.wake = asyncio.Event()  # set when something happened the main loop should see
         self.store: EventStore | None = None
         self.reporter: Reporter | None = None
+        # Workers our plans added, by the log at recovery: identifier -> size id.
+        self.recovered_sizes: dict[str, int] = {}
+        # What the last analysis found that does not add up (daemon/service/accounting.py).
+        self.world_notes: list[str] = []
+        self.reported_orphans: set[str] = set()
         self._cloud: Cloud | None = None
         self._cluster: Cluster | None = None
         self._last_status = ""
+
+    def logged_sizes(self) -> dict[str, int]:
+        """What the log says of the workers our plans added and did not delete: the recovered
+        index, brought up to date with the plans this process ran."""
+        found = dict(self.recovered_sizes)
+        for state in [*(t.journal.state for t in self.plans.values()), *self.finished.values()]:
+            for r_spec in state.spec.replacements:
+                r = state.replacements[r_spec.replacement_id]
+                if r.old_deleted:
+                    found.pop(r_spec.old_worker, None)
+                if r.new_worker and r.new_deleted:
+                    found.pop(r.new_worker, None)
+                elif r.new_worker and r_spec.new_size_id is not None:
+                    found[r.new_worker] = r_spec.new_size_id
+        return found
 
     def now(self) -> str:
         return rfc3339(self.clock.now())

@@ -231,11 +231,25 @@ async def _serve(world: KubeWorld, request: web.Request, t: Target) -> web.Strea
         return _json(await _patch(world, request, t))
     if method == "DELETE" and t.name is not None:
         body = await _body(request)
+        _check_preconditions(_existing(world, t), body)
         grace = q.get("gracePeriodSeconds")
         grace_s = float(grace) if grace is not None else (
             body.get("gracePeriodSeconds") if isinstance(body, dict) else None)
         return _json(world.delete(t.rt, t.namespace or "", t.name, grace_s))
     raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {request.path}")
+
+
+def _check_preconditions(obj: dict[str, Any], body: Any) -> None:
+    """DeleteOptions.preconditions (uid, resourceVersion): 409 when the object differs."""
+    pre = body.get("preconditions") if isinstance(body, dict) else None
+    if not isinstance(pre, dict):
+        return
+    meta = obj.get("metadata") or {}
+    for field, key in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+        wanted = pre.get(field)
+        if wanted and wanted != meta.get(field):
+            raise ApiError(409, "Conflict", f"Precondition failed: {key} in precondition: "
+                           f"{wanted}, {key} in object meta: {meta.get(field)}")
 
 
 def _existing(world: KubeWorld, t: Target) -> dict[str, Any]:

@@ -3,8 +3,17 @@
 Paths live under a prefix (default `/apps/v2`). Every call but the login needs either
 `Vpsie-Auth: <static token>` or `Authorization: Bearer <token from /auth/from/api>`; an expired
 bearer token gets a 401. Errors are `{"error": true, "code", "message", "stack"}`, sometimes with
-HTTP 200, as the real service does. Lists accept `offset`/`limit` and answer one page with a
-`pagination` object, so a client that reads only the first page misses data.
+HTTP 200, as the real service does. Lists accept `offset`/`limit` and answer one page, with a
+`pagination` object (offers) or only a top-level `total` (datacenters, clusters, node groups),
+so a client that reads only the first page misses data.
+
+The answers follow the public clients, not our adapter (docs/simulator.md says which client
+each one follows): node rows carry no group id; cluster rows no `dcIdentifier`; prices are JSON
+numbers; times RFC 3339; hostnames differ in case from the Node names. The node rows come in
+one of two shapes, the scenario's `profile`: `autoscaler` (vpsie-k8s-autoscaler's
+`{identifier, hostname, ip, status, role, cpu, ram, disk}`) or `govpsie` (govpsie's
+`{id, user_id, hostname, default_ip, private_ip, node_type, node_id, datacenter_id,
+created_on}`, integers, no identifier, no status).
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
@@ -91,7 +101,9 @@ def _ok(data: Any, **extra: Any) -> web.Response:
     return web.json_response({"error": False, "data": data, **extra})
 
 
-def _page(request: web.Request, items: list[dict[str, Any]]) -> web.Response:
+def _page(
+    request: web.Request, items: list[dict[str, Any]], *, pagination_object: bool = True
+) -> web.Response:
     state = _state(request)
     try:
         offset = int(request.query.get("offset", "0"))
@@ -102,6 +114,8 @@ def _page(request: web.Request, items: list[dict[str, Any]]) -> web.Response:
         raise VpsieError(400, "offset must be >= 0 and limit >= 1")
     limit = min(limit, state.page_size)
     page = items[offset : offset + limit]
+    if not pagination_object:
+        return _ok(page, total=len(items))
     pagination = {
         "total": len(items),
         "count": len(page),
@@ -160,7 +174,7 @@ async def _datacenters(request: web.Request) -> web.Response:
         }
         for dc in _state(request).datacenters
     ]
-    return _page(request, items)
+    return _page(request, items, pagination_object=False)
 
 
 async def _offers(request: web.Request) -> web.Response:
@@ -175,8 +189,8 @@ async def _offers(request: web.Request) -> web.Response:
             "cpu": size.cpu,
             "ram": size.ram_mb,
             "disk": size.disk_gb,
-            "price": str(size.prices[dc].monthly),
-            "hourly_price": str(size.prices[dc].hourly),
+            "price": float(size.prices[dc].monthly),
+            "hourly_price": float(size.prices[dc].hourly),
         }
         for size in state.sizes
         if dc in size.prices
@@ -192,62 +206,92 @@ async def _clusters(request: web.Request) -> web.Response:
         "cluster_name": c.name,
         "nickname": c.name,
         "kube_version": c.kube_version,
-        "dcIdentifier": c.datacenter,
         "count": len(state.workers) + 1,
         "managerCount": 1,
         "slaveCount": len(state.workers),
-        "created_on": "2025-06-01 10:00:00",
+        "cpu": sum(state.size(state.group(w.group_id).size_id).cpu for w in state.workers),
+        "ram": sum(state.size(state.group(w.group_id).size_id).ram_mb for w in state.workers),
+        "price": float(sum(_monthly(state, w) for w in state.workers)),
+        "lock": 1 if state.lock else 0,
+        "upgrade_version": state.upgrade_version or None,
+        "created_on": "2025-06-01T10:00:00Z",
     }
-    return _page(request, [item])
+    return _page(request, [item], pagination_object=False)
+
+
+def _monthly(state: VpsieState, worker: SimWorker) -> Decimal:
+    size = state.size(state.group(worker.group_id).size_id)
+    price = size.prices.get(state.cluster.datacenter)
+    return price.monthly if price is not None else Decimal(0)
+
+
+# govpsie reads `node_type` as an integer whose values no public source names; these are ours.
+GOVPSIE_MASTER_TYPE = 1
+GOVPSIE_WORKER_TYPE = 2
 
 
 def _node(state: VpsieState, worker: SimWorker) -> dict[str, Any]:
-    size = state.size(state.group(worker.group_id).size_id)
-    if state.node_shape == "node_id":
+    """One worker row in the scenario's profile; neither shape names the worker's group."""
+    if state.profile == "govpsie":
         return {
             "id": worker.node_id,
-            "node_id": worker.identifier,
-            "hostname": worker.hostname,
+            "user_id": 1,
+            "hostname": worker.listed_hostname,
             "default_ip": worker.ip,
             "private_ip": worker.private_ip,
-            "node_type": "slave",
-            "datacenter_id": state.cluster.datacenter,
-            "group_id": worker.group_id,
-            "status": worker.status,
+            "node_type": GOVPSIE_WORKER_TYPE,
+            "node_id": 1000 + worker.node_id,
+            "datacenter_id": 1,
             "created_on": worker.created_on,
         }
+    size = state.size(state.group(worker.group_id).size_id)
     return {
         "identifier": worker.identifier,
-        "hostname": worker.hostname,
+        "hostname": worker.listed_hostname,
         "ip": worker.ip,
-        "private_ip": worker.private_ip,
         "status": worker.status,
         "role": "slave",
         "cpu": size.cpu,
         "ram": size.ram_mb,
         "disk": size.disk_gb,
-        "node_group_id": worker.group_id,
-        "created_on": worker.created_on,
     }
 
 
 async def _cluster(request: web.Request) -> web.Response:
     state = _state(request)
     c = state.check_cluster(request.match_info["cluster"])
-    workers = [_node(state, w) for w in state.workers]
+    if state.profile == "govpsie":
+        master: dict[str, Any] = {
+            "id": 0,
+            "user_id": 1,
+            "hostname": f"{c.name.capitalize()}-Master",
+            "default_ip": "185.0.0.1",
+            "private_ip": "10.0.0.1",
+            "node_type": GOVPSIE_MASTER_TYPE,
+            "node_id": 1000,
+            "datacenter_id": 1,
+            "created_on": "2025-06-01T10:00:00Z",
+        }
+    else:
+        master = {
+            "identifier": f"{c.identifier}-master",
+            "hostname": f"{c.name.capitalize()}-Master",
+            "ip": "185.0.0.1",
+            "status": "running",
+            "role": "master",
+            "cpu": 2,
+            "ram": 4096,
+            "disk": 80,
+        }
     data: dict[str, Any] = {
         "identifier": c.identifier,
         "cluster_name": c.name,
+        "nickname": c.name,
         "kube_version": c.kube_version,
-        "dcIdentifier": c.datacenter,
+        "count": len(state.workers) + 1,
+        "created_on": "2025-06-01T10:00:00Z",
+        "nodes": [master, *(_node(state, w) for w in state.workers)],
     }
-    if state.node_shape == "node_id":
-        master = {"id": 0, "node_id": f"{c.identifier}-master", "hostname": f"{c.name}-master"}
-        data["masters"] = [{**master, "node_type": "master", "default_ip": "185.0.0.1"}]
-        data["slaves"] = workers
-    else:
-        master = {"identifier": f"{c.identifier}-master", "hostname": f"{c.name}-master"}
-        data["nodes"] = [{**master, "role": "master", "status": "running"}, *workers]
     return _ok(data)
 
 
@@ -275,7 +319,7 @@ async def _groups(request: web.Request) -> web.Response:
                 "created_on": group.created_on,
             }
         )
-    return _page(request, items)
+    return _page(request, items, pagination_object=False)
 
 
 async def _create_group(request: web.Request) -> web.Response:
@@ -295,8 +339,22 @@ async def _add_worker(request: web.Request) -> web.Response:
         group_id = int(request.match_info["group"])
     except ValueError:
         raise VpsieError(400, "groupId must be an integer") from None
-    state.add_worker(request.match_info["cluster"], group_id)
-    return _ok(True)
+    worker = state.add_worker(request.match_info["cluster"], group_id)
+    for _ in range(state.foreign_adds_per_add):
+        state.add_worker(request.match_info["cluster"], group_id)
+    if state.profile == "govpsie" or state.add_answer == "true":
+        return _ok(True)
+    if state.add_answer == "random" and state.rng.random() < 0.5:
+        return _ok(True)
+    # Sometimes an object; only `identifier` is something a client can delete by.
+    return _ok(
+        {
+            "id": worker.node_id,
+            "identifier": worker.identifier,
+            "status": worker.status,
+            "hostname": worker.listed_hostname,
+        }
+    )
 
 
 async def _delete_worker(request: web.Request) -> web.Response:

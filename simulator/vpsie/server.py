@@ -43,7 +43,7 @@ def build_vpsie_state(
         auth=scenario.auth,
         boot_delay_s=scenario.boot_delay_s,
         page_size=scenario.page_size,
-        node_shape=scenario.node_shape,
+        profile=scenario.profile,
         faults=scenario.faults,
         nodes=nodes,
     )

@@ -2,15 +2,19 @@
 and workers, and the access tokens handed out.
 
 It behaves the way the public VPSie clients describe the service (see
-shared/design/VPSIE_API.md), traps included: adding a worker answers at once with no id and the
-worker only boots later; a cluster holds one node group per size; a worker count quota. A
-booted worker registers as a Kubernetes Node through the `NodeRegistry` it is given (the
-simulated Kubernetes world), named by its hostname and addressed by its private IP.
+shared/design/VPSIE_API.md), traps included: adding a worker answers at once, mostly with no id,
+and the worker only boots later; a cluster holds one node group per size; a worker count quota.
+A booted worker registers as a Kubernetes Node through the `NodeRegistry` it is given (the
+simulated Kubernetes world), named by its hostname in lower case and addressed by its private
+IP (InternalIP) and public IP (ExternalIP), with no topology or instance-type labels. Deleting a
+worker stops its VM: the Node turns NotReady and stays until someone deletes it (VPSie's cloud
+controller manager deletes no Nodes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import secrets
@@ -23,8 +27,8 @@ from typing import Protocol
 from simulator.clock import SimClock
 from simulator.faults import FaultConfig
 
-INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
+PROFILES = ("autoscaler", "govpsie")  # the node shapes public clients read; see api.py
 
 
 class NodeRegistry(Protocol):
@@ -44,6 +48,8 @@ class NodeRegistry(Protocol):
     ) -> None: ...
 
     def remove_node(self, name: str) -> None: ...
+
+    def set_node_ready(self, name: str, ready: bool) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +74,9 @@ class SimSize:
     ram_mb: int
     disk_gb: int
     prices: dict[str, SimPrice]  # by datacenter identifier
+    # The memory a booted Node of this size reports, when it differs from `ram_mb` (shared-CPU
+    # plans are reported to balloon memory); None: the Node reports `ram_mb`.
+    node_memory_mb: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,12 +101,17 @@ class SimGroup:
 class SimWorker:
     identifier: str
     node_id: int
-    hostname: str
+    hostname: str  # the Kubernetes Node's name (lower case); VPSie lists `listed_hostname`
     ip: str
     private_ip: str
     group_id: int
     status: str  # provisioning | running
     created_on: str
+
+    @property
+    def listed_hostname(self) -> str:
+        """The hostname as VPSie lists it: its case differs from the Node's name."""
+        return "-".join(part.capitalize() for part in self.hostname.split("-"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,7 +153,16 @@ class VpsieState:
     auth: SimAuth
     boot_delay_s: float = 120.0
     page_size: int = 25
-    node_shape: str = "identifier"  # "identifier" | "node_id": the two shapes clients read
+    profile: str = "autoscaler"  # one of PROFILES: the node shape `GET /k8s/cluster/byId` answers
+    # Cluster row fields whose meaning is undocumented; set by tests (a lock, an upgrade).
+    lock: bool = False
+    upgrade_version: str = ""
+    # How add-worker answers: "random" (seeded: `data: true` or the worker object), "true" or
+    # "object". Set by tests that need one form.
+    add_answer: str = "random"
+    # Another actor (the VPSie autoscaler) adds this many workers to the same group at the same
+    # moment as each add-worker call. Set by tests.
+    foreign_adds_per_add: int = 0
     faults: FaultConfig = field(default_factory=FaultConfig)
     nodes: NodeRegistry | None = None
     groups: list[SimGroup] = field(default_factory=list)
@@ -154,7 +177,8 @@ class VpsieState:
 
     # --- time and identity -------------------------------------------------------------
     def timestamp(self) -> str:
-        return datetime.fromtimestamp(self.clock.now(), tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+        """RFC 3339, as govpsie reads `created_on`."""
+        return datetime.fromtimestamp(self.clock.now(), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def _uuid(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
@@ -277,6 +301,8 @@ class VpsieState:
         return worker
 
     def delete_worker(self, cluster_identifier: str, identifier: str) -> None:
+        """The worker leaves the listing and its VM stops: its Node (if it joined) turns
+        NotReady and stays, since nothing on VPSie's side deletes Nodes."""
         self.check_cluster(cluster_identifier)
         worker = self.worker(identifier)
         if worker is None:
@@ -286,7 +312,8 @@ class VpsieState:
         if boot is not None:
             boot.cancel()
         elif self.nodes is not None:
-            self.nodes.remove_node(worker.hostname)
+            with contextlib.suppress(KeyError):  # someone deleted the Node already
+                self.nodes.set_node_ready(worker.hostname, False)
 
     def stop(self) -> None:
         """Cancel pending boots (the world is going away)."""
@@ -305,14 +332,9 @@ class VpsieState:
         size = self.size(self.group(worker.group_id).size_id)
         self.nodes.register_node(
             name=worker.hostname,
-            labels={
-                HOSTNAME_LABEL: worker.hostname,
-                INSTANCE_TYPE_LABEL: size.name,
-                "kubernetes.io/os": "linux",
-                "topology.kubernetes.io/region": self.cluster.datacenter,
-            },
+            labels={HOSTNAME_LABEL: worker.hostname, "kubernetes.io/os": "linux"},
             cpu=size.cpu,
-            memory_mb=size.ram_mb,
+            memory_mb=size.node_memory_mb or size.ram_mb,
             addresses=[worker.private_ip, worker.ip],
             ready=not self.faults.never_turns_ready(worker.hostname),
         )

@@ -43,29 +43,58 @@ async def test_pagination_across_many_groups(world: VpsieWorld) -> None:
     assert sorted(g.size_id for g in groups) == [201, 202, 203]  # pages of 2: all three read
 
 
-async def test_workers_in_both_node_shapes(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    for shape in ("identifier", "node_id"):
-        scenario = small_scenario()
-        scenario.node_shape = shape
-        async for world in serve(scenario, tmp_path):
-            client = world.make_client()
-            workers = await client.list_workers(world.cluster)
-            expected = sorted(w.identifier for w in world.state.workers)
-            assert sorted(w.identifier for w in workers) == expected, shape
-            group = world.state.groups[0].id
-            assert all(w.group_id == group and w.status == "running" for w in workers)
-            assert all(w.hostname.startswith("small-general-") for w in workers)
-            assert all(w.ip and w.private_ip.startswith("10.") for w in workers)
+async def test_workers_in_the_autoscaler_shape(world: VpsieWorld) -> None:
+    client = world.make_client()
+    workers = await client.list_workers(world.cluster)
+    assert sorted(w.identifier for w in workers) == sorted(
+        w.identifier for w in world.state.workers
+    )  # the master row is left out
+    assert all(w.deletable and w.role == "worker" and w.status == "running" for w in workers)
+    assert all((w.cpu, w.ram_mb, w.disk_gb) == (4, 8192, 160) for w in workers)
+    # VPSie's hostnames differ in case from the Node names; the client keeps them as listed.
+    assert sorted(w.hostname for w in workers) == [f"Small-General-000{i}" for i in (1, 2, 3)]
+    assert all(w.ip.startswith("185.") and not w.private_ip for w in workers)
+
+
+async def test_workers_in_govpsie_shape_are_read_only(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    scenario = small_scenario()
+    scenario.profile = "govpsie"
+    async for world in serve(scenario, tmp_path):
+        client = world.make_client()
+        workers = await client.list_workers(world.cluster)
+        # govpsie's integer node_type names no role: the master row is read, read-only too.
+        assert len(workers) == 4
+        assert all(not w.identifier and not w.deletable for w in workers)
+        assert all(isinstance(w.node_id, int) and w.key.startswith("node_id:") for w in workers)
+        hosts = sorted(w.hostname.lower() for w in workers)
+        assert hosts == ["small-general-0001", "small-general-0002", "small-general-0003",
+                         "small-master"]
+        assert all(w.private_ip.startswith("10.") and w.created_on.endswith("Z") for w in workers)
+        group = world.state.groups[0].id
+        assert await client.add_worker(world.cluster, group) is None  # always `data: true`
 
 
 async def test_add_worker_is_asynchronous_and_boots_later(world: VpsieWorld) -> None:
     client = world.make_client()
     group = (await client.list_node_groups(world.cluster))[0]
     before = {w.identifier for w in await client.list_workers(world.cluster)}
-    await client.add_worker(world.cluster, group.id)
+    named: list[str | None] = []
+    for _ in range(3):
+        named.append(await client.add_worker(world.cluster, group.id))
     after = await client.list_workers(world.cluster)
     new = [w for w in after if w.identifier not in before]
-    assert len(new) == 1 and new[0].status == "provisioning" and new[0].group_id == group.id
+    assert len(new) == 3 and {w.status for w in new} == {"provisioning"}
+    # Seeded: some answers are `data: true` (None), some name the new worker.
+    assert None in named and {n for n in named if n} < {w.identifier for w in new}
+
+
+async def test_cluster_lock_and_upgrade_are_read(world: VpsieWorld) -> None:
+    client = world.make_client()
+    (row,) = await client.list_clusters()
+    assert (row.locked, row.upgrade_version, row.datacenter_identifier) == (False, "", "")
+    world.state.lock, world.state.upgrade_version = True, "1.31.0"
+    (row,) = await client.list_clusters()
+    assert (row.locked, row.upgrade_version) == (True, "1.31.0")
 
 
 async def test_create_group_of_a_size_already_grouped_is_a_conflict(world: VpsieWorld) -> None:

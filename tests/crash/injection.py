@@ -145,8 +145,10 @@ class WatchedCloud(_Watched):
             self._inner.create_node_group(cluster_identifier, group_name, size_id),
         )
 
-    async def add_worker(self, cluster_identifier: str, group_id: int) -> None:
-        await self._effect("add_worker", self._inner.add_worker(cluster_identifier, group_id))
+    async def add_worker(self, cluster_identifier: str, group_id: int) -> str | None:
+        return await self._effect(
+            "add_worker", self._inner.add_worker(cluster_identifier, group_id)
+        )
 
     async def delete_worker(self, cluster_identifier: str, worker_identifier: str) -> bool:
         return await self._effect(
@@ -186,6 +188,17 @@ class WatchedCluster(_Watched):
 
     async def label_node(self, name: str, labels: Mapping[str, str | None]) -> None:
         await self._effect("label_node", self._inner.label_node(name, labels))
+
+    async def set_taint(
+        self, name: str, key: str, value: str = "", effect: str = "NoSchedule", *,
+        present: bool = True,
+    ) -> None:
+        await self._effect(
+            "set_taint", self._inner.set_taint(name, key, value, effect, present=present)
+        )
+
+    async def delete_node(self, name: str, *, uid: str = "") -> bool:
+        return await self._effect("delete_node", self._inner.delete_node(name, uid=uid))
 
     async def evict(self, namespace: str, name: str) -> None:
         await self._effect("evict", self._inner.evict(namespace, name))

@@ -26,6 +26,7 @@ from tests.crash.rehearsal import Picture, Rehearsal
 INVARIANTS = (
     "1 terminal plans",
     "2 no orphan workers",
+    "2b no Node object without a worker",
     "3 nothing left cordoned",
     "4a evictions allowed by PDBs",
     "4b no drain before replacement Ready",
@@ -138,21 +139,28 @@ def check(
             f"{len(created)} workers were created for {add_intents} add intents",
         )
 
+    # 2b. no Node object left behind: VPSie deletes none, so every deleted worker's Node is ours
+    # to delete (hostnames compared lower-cased)
+    hosts = {w.hostname.lower() for w in after.workers.values()}
+    for name in sorted(after.nodes):
+        if name.lower() not in hosts:
+            v.add(INVARIANTS[2], f"node {name} has no VPSie worker")
+
     # 3. nothing left cordoned by the rebalancer
     for name, node in after.nodes.items():
         ours = node.annotations.get(CORDONED_BY_ANNOTATION)
         was = before.nodes.get(name)
         if node.unschedulable and (ours or was is None or not was.unschedulable):
-            v.add(INVARIANTS[2], f"node {name} left cordoned (annotation {ours!r})")
+            v.add(INVARIANTS[3], f"node {name} left cordoned (annotation {ours!r})")
 
     # 4a. every eviction the API accepted was allowed by its PDB; no pod deleted directly
     for e in reh.proxy.witness.accepted_evictions():
         if not e.allowed:
-            v.add(INVARIANTS[3], f"eviction of {e.namespace}/{e.pod} accepted but {e.why}")
+            v.add(INVARIANTS[4], f"eviction of {e.namespace}/{e.pod} accepted but {e.why}")
     for path in reh.proxy.witness.pod_deletes:
-        v.add(INVARIANTS[3], f"a pod was deleted, not evicted: DELETE {path}")
+        v.add(INVARIANTS[4], f"a pod was deleted, not evicted: DELETE {path}")
     for lost in reh.sampler.lost_pods:
-        v.add(INVARIANTS[3], lost)
+        v.add(INVARIANTS[4], lost)
 
     # 4b. no replacement drained before its new node was Ready (from the log)
     joined: set[tuple[str, str]] = set()
@@ -168,7 +176,7 @@ def check(
             )
             if spec.new_size_id is not None and (event.plan_id, event.replacement_id) not in joined:
                 v.add(
-                    INVARIANTS[4],
+                    INVARIANTS[5],
                     f"{event.type_name()} for {spec.old_node} at seq {seq} before its "
                     "replacement node was Ready",
                 )
@@ -179,12 +187,12 @@ def check(
     percent = min_healthy_percent if min_healthy_percent is not None else percent
     if reh.sampler.min_ready is not None and reh.sampler.min_ready < floor:
         v.add(
-            INVARIANTS[5],
+            INVARIANTS[6],
             f"only {reh.sampler.lowest_at} at one point; minNodes is {floor}",
         )
     if reh.sampler.min_ready_percent is not None and reh.sampler.min_ready_percent < percent:
         v.add(
-            INVARIANTS[5],
+            INVARIANTS[6],
             f"{reh.sampler.min_ready_percent:.0f}% Ready at one point; "
             f"minHealthyPercent is {percent}",
         )
@@ -201,7 +209,7 @@ def check(
             and plan.realised_monthly_saving != from_replacements
         ):
             v.add(
-                INVARIANTS[6],
+                INVARIANTS[7],
                 f"plan {pid} reports {plan.realised_monthly_saving}, its replacements "
                 f"{from_replacements}",
             )
@@ -209,18 +217,18 @@ def check(
     v.saving = actual
     if reported != actual:
         v.add(
-            INVARIANTS[6],
+            INVARIANTS[7],
             f"the log reports {reported}/month saved, the bill changed by {actual}",
         )
 
     # 7. the log verifies, and the daemon's own report equals the fold
     if not log.verified:
-        v.add(INVARIANTS[7], f"verify: {log.problem}")
+        v.add(INVARIANTS[8], f"verify: {log.problem}")
     if report is not None:
         for pid, seen in report.get("plans", {}).items():
             plan = plans.get(pid)
             if plan is None:
-                v.add(INVARIANTS[7], f"the daemon reported plan {pid}, the log has none")
+                v.add(INVARIANTS[8], f"the daemon reported plan {pid}, the log has none")
                 continue
             folded = {rid: r.status.value for rid, r in plan.replacements.items()}
             saving = plan.realised_monthly_saving
@@ -230,7 +238,7 @@ def check(
                 or seen.get("realised_monthly_saving") != (None if saving is None else str(saving))
             ):
                 v.add(
-                    INVARIANTS[7],
+                    INVARIANTS[8],
                     f"plan {pid}: the daemon reported {seen}, the log folds to "
                     f"{plan.status.value} {folded} {saving}",
                 )

@@ -35,6 +35,7 @@ def test_demo_rebalances_loses_no_pod_and_points_at_its_audit(tmp_path: Path) ->
     saving = re.search(r"saving:\s+\$([\d,]+\.\d\d)/month", out)
     assert saving is not None and float(saving.group(1).replace(",", "")) > 0
     assert re.search(r"pods lost:\s+0 ", out)
+    assert re.search(r"^  Node objects without a worker: 0$", out, re.M)
     assert "simulated" in out and "s real" in out
 
     audit_line = next(line for line in out.splitlines() if "vpsie-rebalancer audit" in line)

@@ -9,7 +9,12 @@ from statemachine import events as ev
 from statemachine.fold import PlanState
 from statemachine.machines import PlanStatus, ReplacementStatus
 from statemachine.plan import PlanSpec
-from statemachine.world import CORDONED_BY_ANNOTATION, NODEGROUP_LABEL
+from statemachine.world import (
+    CORDONED_BY_ANNOTATION,
+    NODEGROUP_LABEL,
+    SIZE_LABEL,
+    VPSIE_GROUP_LABEL,
+)
 from tests.executor.conftest import NEW_SIZE, World
 
 
@@ -32,6 +37,13 @@ async def assert_nothing_cordoned(world: World) -> None:
     nodes = await world.cluster.list_nodes()
     assert [n.name for n in nodes if n.unschedulable] == []
     assert [n.name for n in nodes if CORDONED_BY_ANNOTATION in n.annotations] == []
+
+
+async def assert_no_leftover_nodes(world: World) -> None:
+    """Every Node has a VPSie worker (hostnames compared lower-cased): nothing left behind."""
+    hosts = {w.hostname.lower() for w in await world.cloud.list_workers(world.cluster_id)}
+    nodes = await world.cluster.list_nodes()
+    assert [n.name for n in nodes if n.name.lower() not in hosts] == []
 
 
 async def assert_web_serving(world: World, on: set[str]) -> None:
@@ -63,17 +75,19 @@ async def assert_replaced(world: World, spec: PlanSpec, state: PlanState) -> Non
             assert r.new_worker == ""
             continue
         worker = workers[r.new_worker]
-        group_id = worker.group_id
-        assert group_id is not None
-        assert groups[group_id].size_id == NEW_SIZE
+        assert r.group_id is not None and groups[r.group_id].size_id == NEW_SIZE
+        assert (worker.cpu, worker.ram_mb) == (groups[r.group_id].cpu, groups[r.group_id].ram_mb)
         node = nodes[r.new_node]
         assert node.ready and not node.unschedulable
         assert node.labels[NODEGROUP_LABEL] == spec.node_group
+        assert node.labels[SIZE_LABEL] == str(NEW_SIZE)
+        assert node.labels[VPSIE_GROUP_LABEL] == str(r.group_id)
         new_nodes.add(node.name)
     added = [r.new_worker for r in state.replacements.values() if r.new_worker]
     assert len(set(added)) == len(added)
     untouched = {i for i, _ in world.initial} - {r.old_worker for r in spec.replacements}
     assert set(workers) == set(added) | untouched
+    await assert_no_leftover_nodes(world)
     await assert_nothing_cordoned(world)
     await assert_web_serving(world, set(nodes))
     expected = sum((r.monthly_saving for r in spec.replacements), Decimal(0))

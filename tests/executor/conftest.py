@@ -215,3 +215,11 @@ async def open_world(tmp_path: Path, text: str | None = None) -> AsyncIterator[W
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     async for w in open_world(tmp_path):
         yield w
+
+
+@pytest.fixture
+async def govpsie_world(tmp_path: Path) -> AsyncIterator[World]:
+    """The small world, its VPSie API answering node rows in govpsie's shape."""
+    text = small_text().replace("spec:\n", "spec:\n  profile: govpsie\n", 1)
+    async for w in open_world(tmp_path, text):
+        yield w

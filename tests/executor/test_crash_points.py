@@ -73,11 +73,14 @@ async def _group_id(world: World) -> int:
 
 
 async def _new_group_workers(world: World) -> list[str]:
-    group_id = await _group_id(world)
+    """Workers of the new size (VPSie's listing names no group: the size's shape tells)."""
+    group = next(
+        g for g in await world.cloud.list_node_groups(world.cluster_id) if g.size_id == NEW_SIZE
+    )
     return [
         w.identifier
         for w in await world.cloud.list_workers(world.cluster_id)
-        if w.group_id == group_id
+        if (w.cpu, w.ram_mb) == (group.cpu, group.ram_mb)
     ]
 
 
@@ -145,8 +148,11 @@ async def test_worker_add(world: World, made: bool) -> None:
 
 
 async def test_three_concurrent_adds_two_made(world: World) -> None:
-    """Surge: three add intents pending, two calls made. Each intent ends with its own worker
-    and only one more add is made."""
+    """Surge: three add intents pending in one group, two calls made, both answered `data:
+    true`. Two workers could be any intent's (or another actor's): none is taken for ours, the
+    plan pauses for a person and nothing is deleted. The person deletes one of them and
+    resumes: the other is taken, the rest is added anew, the plan completes."""
+    world.sim.vpsie.add_answer = "true"
     spec = world.spec("c-surge", Strategy.SURGE, max_concurrent=3, batches=((0, 1, 2),))
     journal = await world.started(spec)
     group_id = await _group_id(world)
@@ -169,14 +175,27 @@ async def test_three_concurrent_adds_two_made(world: World) -> None:
         intents.append(intent)
     await world.cloud.add_worker(world.cluster_id, group_id)
     await world.cloud.add_worker(world.cluster_id, group_id)
-    state = await PlanRunner(await _restart(world, spec.plan_id), world.context()).run()
+    appeared = sorted(await _new_group_workers(world))
+    runner = PlanRunner(await _restart(world, spec.plan_id), world.context())
+    state = await runner.run()
+    assert state.status is PlanStatus.PAUSED
+    _, kind, by, reason = state.reasons[-1]
+    assert (kind, by) == ("PlanPaused", "rebalancer")
+    assert all(w in reason for w in appeared) and "nothing is deleted" in reason
+    assert not [e for e in await replacement_events(world, spec.plan_id)
+                if isinstance(e, ev.WorkerAdded | ev.WorkerDeleteRequested)]
+    assert sorted(await _new_group_workers(world)) == appeared
+
+    await world.cloud.delete_worker(world.cluster_id, appeared[1])  # the person's choice
+    await runner.resume("operator")
+    state = await runner.run()
     await assert_replaced(world, spec, state)
     events = await replacement_events(world, spec.plan_id)
     outcomes = [_after(events, i) for i in intents]
-    assert isinstance(outcomes[0], ev.WorkerAdded)  # settled in order: two found, one not
-    assert isinstance(outcomes[1], ev.WorkerAdded)
-    assert isinstance(outcomes[2], ev.WorkerAddFailed)
-    assert len([e for e in events if isinstance(e, ev.WorkerAddRequested)]) == 4
+    assert isinstance(outcomes[0], ev.WorkerAdded)
+    assert outcomes[0].worker_identifier == appeared[0]
+    assert all(isinstance(o, ev.WorkerAddFailed) for o in outcomes[1:])
+    assert len([e for e in events if isinstance(e, ev.WorkerAddRequested)]) == 5
     assert sorted(await _new_group_workers(world)) == sorted(
         r.new_worker for r in state.replacements.values()
     )

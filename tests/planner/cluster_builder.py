@@ -83,14 +83,16 @@ def cluster(
     offers: tuple[SizeOffer, ...] = OFFERS,
     **kw: object,
 ) -> ClusterSnapshot:
-    """Each node gets a VPSie worker of the same hostname in the VPSie group of its size
-    (`sizes[node]`, default LARGE)."""
+    """Each node gets a VPSie worker of the same hostname, listed as VPSie lists it (no group;
+    the cpu/ram/disk of its size, `sizes[node]`, default LARGE); each size has a VPSie group."""
     sizes = sizes or {}
     workers = tuple(
         VpsieWorker(
             identifier=f"vm-{n.name}",
             hostname=n.name,
-            group_id=GROUP_IDS[sizes.get(n.name, LARGE).id],
+            cpu=sizes.get(n.name, LARGE).cpu,
+            ram_mb=sizes.get(n.name, LARGE).ram_mb,
+            disk_gb=sizes.get(n.name, LARGE).disk_gb,
         )
         for n in nodes
     )

@@ -185,3 +185,27 @@ def test_an_empty_group_says_why_nothing_happens() -> None:
     a = analyze(cluster(nodes, pods), policy(name="typo"), now=NOW)
     assert make_plan(a, policy(name="typo")) is None
     assert "no node belongs to the group" in a.action_reasons[0]
+
+
+def test_new_nodes_count_with_the_memory_existing_nodes_of_their_size_report() -> None:
+    """Adversary: a shared-CPU plan ballooning memory, so its VMs see less than advertised."""
+    from dataclasses import replace as _replace
+
+    from planner import NodeGroupPolicy, analyze
+    from statemachine.world import Resources
+    from tests.planner.cluster_builder import MIB, NOW, SMALL, cluster, fleet, node
+
+    nodes, pods = fleet(4, 2, mem_mib=700, cpu=100)
+    policy = NodeGroupPolicy(name="pool", min_nodes=1, allowed_sizes=(str(SMALL.id),))
+    plain = analyze(cluster(nodes, pods), policy, now=NOW)
+    ballooned = _replace(
+        node("small-elsewhere", SMALL, group="other"),
+        capacity=Resources(cpu_millis=2000, memory_bytes=2048 * MIB, pods=110),
+        allocatable=Resources(cpu_millis=2000, memory_bytes=2048 * MIB, pods=110),
+    )
+    snap = cluster([*nodes, ballooned], pods, sizes={"small-elsewhere": SMALL})
+    shrunk = analyze(snap, policy, now=NOW)
+    (before,) = [o for o in plain.options if o.size_id == SMALL.id]
+    (after,) = [o for o in shrunk.options if o.size_id == SMALL.id]
+    assert before.nodes == 3  # with the 4 GB advertised
+    assert after.nodes is None and "do not fit" in after.note  # with the 2 GB its Nodes see

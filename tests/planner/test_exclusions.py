@@ -10,11 +10,14 @@ from planner import EXCLUSION_CODES, NodeGroupPolicy, analyze, map_workers
 from statemachine.world import (
     CORDONED_BY_ANNOTATION,
     KARPENTER_DO_NOT_DISRUPT,
+    NODEGROUP_LABEL,
     PROTECTED_ANNOTATION,
     SAFE_TO_EVICT_ANNOTATION,
     SCALE_DOWN_DISABLED_LABEL,
+    SIZE_LABEL,
     LabelRequirement,
     NodeInfo,
+    VpsieNodeGroup,
     VpsieWorker,
 )
 from tests.planner.cluster_builder import LARGE, NOW, cluster, node, pod
@@ -141,7 +144,9 @@ def test_workers_are_matched_by_hostname_then_ip() -> None:
     snap = cluster([node("a")], [])
     workers = (
         *snap.workers,
-        VpsieWorker(identifier="vm-ip", hostname="something-else", ip="10.0.0.9", group_id=13),
+        VpsieWorker(
+            identifier="vm-ip", hostname="something-else", ip="10.0.0.9", cpu=8, ram_mb=16384
+        ),
     )
     snap = replace(snap, nodes=(*snap.nodes, by_ip), workers=workers)
     found = map_workers(snap)
@@ -157,3 +162,48 @@ def test_pods_are_only_counted_on_their_own_group() -> None:
     a = analyze(cluster(nodes, pods), POLICY, now=NOW)
     assert a.group_nodes == ("mine",)
     assert a.snapshot_summary["group_pods"] == 1
+
+
+def test_a_workers_size_comes_from_the_log_then_our_label_then_a_unique_shape() -> None:
+    """VPSie's node rows name no group: our own records first, the shape last, never a guess."""
+    from tests.planner.cluster_builder import MEDIUM, SMALL
+
+    nodes = [
+        node("logged"),
+        node("labelled", labels={**node("labelled").labels, SIZE_LABEL: str(SMALL.id)}),
+        node("shaped"),
+    ]
+    snap = cluster(nodes, [], sizes={"logged": LARGE, "labelled": LARGE})
+    snap = replace(snap, logged_sizes={"vm-logged": MEDIUM.id})
+    found = map_workers(snap)
+    assert (found["logged"].size_id, found["logged"].size_from) == (MEDIUM.id, "log")
+    assert (found["labelled"].size_id, found["labelled"].size_from) == (SMALL.id, "label")
+    assert (found["shaped"].size_id, found["shaped"].size_from) == (LARGE.id, "shape")
+    assert found["shaped"].group_id == 13
+
+
+def test_an_ambiguous_shape_leaves_the_size_unknown() -> None:
+    twin = replace(LARGE, id=4, name="s-8-16-b")  # same cpu/ram/disk as LARGE, its own group
+    snap = cluster([node("a"), node("b")], [], offers=(*cluster([], []).offers, twin))
+    groups = (*snap.vpsie_groups, VpsieNodeGroup(id=14, name="vpsie-4", size_id=4))
+    a = analyze(replace(snap, vpsie_groups=groups), POLICY, now=NOW)
+    found = {e.node: e for e in a.exclusions}
+    assert found["a"].reason == "unmapped" and "ambiguous" in found["a"].message
+
+
+def test_hostnames_match_whatever_their_case_and_readonly_workers_are_excluded() -> None:
+    snap = cluster([node("mixed-case-1"), node("other")], [])
+    listed = (
+        VpsieWorker(identifier="vm-1", hostname="Mixed-Case-1", cpu=8, ram_mb=16384),
+        VpsieWorker(identifier="", node_id=7, hostname="OTHER", cpu=8, ram_mb=16384),
+    )
+    snap = replace(snap, workers=listed, nodes=tuple(
+        replace(n, labels={k: v for k, v in n.labels.items() if k != NODEGROUP_LABEL})
+        for n in snap.nodes
+    ))
+    found = map_workers(snap)
+    assert found["mixed-case-1"].worker == "vm-1" and found["mixed-case-1"].matched_by == "hostname"
+    assert found["other"].read_only
+    a = analyze(snap, NodeGroupPolicy(name="vpsie-3", cluster="c1", min_nodes=1), now=NOW)
+    assert {e.node: e.reason for e in a.exclusions} == {"other": "worker-read-only"}
+    assert [c.node for c in a.candidates] == ["mixed-case-1"]

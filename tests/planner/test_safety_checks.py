@@ -329,3 +329,24 @@ def test_the_action_is_the_most_severe_of_the_failures() -> None:
     assert {"cluster_health", "node_group_health", "timing"} <= failed
     assert a.action is Action.POSTPONE
     assert len(a.action_reasons) >= 3
+
+
+@pytest.mark.parametrize(
+    ("locked", "upgrade", "message"),
+    [
+        (True, "", "the VPSie cluster is locked"),
+        (False, "1.31.0", "the VPSie cluster is being upgraded to 1.31.0"),
+    ],
+)
+def test_a_locked_or_upgrading_vpsie_cluster_postpones(
+    locked: bool, upgrade: str, message: str
+) -> None:
+    """Adversary: VPSie itself, upgrading or locking the cluster while we would plan."""
+    nodes, pods = fleet(4, 2)
+    snap = replace(
+        cluster(nodes, pods), cluster_locked=locked, cluster_upgrade_version=upgrade
+    )
+    a = analyze(snap, NodeGroupPolicy(name="pool", min_nodes=1), now=NOW)
+    health = next(c for c in a.checks if c.name == "cluster_health")
+    assert health.status is CheckStatus.FAILED and health.message == message
+    assert a.action is Action.POSTPONE

@@ -39,7 +39,7 @@ async def test_snapshot_holds_only_plans_in_flight_and_recovery_reads_only_the_t
     finished = [plan(f"old{i}") for i in range(5)]
     for history in finished:
         await append(store, history)
-    await append(store, plan("live", group="gpu", stop=10))
+    await append(store, plan("live", group="gpu", stop=12))
     first = await recover(store)
     assert list(first.in_flight) == ["live"]
     assert first.snapshot_seq is None

@@ -261,8 +261,9 @@ async def test_losing_the_lease_stops_acting_within_its_duration(tmp_path: Path)
         await grabbing
 
         async def leads_and_finishes() -> bool:
+            # Ready: it leads and has recovered (until then its plans are not listed yet).
             status = await daemon.status()
-            return bool(status["leader"]) and not status["plans"]
+            return bool(status["leader"] and status["daemon"]["ready"]) and not status["plans"]
 
         await daemon.until("the daemon to lead again and finish", leads_and_finishes, 60)
         assert await daemon.stop() == 0

@@ -79,7 +79,9 @@ def test_serves_kubectl_and_the_vpsie_client_then_stops_on_sigterm(
         ) as client:
             return sorted(w.hostname for w in await client.list_workers(printed["cluster"]))
 
-    assert asyncio.run(workers()) == [f"small-general-000{i}" for i in (1, 2, 3)]
+    # VPSie lists the hostnames in another case than the Node names.
+
+    assert asyncio.run(workers()) == [f"Small-General-000{i}" for i in (1, 2, 3)]
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0

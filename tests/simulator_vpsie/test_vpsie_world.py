@@ -115,44 +115,95 @@ async def test_added_worker_boots_later_and_joins_as_a_node(
     assert status == 200 and answer["data"]["groupId"].startswith("GRP-")
     _, groups = await api.call("GET", f"/k8s/node/groups/byClusterId/{api.cluster}")
     cheap = next(g for g in groups["data"] if g["group_name"] == "cheap")
+    _, before = await api.call("GET", f"/k8s/cluster/byId/{api.cluster}")
+    known = {n["identifier"] for n in before["data"]["nodes"]}
     status, answer = await api.call(
         "POST", f"/k8s/cluster/byId/{api.cluster}/add/slave/group/{cheap['id']}"
     )
-    assert (status, answer["data"]) == (200, True)  # no id: the caller must find the worker
+    assert status == 200 and answer["error"] is False
     _, cluster = await api.call("GET", f"/k8s/cluster/byId/{api.cluster}")
-    new = [n for n in cluster["data"]["nodes"] if n.get("node_group_id") == cheap["id"]]
+    new = [n for n in cluster["data"]["nodes"] if n["identifier"] not in known]
     assert len(new) == 1 and new[0]["status"] == "provisioning"
-    assert sim.kube.node(new[0]["hostname"]) is None
-    await _until(lambda: sim.kube.node(new[0]["hostname"]) is not None)
-    node = sim.kube.node(new[0]["hostname"])
+    assert (new[0]["cpu"], new[0]["ram"], new[0]["disk"]) == (2, 4096, 80)  # the size's shape
+    name = new[0]["hostname"].lower()  # VPSie's case is not the Node's
+    assert name != new[0]["hostname"] and sim.kube.node(name) is None
+    await _until(lambda: sim.kube.node(name) is not None)
+    node = sim.kube.node(name)
     assert node is not None
     labels = node["metadata"]["labels"]
-    assert labels["node.kubernetes.io/instance-type"] == "k8s-2c-4g"
-    assert labels["kubernetes.io/hostname"] == new[0]["hostname"]
+    assert labels["kubernetes.io/hostname"] == name
+    assert not [k for k in labels if k.startswith("topology.kubernetes.io/")]
+    assert "node.kubernetes.io/instance-type" not in labels
     addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
-    assert addresses["InternalIP"] == new[0]["private_ip"]
+    assert addresses["ExternalIP"] == new[0]["ip"]
     ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
     worker = sim.vpsie.worker(new[0]["identifier"])
     assert worker is not None and worker.status == "running"
 
 
-async def test_delete_removes_worker_and_node_then_404(api: Api, sim: RunningSimulator) -> None:
+async def test_faithful_rows(api: Api, sim: RunningSimulator) -> None:
+    """The shapes vpsie-k8s-autoscaler and govpsie read: no group id on node rows, no
+    dcIdentifier on cluster rows, numbers as numbers, RFC 3339 times, lists with only `total`."""
+    _, cluster = await api.call("GET", f"/k8s/cluster/byId/{api.cluster}")
+    nodes = cluster["data"]["nodes"]
+    assert [n["role"] for n in nodes].count("master") == 1
+    for row in nodes:
+        assert set(row) == {"identifier", "hostname", "ip", "status", "role", "cpu", "ram", "disk"}
+    _, clusters = await api.call("GET", "/k8s/cluster/all")
+    row = clusters["data"][0]
+    assert "dcIdentifier" not in row and (row["lock"], row["upgrade_version"]) == (0, None)
+    assert "pagination" not in clusters and clusters["total"] == 1
+    _, groups = await api.call("GET", f"/k8s/node/groups/byClusterId/{api.cluster}")
+    assert "pagination" not in groups and groups["total"] == 1
+    assert groups["data"][0]["created_on"].endswith("Z") and "T" in groups["data"][0]["created_on"]
+    _, offers = await api.call("POST", "/k8s/offers", json={"dcIdentifier": _dc(api)})
+    assert all(isinstance(o["price"], float) for o in offers["data"])
+    sim.vpsie.lock, sim.vpsie.upgrade_version = True, "1.31.0"
+    _, clusters = await api.call("GET", "/k8s/cluster/all")
+    assert (clusters["data"][0]["lock"], clusters["data"][0]["upgrade_version"]) == (1, "1.31.0")
+
+
+async def test_add_worker_answers_true_or_an_object(api: Api, sim: RunningSimulator) -> None:
+    group = sim.vpsie.groups[0].id
+    path = f"/k8s/cluster/byId/{api.cluster}/add/slave/group/{group}"
+    answers = [(await api.call("POST", path))[1]["data"] for _ in range(3)]
+    assert True in answers  # seed 1: both forms within three adds
+    objects = [a for a in answers if a is not True]
+    assert objects and all(set(a) == {"id", "identifier", "status", "hostname"} for a in objects)
+    assert all(sim.vpsie.worker(a["identifier"]) is not None for a in objects)
+
+
+async def test_delete_leaves_the_node_not_ready_until_someone_deletes_it(
+    api: Api, sim: RunningSimulator
+) -> None:
     worker = sim.vpsie.workers[0]
     assert sim.kube.node(worker.hostname) is not None
     path = f"/k8s/cluster/byId/{api.cluster}/delete/slave"
     status, _ = await api.call("DELETE", path, json={"identifier": worker.identifier})
-    assert status == 200
-    assert sim.kube.node(worker.hostname) is None
+    assert status == 200 and sim.vpsie.worker(worker.identifier) is None
+    node = sim.kube.node(worker.hostname)
+    assert node is not None  # VPSie's cloud controller manager deletes no Nodes
+    ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False"
     status, answer = await api.call("DELETE", path, json={"identifier": worker.identifier})
     assert status == 404 and answer["error"] is True
+    nodes = f"{sim.kube_url}/api/v1/nodes/{worker.hostname}"
+    stale = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": "other"}}
+    async with api.http.delete(nodes, json=stale) as response:
+        assert response.status == 409  # a precondition on another Node's uid
+    uid = node["metadata"]["uid"]
+    exact = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}}
+    async with api.http.delete(nodes, json=exact) as response:
+        assert response.status == 200
+    assert sim.kube.node(worker.hostname) is None
 
 
 async def test_quota_message(api: Api, sim: RunningSimulator) -> None:
     group = sim.vpsie.groups[0].id
     path = f"/k8s/cluster/byId/{api.cluster}/add/slave/group/{group}"
     for _ in range(3):
-        assert (await api.call("POST", path))[1]["data"] is True
+        assert (await api.call("POST", path))[1]["error"] is False
     status, answer = await api.call("POST", path)
     assert (status, answer["error"]) == (200, True)
     assert "exceeds the allowed limit" in answer["message"]

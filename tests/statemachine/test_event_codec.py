@@ -20,7 +20,7 @@ def _sample_events() -> list[ev.Event]:
         spec = example_spec(f"p{i}", replacements=2, consolidations=i % 2)
 
         def choose(options: list[ev.Event]) -> ev.Event:
-            return options[0] if rng.random() < 0.8 else rng.choice(options)
+            return options[0] if rng.random() < 0.75 else rng.choice(options)
 
         for event in walk(spec, choose, steps=80):
             seen.setdefault(type(event).type_name(), event)
