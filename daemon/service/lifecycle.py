@@ -134,15 +134,16 @@ class Service:
     async def run(self) -> int:
         """Run until stopped (or, with `once`, until one round per group is done)."""
         loop = asyncio.get_running_loop()
-        installed: list[signal.Signals] = []
+        installed: dict[signal.Signals, Any] = {}  # the handlers they replace
         for signum, handler in (
             (signal.SIGTERM, self.request_stop),
             (signal.SIGINT, self.request_stop),
             (signal.SIGHUP, self.request_reload),
         ):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                previous = signal.getsignal(signum)
                 loop.add_signal_handler(signum, handler)
-                installed.append(signum)
+                installed[signum] = previous
         watchdog = asyncio.create_task(self._ctx.notifier.watchdog_loop(SystemClock()))
         try:
             self._ctx.notifier.status("opening the event log")
@@ -155,8 +156,7 @@ class Service:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
-            for signum in installed:
-                loop.remove_signal_handler(signum)
+            _restore_signals(loop, installed)
 
     async def _with_store(self, store: EventStore) -> int:
         self._ctx.notifier.status("recovering: folding the event log")
@@ -355,6 +355,20 @@ class Service:
         plans = {pid: t.journal.state for pid, t in self._ctx.plans.items()}
         plans.update(self._ctx.finished)
         return {"plans": {pid: plan_summary(s) for pid, s in sorted(plans.items())}}
+
+
+def _restore_signals(loop: asyncio.AbstractEventLoop, installed: dict[signal.Signals, Any]) -> None:
+    """Give the signals back to the handlers they had (the `run` command's keeps SIGTERM a
+    clean stop while the report is written); blocked meanwhile, so none lands on the
+    default action that `remove_signal_handler` sets for an instant."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, installed.keys())
+    try:
+        for signum, previous in installed.items():
+            loop.remove_signal_handler(signum)
+            if previous is not None:
+                signal.signal(signum, previous)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 async def _first(*aws: Awaitable[object]) -> None:
