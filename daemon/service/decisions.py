@@ -5,7 +5,8 @@ reasons), and decide: `proceed` is approved (by "policy") and executed, or waits
 awaiting_approval for a person when `requireApproval` is set; `needs_review` waits for a person
 too; `postpone` and `reject` are closed at once with `PlanRejected(by="planner")` and their
 reasons. A decision identical to the previous round's (same action, reasons and replacements) is
-not recorded again.
+not recorded again, across restarts too: on taking the lead the service reads the decision of
+each group's last finished plan back from the log (`remember_decisions`).
 
 It is given the shared `ServiceContext` and the `Runners` that start an approved plan.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 
 from daemon.clock import rfc3339
+from daemon.executor.journal import PlanJournal
 from daemon.service.recovery import Recovered
 from daemon.service.runners import Runners
 from daemon.service.snapshot import SnapshotError, gather_snapshot
@@ -22,7 +24,7 @@ from daemon.service.state import ServiceContext, Tracked
 from planner import NodeGroupPolicy, analyze, make_plan
 from statemachine import events as ev
 from statemachine.machines import PlanStatus
-from statemachine.plan import Action
+from statemachine.plan import Action, PlanSpec
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,19 @@ class Decisions:
             last = recovered.last_finished(policy.name)
             if last:
                 self._ctx.last_finished[policy.name] = last
+
+    async def remember_decisions(self, recovered: Recovered) -> None:
+        """Each group's last decision, from its last finished plan in the log, unless this
+        process has seen a newer one: a restarted daemon does not record the same proposal
+        again."""
+        for policy in self._ctx.config.node_groups:
+            view = self._ctx.group(policy.name)
+            summary = recovered.groups.get(policy.name)
+            if view.fingerprint or summary is None or not summary.last_plan_id:
+                continue
+            journal = await PlanJournal.load(self._ctx.event_store(), summary.last_plan_id)
+            if journal.exists:
+                view.fingerprint = fingerprint(journal.state.spec)
 
     async def pick_up(self, tracked: Tracked) -> None:
         """Pick a recovered plan up where the log left it."""
@@ -96,10 +111,10 @@ class Decisions:
         spec = make_plan(analysis, policy, now=rfc3339(now))
         reasons = "; ".join(analysis.action_reasons) or "no reason given"
         if spec is None:
-            fingerprint: tuple[object, ...] = ("none", analysis.action_reasons)
+            nothing: tuple[object, ...] = ("none", analysis.action_reasons)
             view.last_decision = f"nothing to do: {reasons}"
-            if fingerprint != view.fingerprint:
-                view.fingerprint = fingerprint
+            if nothing != view.fingerprint:
+                view.fingerprint = nothing
                 log.info(
                     "node group %s: nothing to replace: %s",
                     policy.name,
@@ -109,15 +124,11 @@ class Decisions:
                 if self._ctx.reporter is not None:
                     self._ctx.reporter.note_idle(policy.name, reasons)
             return
-        fingerprint = (
-            spec.recommended_action,
-            spec.action_reasons,
-            tuple((r.old_node, r.new_size_id) for r in spec.replacements),
-        )
-        if spec.recommended_action is not Action.PROCEED and fingerprint == view.fingerprint:
+        decided = fingerprint(spec)
+        if spec.recommended_action is not Action.PROCEED and decided == view.fingerprint:
             view.last_decision = f"{spec.recommended_action.value} (unchanged): {reasons}"
             return
-        view.fingerprint = fingerprint
+        view.fingerprint = decided
         journal = await self._runners.journal(spec.plan_id)
         await journal.record(ev.PlanProposed(plan_id=spec.plan_id, at=self._ctx.now(), plan=spec))
         tracked = Tracked(journal=journal)
@@ -157,3 +168,12 @@ class Decisions:
             )
             self._ctx.retire(tracked.journal.state)
         self._ctx.set_status()
+
+
+def fingerprint(spec: PlanSpec) -> tuple[object, ...]:
+    """What makes two decisions the same: action, reasons, and which node becomes what."""
+    return (
+        spec.recommended_action,
+        spec.action_reasons,
+        tuple((r.old_node, r.new_size_id) for r in spec.replacements),
+    )

@@ -260,6 +260,7 @@ class Service:
         ctx = self._ctx
         recovered = await recover(ctx.event_store())  # another daemon may have acted meanwhile
         self._decisions.remember_groups(recovered)
+        await self._decisions.remember_decisions(recovered)
         ctx.plans = {}
         for plan_id in sorted(recovered.in_flight):
             tracked = Tracked(journal=await self._runners.journal(plan_id))
