@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 
@@ -44,6 +45,7 @@ from daemon.executor.journal import PlanJournal
 from daemon.executor.provisioning import provision, terminate
 from daemon.executor.reconcile import reconcile_pending
 from daemon.executor.rollback import roll_back_plan
+from eventstore import ConcurrencyError
 from statemachine import events as ev
 from statemachine.fold import PlanState
 from statemachine.machines import IllegalTransition, PlanStatus, ReplacementStatus
@@ -56,6 +58,10 @@ __all__ = [
     "PlanRunner",
     "WorkerClaims",
 ]
+
+log = logging.getLogger(__name__)
+
+MAX_CONFLICTS = 5  # stream changed under the runner this many times in one run: give up
 
 _RS = ReplacementStatus
 _PS = PlanStatus
@@ -89,6 +95,10 @@ class PlanRunner:
     def request_stop(self) -> None:
         """Finish the current step (its outcome recorded), then return from run()."""
         self._stop = True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop
 
     def _stop_interrupt(self) -> str | None:
         return "stop requested" if self._stop else None
@@ -147,7 +157,25 @@ class PlanRunner:
         self._running = True
         self._ctx.claims.register(self._journal)
         try:
-            await self._run()
+            conflicts = 0
+            while True:
+                try:
+                    await self._run()
+                    break
+                except ConcurrencyError as exc:
+                    # Someone else appended to this plan's stream: go on from what the log
+                    # says now (a daemon that lost the lead is refused by the store instead).
+                    conflicts += 1
+                    if conflicts > MAX_CONFLICTS:
+                        raise
+                    log.warning(
+                        "plan %s: its stream changed under this runner (%s); folding it again "
+                        "and continuing from the log",
+                        self._journal.plan_id,
+                        exc,
+                        extra={"plan_id": self._journal.plan_id},
+                    )
+                    await self._journal.reload()
         finally:
             self._ctx.claims.unregister(self._journal)
             self._running = False
