@@ -247,6 +247,16 @@ def format_status(status: dict[str, Any]) -> str:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for q in status.get("quarantined") or []:
+        lines.append(
+            f"quarantined: plan {q.get('plan_id')} (node group {q.get('node_group') or 'unknown'}"
+            f", every group waits) at seq {q.get('seq')}: {q.get('problem')}; after looking: "
+            f"vpsie-rebalancer clear-quarantine --config FILE {q.get('plan_id')}"
+            if not q.get("node_group")
+            else f"quarantined: plan {q.get('plan_id')} (node group {q.get('node_group')}, no "
+            f"new plan there) at seq {q.get('seq')}: {q.get('problem')}; after looking: "
+            f"vpsie-rebalancer clear-quarantine --config FILE {q.get('plan_id')}"
+        )
     waiting = [p.get("plan_id") for p in plans if p.get("state") == "awaiting_approval"]
     if waiting:
         lines.append(

@@ -40,6 +40,15 @@ class PlanControl:
         ]
         return {
             "plans": sorted(plans, key=lambda p: str(p["plan_id"])),
+            "quarantined": [
+                {
+                    "plan_id": q.plan_id,
+                    "node_group": q.node_group,
+                    "problem": q.problem,
+                    "seq": q.seq,
+                }
+                for q in self._ctx.quarantines.active.values()
+            ],
             "node_groups": {
                 name: {"last_analysis_at": v.last_analysis_at, "last_decision": v.last_decision}
                 for name, v in sorted(self._ctx.groups.items())

@@ -17,7 +17,7 @@ import logging
 
 from daemon.clock import rfc3339
 from daemon.executor.journal import PlanJournal
-from daemon.service.recovery import Recovered
+from daemon.service.recovery import Quarantines, Recovered
 from daemon.service.runners import Runners
 from daemon.service.snapshot import SnapshotError, gather_snapshot
 from daemon.service.state import ServiceContext, Tracked
@@ -75,6 +75,22 @@ class Decisions:
         """One analysis round for one node group; records the decision with its reasons."""
         cloud, cluster = self._ctx.ports()
         view = self._ctx.group(policy.name)
+        self._ctx.quarantines = await Quarantines.read(self._ctx.event_store())
+        blocked = self._ctx.quarantines.blocks(policy.name)
+        if blocked is not None:
+            view.last_decision = (
+                f"no new plan: plan {blocked.plan_id} is quarantined ({blocked.problem}); "
+                f"look at it, then run: vpsie-rebalancer clear-quarantine {blocked.plan_id}"
+            )
+            if view.fingerprint != ("quarantined", blocked.plan_id):
+                view.fingerprint = ("quarantined", blocked.plan_id)
+                log.warning(
+                    "node group %s: %s",
+                    policy.name,
+                    view.last_decision,
+                    extra={"node_group": policy.name},
+                )
+            return
         busy = [
             t for t in self._ctx.plans.values() if t.journal.state.spec.node_group == policy.name
         ]

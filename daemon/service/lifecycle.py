@@ -60,7 +60,13 @@ from daemon.ports import Clock, Cloud, Cluster
 from daemon.service.control_target import PlanControl, plan_summary
 from daemon.service.decisions import Decisions
 from daemon.service.leadership import LeaderElector, NotLeading
-from daemon.service.recovery import RecoveryError, recover, write_snapshot
+from daemon.service.recovery import (
+    Quarantines,
+    RecoveryError,
+    record_quarantines,
+    recover,
+    write_snapshot,
+)
 from daemon.service.reporter import Regarding, Reporter
 from daemon.service.runners import Runners
 from daemon.service.state import ServiceContext, Tracked, WorldWrapper
@@ -321,6 +327,8 @@ class Service:
         recovered = await recover(ctx.event_store())  # another daemon may have acted meanwhile
         self._decisions.remember_groups(recovered)
         await self._decisions.remember_decisions(recovered)
+        await record_quarantines(ctx.event_store(), recovered.unrecorded, term=ctx.term)
+        ctx.quarantines = await Quarantines.read(ctx.event_store())
         ctx.plans = {}
         for plan_id in sorted(recovered.in_flight):
             tracked = Tracked(journal=await self._runners.journal(plan_id))

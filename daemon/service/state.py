@@ -27,6 +27,7 @@ from daemon.executor.journal import PlanJournal
 from daemon.executor.runner import PlanRunner
 from daemon.ports import Clock, Cloud, Cluster
 from daemon.service.fencing import Guard
+from daemon.service.recovery import Quarantines
 from daemon.service.reporter import Reporter
 from eventstore import EventStore
 from planner import NodeGroupPolicy
@@ -96,6 +97,7 @@ class ServiceContext:
         # before every side effect (fencing.py). None while not leading.
         self.term: int | None = None
         self.guard: Guard | None = None
+        self.quarantines = Quarantines()  # as last read from the log (blocks node groups)
         self.reporter: Reporter | None = None
         self._cloud: Cloud | None = None
         self._cluster: Cluster | None = None
