@@ -9,15 +9,20 @@ are not effects on anything a plan owns).
 
 from __future__ import annotations
 
+import functools
 import json
+import random
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import yaml
 
 from eventstore import EventStore
+from statemachine.fold import FoldState, apply
 from tests.crash.kubeproxy import KubeProxy, Witness
 from tests.crash.rehearsal import Rehearsal
 from tests.service.daemon_process import DaemonProcess
@@ -118,3 +123,95 @@ async def leadership_holders(db: Path) -> list[str]:
     finally:
         await store.close()
     return holders
+
+
+@dataclass(slots=True)
+class TakeoverReport:
+    """What `take_over_until_done` did and saw."""
+
+    kills: int = 0
+    stalls: int = 0
+    exits: list[str] = field(default_factory=list)  # daemons that did not exit 0 on SIGTERM
+    acted_after_losing: list[str] = field(default_factory=list)
+    witnesses: list[Witness] = field(default_factory=list)
+
+
+async def take_over_until_done(
+    reh: Rehearsal, rng: random.Random, *, max_rounds: int = 40
+) -> TakeoverReport:
+    """Two daemons on one log, each behind its own recording proxies. Again and again, after a
+    random while, the leader is SIGKILLed (and started again as a standby) or SIGSTOPped until
+    the other daemon leads, then SIGCONTed a random while later; until every plan has ended.
+    A continued leader must make no call that changes the world before it leads again."""
+    report = TakeoverReport()
+    async with witnessed_daemon(reh, "a") as wa, witnessed_daemon(reh, "b") as wb:
+        report.witnesses = [wa.kube, wb.kube]
+        pair = {"a": wa, "b": wb}
+        live = {"a": wa.daemon, "b": wb.daemon}
+        starts = {"a": 0, "b": 0}
+        continued: dict[str, tuple[int, int]] = {}  # daemon -> witness mark at its SIGCONT
+        await live["a"].start()
+        await live["a"].until("a to lead", lambda: _leads(live["a"]), timeout_s=60)
+        await live["b"].start()
+        for _ in range(max_rounds):
+            await reh.sim.clock.sleep(rng.uniform(2, 45))
+            if await _all_ended(reh.db_path):
+                break
+            leaders = [n for n, d in live.items() if await _safe_leads(d)]
+            if len(leaders) != 1:
+                continue
+            leader = leaders[0]
+            other = "b" if leader == "a" else "a"
+            successor = live[other]
+            for name, mark in continued.items():
+                report.acted_after_losing += [
+                    f"{name}: {e}" for e in pair[name].effects_since(mark)
+                ]
+            continued.pop(other, None)
+            if rng.random() < 0.4:
+                live[leader].signal(signal.SIGKILL)
+                proc = live[leader].proc
+                assert proc is not None
+                await proc.wait()
+                report.kills += 1
+                starts[leader] += 1
+                live[leader] = pair[leader].again(f"{leader}{starts[leader]}")
+                await live[leader].start()
+                await successor.until(f"{other} to lead", functools.partial(_leads, successor), 60)
+            else:
+                live[leader].signal(signal.SIGSTOP)
+                report.stalls += 1
+                await successor.until(f"{other} to lead", functools.partial(_leads, successor), 60)
+                await reh.sim.clock.sleep(rng.uniform(0, 30))
+                continued[leader] = pair[leader].mark()
+                live[leader].signal(signal.SIGCONT)
+        for name, mark in continued.items():
+            report.acted_after_losing += [f"{name}: {e}" for e in pair[name].effects_since(mark)]
+        for daemon in live.values():
+            code = await daemon.stop(timeout_s=60)
+            if code != 0:
+                report.exits.append(f"{daemon.identity} exited {code}: {daemon.log_path}")
+    return report
+
+
+async def _leads(daemon: DaemonProcess) -> bool:
+    return bool((await daemon.status())["leader"])
+
+
+async def _safe_leads(daemon: DaemonProcess) -> bool:
+    try:
+        return await _leads(daemon)
+    except (AssertionError, OSError, aiohttp.ClientError, TimeoutError):
+        return False
+
+
+async def _all_ended(db: Path) -> bool:
+    """Some plan was proposed and every plan has ended."""
+    store = await EventStore.open(db)
+    try:
+        state = FoldState(keep_finished=True)
+        async for recorded in store.read_all():
+            apply(state, recorded)
+    finally:
+        await store.close()
+    return bool(state.plans) and all(p.terminal for p in state.plans.values())
