@@ -54,6 +54,12 @@ class StepFailed(Exception):
         self.permanent = permanent
 
 
+class WorldUnavailable(Exception):
+    """What was in flight could not be settled because VPSie or Kubernetes did not answer (an
+    outage, not a refusal): the plan is parked as it is, nothing failed, and a later run
+    settles it."""
+
+
 class Interrupted(Exception):
     """Stop at this safe point: the state is recorded and a later run continues from it."""
 

@@ -6,6 +6,9 @@ flight (`ctx.recheck`), then executes forward or rolls back (`daemon.executor.ro
 the plan is completed, rolled back or failed. It returns early, with everything recorded,
 when the plan is paused, when a stop is requested (SIGTERM: the current step finishes first),
 or when the lease is lost; calling `run()` again (in this process or the next) carries on.
+When VPSie or Kubernetes does not answer while the intents left open are settled, `run()`
+raises `WorldUnavailable` with nothing recorded: the plan is parked, not failed, and the
+service runs it again later.
 
 Every change goes through the journal: an intent is committed before each call to the world
 and an outcome after it, so a crash at any instant leaves a log that `reconcile` can settle.
@@ -40,6 +43,7 @@ from daemon.executor.execution import (
     Runtime,
     StepFailed,
     WorkerClaims,
+    WorldUnavailable,
 )
 from daemon.executor.journal import PlanJournal
 from daemon.executor.provisioning import provision, terminate
@@ -57,6 +61,7 @@ __all__ = [
     "InvalidRequest",
     "PlanRunner",
     "WorkerClaims",
+    "WorldUnavailable",
 ]
 
 log = logging.getLogger(__name__)
@@ -194,6 +199,10 @@ class PlanRunner:
         try:
             await reconcile_pending(self._backward)
         except StepFailed as exc:
+            if not exc.permanent:  # an outage: park, never fail with work left in the world
+                raise WorldUnavailable(
+                    f"could not settle what was in flight: {exc.reason}"
+                ) from None
             await self._fail(f"could not settle what was in flight: {exc.reason}")
             return
         except Interrupted:

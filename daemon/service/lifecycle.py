@@ -383,7 +383,9 @@ class Service:
         while self._acting(elector):
             restart = self._runners.revive()
             running = [t.task for t in self._ctx.plans.values() if t.task is not None]
-            if not running and restart is None:
+            # `once` does not wait out an outage: a parked plan stays as it is, for next time.
+            due = [t for t in self._ctx.plans.values() if t.restart_at is not None and not t.parked]
+            if not running and not due:
                 return
             self._ctx.wake.clear()
             waits: list[Awaitable[object]] = [self._ctx.wake.wait(), elector.lost.wait()]

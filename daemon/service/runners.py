@@ -8,7 +8,9 @@ While the daemon leads, journals carry its leadership term and runners act throu
 ports (fencing.py). Nothing is left without a runner: a runner that ends while its plan is still
 executing or rolling back, on an error or because a pause and a resume crossed, is started
 again by `revive()` (called from the service's loop) after a backoff that doubles from 1 s to
-60 s; after `MAX_RESTARTS` restarts in a row that recorded nothing, the plan is left for a
+60 s. A plan parked because VPSie or Kubernetes did not answer while its open intents were
+settled (`WorldUnavailable`) is retried for as long as the outage lasts; after `MAX_RESTARTS`
+restarts in a row that recorded nothing for any other reason, the plan is left for a
 person and reported (`status` shows `runner: "stopped"` and the error; the
 `plans_without_runner` metric counts it). A runner stopped because the daemon does not lead
 any more is not restarted: the next leader runs the plan.
@@ -22,7 +24,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from daemon.executor.journal import PlanJournal, Subscriber
-from daemon.executor.runner import ExecutionContext, PlanRunner
+from daemon.executor.runner import ExecutionContext, PlanRunner, WorldUnavailable
 from daemon.service.fencing import FencedCloud, FencedCluster
 from daemon.service.leadership import NotLeading
 from daemon.service.recheck import recheck_live
@@ -133,6 +135,14 @@ class Runners:
         elif isinstance(exc, FencedError):
             if self._on_fenced is not None:
                 self._on_fenced(exc)
+        elif isinstance(exc, WorldUnavailable):
+            error = str(exc)
+            log.warning(
+                "plan %s parked: %s; trying again later",
+                state.plan_id,
+                exc,
+                extra={"plan_id": state.plan_id},
+            )
         elif exc is not None:
             error = str(exc) or type(exc).__name__
             log.error(
@@ -152,7 +162,9 @@ class Runners:
             and runner is not None
             and not runner.stop_requested
         ):
-            self._schedule_restart(tracked, error)
+            self._schedule_restart(
+                tracked, error, parked=isinstance(task.exception(), WorldUnavailable)
+            )
         if state.terminal:
             tracked.runner = None
             self._ctx.retire(state)
@@ -163,11 +175,12 @@ class Runners:
             ).last_decision = f"plan {state.plan_id} {state.status.value}"
         self._ctx.wake.set()
 
-    def _schedule_restart(self, tracked: Tracked, error: str) -> None:
+    def _schedule_restart(self, tracked: Tracked, error: str, *, parked: bool = False) -> None:
         plan_id = tracked.journal.plan_id
         if tracked.journal.version != tracked.version_at_start:
             tracked.restarts = 0  # it made progress: the next failure starts the backoff over
         tracked.last_error = error or tracked.last_error
+        tracked.parked = parked
         if tracked.restarts >= MAX_RESTARTS:
             tracked.restart_at = None
             log.error(
@@ -182,7 +195,8 @@ class Runners:
             return
         first, most = RESTART_BACKOFF_S
         delay = min(first * 2**tracked.restarts, most)
-        tracked.restarts += 1
+        # A plan parked by an outage is retried for as long as the outage lasts.
+        tracked.restarts = min(tracked.restarts + 1, MAX_RESTARTS - 1 if parked else MAX_RESTARTS)
         tracked.restart_at = self._ctx.clock.monotonic() + delay
         log.warning(
             "plan %s is %s and its runner ended; starting it again in %g s",

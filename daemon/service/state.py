@@ -50,6 +50,7 @@ class Tracked:
     restarts: int = 0
     version_at_start: int = 0
     last_error: str = ""
+    parked: bool = False  # waiting for VPSie or Kubernetes to answer again (an outage)
 
 
 @dataclass(slots=True)
