@@ -72,7 +72,7 @@ async def test_a_standby_takes_over_and_the_old_leader_is_fenced(
             async def a_stopped() -> bool:
                 return stopped.is_set()
 
-            await b.until("a to be stopped in a VPSie call", a_stopped, timeout_s=60)
+            await b.until("a to be stopped in a VPSie call", a_stopped, timeout_s=180)
             reh.sim.faults.clear()
             await b.until("b to take the lease", lambda: leads(b), timeout_s=30)
             mark = wa.mark()
