@@ -67,6 +67,11 @@ async def test_a_standby_takes_over_and_the_old_leader_is_fenced(
 
             wa.vpsie_proxy.on_request = stop_a_in_flight
             await a.start()
+
+            async def a_leads_or_stopped() -> bool:
+                return stopped.is_set() or await leads(a)
+
+            await a.until("a to lead", a_leads_or_stopped, timeout_s=60)
             await b.start()
 
             async def a_stopped() -> bool:
