@@ -175,6 +175,12 @@ class Metrics:
             "Nodes of the group the last analysis left out, by reason.",
             ("node_group", "reason"),
         )
+        self.plans_without_runner = gauge(
+            "plans_without_runner",
+            "Plans executing or rolling back that no runner drives now (restarting, or left "
+            "for a person after repeated failures).",
+            (),
+        )
         self.leader.set(0)
         self._states_seen: set[str] = set()
         self._exclusions_seen: dict[str, set[str]] = {}
@@ -234,6 +240,10 @@ class Metrics:
 
     def set_leader(self, is_leader: bool) -> None:
         self.leader.set(1 if is_leader else 0)
+
+    def set_plans_without_runner(self, count: int) -> None:
+        """Plans executing or rolling back that no runner drives (restarting or stopped)."""
+        self.plans_without_runner.set(count)
 
     def set_plans_in_flight(self, by_state: dict[str, int]) -> None:
         """Replace the per-state counts; states absent from `by_state` drop to 0."""

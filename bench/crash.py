@@ -11,6 +11,15 @@ evicted, under rolling; a new worker that never turns Ready, under surge).
 After each world the invariants of ARCHITECTURE.md are checked (tests/crash/invariants.py).
 Prints, per invariant, how many violations were found (target: zero), the kills per strategy,
 the plan outcomes and the time taken.
+
+    python bench/crash.py --second-daemon [--kills 500]
+
+The two-daemon mode: in each world two long-running daemons share one event log, each behind
+recording proxies of its own (tests/service/two_daemons.py). Again and again the leader is
+SIGKILLed (and started again as a standby) or SIGSTOPped past its lease until the other leads,
+then SIGCONTed; every SIGKILL and every stall counts. Three more invariants: no call that
+changes the world from a continued leader before it leads again, no event of an old leadership
+term after a newer one, both daemons exit 0 on SIGTERM at the end.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from tests.crash.invariants import INVARIANTS, check, read_log  # noqa: E402
 from tests.crash.rehearsal import rehearsal, scenario_text  # noqa: E402
 from tests.crash.test_crash_kills import API_NEVER_EVICTABLE, kill_until_done  # noqa: E402
+from tests.service.two_daemons import take_over_until_done, terms_in_order  # noqa: E402
 
 NEW_WORKER_NEVER_READY = '  faults:\n    neverReady: ["rh-*-0006"]\n'
 # (label, strategy, faults): plans that complete, and plans that must roll back.
@@ -43,13 +53,24 @@ WORLDS = (
 )
 
 
-async def bench(kills_wanted: int, seed: int, speed: float, max_n: int, keep: bool) -> int:
+TWO_DAEMON_INVARIANTS = (
+    "8 no effect from a leader that lost the lease",
+    "9 no append of an old leadership term",
+    "10 both daemons exit 0 on SIGTERM",
+)
+
+
+async def bench(
+    kills_wanted: int, seed: int, speed: float, max_n: int, keep: bool, second_daemon: bool
+) -> int:
     rng = random.Random(seed)
-    violations: Counter[str] = Counter({name: 0 for name in INVARIANTS})
+    invariants = INVARIANTS + (TWO_DAEMON_INVARIANTS if second_daemon else ())
+    violations: Counter[str] = Counter({name: 0 for name in invariants})
     kills_by: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     examples: list[str] = []
     worlds = 0
+    stalls = 0  # second-daemon mode: leaders SIGSTOPped past their lease (counted in kills)
     replaced = 0
     started = time.perf_counter()
     base = Path(tempfile.mkdtemp(prefix="bench-crash-"))
@@ -58,7 +79,9 @@ async def bench(kills_wanted: int, seed: int, speed: float, max_n: int, keep: bo
         world_seed = rng.getrandbits(32)
         directory = base / f"world-{worlds:03d}-{label.replace('/', '-')}"
         scenario = scenario_text(faults=faults)
-        async with rehearsal(directory, scenario=scenario, seed=world_seed, speed=speed) as reh:
+        async with rehearsal(
+            directory, scenario=scenario, seed=world_seed, speed=speed, fork=not second_daemon
+        ) as reh:
             reh.configure(
                 strategy=strategy,
                 max_concurrent=2,
@@ -66,12 +89,29 @@ async def bench(kills_wanted: int, seed: int, speed: float, max_n: int, keep: bo
                 drain_timeout="120s",
                 provision_timeout="300s",
             )
-            kills = await kill_until_done(reh, random.Random(world_seed), max_n=max_n)
+            extra: dict[str, list[str]] = {}
+            if second_daemon:
+                taken = await take_over_until_done(reh, random.Random(world_seed))
+                kills = taken.kills + taken.stalls
+                stalls += taken.stalls
+                for witness in taken.witnesses:  # the PDB check judges every daemon's evictions
+                    reh.proxy.witness.evictions += witness.evictions
+                extra = {
+                    TWO_DAEMON_INVARIANTS[0]: taken.acted_after_losing,
+                    TWO_DAEMON_INVARIANTS[1]: await terms_in_order(reh.db_path),
+                    TWO_DAEMON_INVARIANTS[2]: taken.exits,
+                }
+            else:
+                kills = await kill_until_done(reh, random.Random(world_seed), max_n=max_n)
             await reh.settle(30)
             await reh.sampler.sample()
             after = await reh.reader.picture()
             log = await read_log(reh.db_path)
-            verdict = check(reh, log, after, report=reh.runs[-1].report())
+            verdict = check(
+                reh, log, after, report=None if second_daemon else reh.runs[-1].report()
+            )
+            for name, found in extra.items():
+                verdict.violations[name] = found
         worlds += 1
         kills_by[label] += kills
         replaced += verdict.replaced
@@ -92,11 +132,13 @@ async def bench(kills_wanted: int, seed: int, speed: float, max_n: int, keep: bo
     elapsed = time.perf_counter() - started
     print()
     print(f"kills: {sum(kills_by.values())} in {worlds} worlds ({dict(kills_by)})")
+    if second_daemon:
+        print(f"  of which leaders stalled past their lease and continued: {stalls}")
     print(f"plans: {dict(outcomes)}; nodes replaced: {replaced}")
     print(f"time: {elapsed:.1f} s ({elapsed / max(1, sum(kills_by.values())):.2f} s per kill)")
     print()
     print("violations per invariant (target 0):")
-    for name in INVARIANTS:
+    for name in invariants:
         print(f"  {violations[name]:5d}  {name}")
     for line in examples[:20]:
         print(f"  e.g. {line}")
@@ -120,8 +162,15 @@ def main() -> int:
     parser.add_argument("--speed", type=float, default=100.0)
     parser.add_argument("--max-n", type=int, default=8, help="crash after 1..N events")
     parser.add_argument("--keep", action="store_true", help="print where the logs are kept")
+    parser.add_argument(
+        "--second-daemon",
+        action="store_true",
+        help="two daemons on one log; the leader killed or stalled past its lease, in turn",
+    )
     args = parser.parse_args()
-    return asyncio.run(bench(args.kills, args.seed, args.speed, args.max_n, args.keep))
+    return asyncio.run(
+        bench(args.kills, args.seed, args.speed, args.max_n, args.keep, args.second_daemon)
+    )
 
 
 if __name__ == "__main__":

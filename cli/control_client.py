@@ -272,6 +272,16 @@ def format_status(status: dict[str, Any], *, colour: bool = False) -> str:
             else:  # colour after padding, so escape codes do not upset the columns
                 cells[1] = state(r[1], enabled=colour) + " " * (widths[1] - len(r[1]))
             lines.append("  ".join(cells).rstrip())
+    for q in status.get("quarantined") or []:
+        lines.append(
+            f"quarantined: plan {q.get('plan_id')} (node group {q.get('node_group') or 'unknown'}"
+            f", every group waits) at seq {q.get('seq')}: {q.get('problem')}; after looking: "
+            f"vpsie-rebalancer clear-quarantine --config FILE {q.get('plan_id')}"
+            if not q.get("node_group")
+            else f"quarantined: plan {q.get('plan_id')} (node group {q.get('node_group')}, no "
+            f"new plan there) at seq {q.get('seq')}: {q.get('problem')}; after looking: "
+            f"vpsie-rebalancer clear-quarantine --config FILE {q.get('plan_id')}"
+        )
     waiting = [p.get("plan_id") for p in plans if p.get("state") == "awaiting_approval"]
     if waiting:
         lines.append(

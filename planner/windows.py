@@ -4,6 +4,11 @@ A window is weekly: a start and end wall-clock time on the days it names, in an 
 (zoneinfo), so "02:00-04:00 Saturday in Europe/Berlin" keeps meaning that across DST. A window
 whose end is not after its start crosses midnight and ends the next day; `days` names the day it
 starts. The answer is computed from the instant given, never from a clock.
+
+A wall-clock time that does not exist on a day (inside the gap when clocks spring forward)
+is taken as the end of the gap: "02:30-03:30" on the day clocks jump from 02:00 to 03:00 is
+open from 03:00 to 03:30, not never. A time that exists twice (clocks fall back) is its first
+occurrence.
 """
 
 from __future__ import annotations
@@ -49,11 +54,30 @@ def _occurrences(window: MaintenanceWindow, around: datetime) -> list[tuple[date
         day = local_day + timedelta(days=offset)
         if window.days and WEEKDAYS[day.weekday()] not in window.days:
             continue
-        start = datetime.combine(day, window.start, tzinfo=zone)
         end_day = day if window.end > window.start else day + timedelta(days=1)
-        end = datetime.combine(end_day, window.end, tzinfo=zone)
-        found.append((start.astimezone(UTC), end.astimezone(UTC)))
+        start = _instant(datetime.combine(day, window.start, tzinfo=zone))
+        end = _instant(datetime.combine(end_day, window.end, tzinfo=zone))
+        if start < end:
+            found.append((start, end))
     return found
+
+
+def _instant(local: datetime) -> datetime:
+    """The UTC instant of a local wall-clock time; one in a spring-forward gap is the gap's end."""
+    instant = local.astimezone(UTC)
+    if instant.astimezone(local.tzinfo).replace(tzinfo=None) == local.replace(tzinfo=None):
+        return instant
+    # In a gap: fold=1 reads it with the offset after the jump (an instant before the jump),
+    # fold=0 with the offset before it (an instant after). The jump lies between.
+    before, after = local.replace(fold=1).astimezone(UTC), instant
+    offset_after = after.astimezone(local.tzinfo).utcoffset()
+    while after - before > timedelta(seconds=1):
+        middle = before + (after - before) / 2
+        if middle.astimezone(local.tzinfo).utcoffset() == offset_after:
+            after = middle
+        else:
+            before = middle
+    return after.replace(microsecond=0)
 
 
 def window_state(windows: tuple[MaintenanceWindow, ...], now: datetime) -> WindowState:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -84,6 +85,12 @@ class VpsieClient:
     def __repr__(self) -> str:
         return f"VpsieClient({self.settings!r})"
 
+    def guard_effects(self, guard: Callable[[], Awaitable[None]] | None) -> None:
+        """Await `guard` right before every attempt of a call that changes the account (create
+        a node group, add or delete a worker), the transport's own retries included; what it
+        raises ends the call unsent. The daemon gives its leadership check."""
+        self._transport.effect_guard = guard
+
     @property
     def logins(self) -> int:
         """How many times the client logged in (client-credentials mode)."""
@@ -147,7 +154,12 @@ class VpsieClient:
             "KubeSizeID": int(size_id),
         }
         await self._transport.call(
-            "create_node_group", "POST", "/k8s/cluster/add/group", payload=body, idempotent=False
+            "create_node_group",
+            "POST",
+            "/k8s/cluster/add/group",
+            payload=body,
+            idempotent=False,
+            effect=True,
         )
 
     async def add_worker(self, cluster_identifier: str, group_id: int) -> str | None:
@@ -160,6 +172,7 @@ class VpsieClient:
             "POST",
             f"/k8s/cluster/byId/{_segment(cluster_identifier)}/add/slave/group/{int(group_id)}",
             idempotent=False,
+            effect=True,
         )
         return decode.added_worker(call, answer.body.get("data"))
 
@@ -173,6 +186,7 @@ class VpsieClient:
                 "DELETE",
                 f"/k8s/cluster/byId/{_segment(cluster_identifier)}/delete/slave",
                 payload={"identifier": worker_identifier},
+                effect=True,
             )
         except NotFound:
             return False

@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -96,6 +96,9 @@ class Transport:
         self._bearer_renew_at = 0.0
         self._login_lock = asyncio.Lock()
         self.logins = 0
+        # Awaited right before each attempt of a call that changes the world (`effect=True`),
+        # retries included; what it raises ends the call unsent (the daemon lost the lead).
+        self.effect_guard: Callable[[], Awaitable[None]] | None = None
 
     def __repr__(self) -> str:
         return f"Transport({self.settings!r})"
@@ -128,11 +131,14 @@ class Transport:
         payload: Any = None,
         params: dict[str, str] | None = None,
         idempotent: bool = True,
+        effect: bool = False,
     ) -> Answer:
         attempt = 0
         while True:
             try:
-                return await self._authenticated(call, method, path, payload=payload, params=params)
+                return await self._authenticated(
+                    call, method, path, payload=payload, params=params, effect=effect
+                )
             except TemporaryError as exc:
                 safe = idempotent or exc.status == 429 or isinstance(exc, NotSent)
                 if not safe or attempt >= self._max_retries:
@@ -156,18 +162,25 @@ class Transport:
 
     # --- authentication -----------------------------------------------------------------
     async def _authenticated(
-        self, call: str, method: str, path: str, *, payload: Any, params: dict[str, str] | None
+        self,
+        call: str,
+        method: str,
+        path: str,
+        *,
+        payload: Any,
+        params: dict[str, str] | None,
+        effect: bool = False,
     ) -> Answer:
         if self.settings.auth == "token":
             return await self._send(
                 call, method, path, payload=payload, params=params,
-                headers={"Vpsie-Auth": self.settings.token},
+                headers={"Vpsie-Auth": self.settings.token}, effect=effect,
             )  # fmt: skip
         await self._logged_in(self._ensure_bearer(call))
         try:
             return await self._send(
                 call, method, path, payload=payload, params=params,
-                headers={"Authorization": f"Bearer {self._bearer}"},
+                headers={"Authorization": f"Bearer {self._bearer}"}, effect=effect,
             )  # fmt: skip
         except AuthenticationError as exc:
             if exc.status != 401:
@@ -176,7 +189,7 @@ class Transport:
             await self._logged_in(self._login(call, force=True))
             return await self._send(
                 call, method, path, payload=payload, params=params,
-                headers={"Authorization": f"Bearer {self._bearer}"},
+                headers={"Authorization": f"Bearer {self._bearer}"}, effect=effect,
             )  # fmt: skip
 
     async def _logged_in(self, login: Awaitable[None]) -> None:
@@ -246,9 +259,12 @@ class Transport:
         payload: Any = None,
         params: dict[str, str] | None = None,
         form: dict[str, str] | None = None,
+        effect: bool = False,
     ) -> Answer:
         if self._bucket is not None:
             await self._bucket.acquire()
+        if effect and self.effect_guard is not None:
+            await self.effect_guard()
         url = f"{self.settings.base_url}{self.settings.prefix}{path}"
         started = self._clock.monotonic()
         outcome = "error"

@@ -28,7 +28,7 @@ def main(args: argparse.Namespace) -> int:
     import asyncio
     import sys
 
-    from cli.audit import AuditError, open_existing
+    from daemon.audit import AuditError, open_existing
     from daemon.eventlog import open_event_log
     from eventstore import CorruptLogError, EventStoreError, is_postgres
     from eventstore.postgres import PostgresEventStore

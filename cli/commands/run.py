@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from daemon.executor.journal import Subscriber
+    from daemon.service.lifecycle import Service
     from daemon.service.state import WorldWrapper
 
 HELP = "run the rebalancer daemon (recover, take the lease, analyse, plan, execute)"
@@ -51,6 +52,22 @@ def main(
     observers: Sequence[Subscriber] = (),
 ) -> int:
     """`run`; `wrap_world` and `observers` are hooks for rehearsals (the crash suite's)."""
+    import signal
+
+    # SIGTERM at any moment means "stop cleanly": before the service's own handlers are in
+    # place (start-up) and after they are gone (writing the report), it is caught here and
+    # handed to the service, so the process ends by returning, never by the signal (exit 0).
+    services: list[Service] = []
+    early: list[int] = []
+
+    def stop_requested(signum: int, frame: object) -> None:
+        if services:
+            services[0].request_stop()
+        else:
+            early.append(signum)
+
+    signal.signal(signal.SIGTERM, stop_requested)
+
     import asyncio
     import logging
     import sys
@@ -124,6 +141,9 @@ def main(
         lease_duration_s=args.lease_duration,
         poll_interval_s=args.poll_interval,
     )
+    services.append(service)
+    if early:
+        service.request_stop()
     try:
         code = asyncio.run(service.run())
     except BrokenPipeError:
@@ -138,4 +158,7 @@ def main(
     if args.once:
         sys.stdout.write(orjson.dumps(service.report()).decode() + "\n")
         sys.stdout.flush()
+    # Ignored, not handled, from here on: the interpreter resets Python-level handlers to the
+    # default action while it shuts down, and a SIGTERM then would end the process by signal.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return code

@@ -7,6 +7,11 @@ the plan failed). The answer unwinds the step with `Interrupted`; the state stay
 and a later `run()` continues from it. Nothing is ever interrupted between an intent and its
 outcome: the calls inside a bracket run to an answer or to their deadline.
 
+Whether this daemon may act at all is asked of `ExecutionContext.fence` (the service gives the
+leadership check): it is awaited before every attempt of `Runtime.call` and every slice of
+`Runtime.sleep`, interruptible or not, and what it raises (the daemon does not lead any more)
+unwinds the step at once, without recording anything: another daemon owns the log now.
+
 Temporary adapter errors are retried with exponential backoff (honouring `retry_after`)
 until the step's deadline; permanent ones, and deadlines, end the step with `StepFailed`,
 whose reason is written so that a person can act on it.
@@ -47,6 +52,12 @@ class StepFailed(Exception):
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
+
+
+class WorldUnavailable(Exception):
+    """What was in flight could not be settled because VPSie or Kubernetes did not answer (an
+    outage, not a refusal): the plan is parked as it is, nothing failed, and a later run
+    settles it."""
 
 
 class Interrupted(Exception):
@@ -141,6 +152,9 @@ class ExecutionContext:
     # The most a rollback step is retried before the plan fails and needs a person.
     rollback_timeout_s: float = 600.0
     claims: WorkerClaims = PROCESS_CLAIMS
+    # Awaited before every call and every retry wait: raises when this daemon may not act
+    # (it lost the lead); None when nothing else could lead (tests of the executor alone).
+    fence: Callable[[], Awaitable[None]] | None = None
 
 
 class Runtime:
@@ -196,6 +210,11 @@ class Runtime:
         if reason:
             raise Interrupted(reason)
 
+    async def fence(self) -> None:
+        """Raise (whatever the context's fence raises) when this daemon may not act now."""
+        if self.ctx.fence is not None:
+            await self.ctx.fence()
+
     async def sleep(self, seconds: float) -> None:
         """Sleep on the injected clock, in slices of at most `poll_interval_s`, stopping at the
         next slice if asked to (a pause during a long soak takes effect within a poll)."""
@@ -203,6 +222,7 @@ class Runtime:
         end = self.monotonic() + max(0.0, seconds)
         while (left := end - self.monotonic()) > 0:
             await self.ctx.clock.sleep(min(left, max(self.ctx.poll_interval_s, 0.001)))
+            await self.fence()
             self.check()
 
     async def record(self, *events: ev.Event) -> None:
@@ -226,6 +246,7 @@ class Runtime:
         attempts = 0
         while True:
             attempts += 1
+            await self.fence()
             try:
                 return await fn()
             except NotFound as exc:

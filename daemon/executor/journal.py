@@ -8,7 +8,13 @@ a caller reads is always a fold of what is durable, and nothing is acted on befo
 
 One writer per plan: records are serialised by an asyncio.Lock, so the concurrent
 replacements of one plan cannot interleave a read-modify-append. A second process writing the
-same stream shows as `eventstore.ConcurrencyError`.
+same stream shows as `eventstore.ConcurrencyError`; `reload()` then folds the stream again
+from the log, so that the runner goes on from what the log now says.
+
+Fencing: a journal opened by the leader carries its leadership `term`, and every append is
+made with it; the store refuses it (`eventstore.FencedError`, nothing written) once another
+daemon has taken a newer term. `term=None` appends unfenced (the `plan` command, tests of
+the executor alone).
 
 Subscribers (`subscribe(callback)`) are called with the new state and each event, in order;
 they are for progress lines, metrics and Kubernetes Events, must not block, and an exception
@@ -34,8 +40,11 @@ Subscriber = Callable[[PlanState, ev.Event], None]
 class PlanJournal:
     """A plan's stream, folded; `record` appends then applies."""
 
-    def __init__(self, store: EventStore, plan_id: str, fold: FoldState) -> None:
+    def __init__(
+        self, store: EventStore, plan_id: str, fold: FoldState, *, term: int | None = None
+    ) -> None:
         self._store = store
+        self._term = term
         self._plan_id = plan_id
         self._stream = ev.stream_for(plan_id)
         self._fold = fold
@@ -51,15 +60,29 @@ class PlanJournal:
         return f"PlanJournal({self._plan_id!r}, {status})"
 
     @classmethod
-    async def load(cls, store: EventStore, plan_id: str) -> PlanJournal:
-        """Fold the plan's stream (empty for a plan not proposed yet)."""
-        fold = FoldState(keep_finished=True)
-        journal = cls(store, plan_id, fold)
-        for recorded in await store.read_stream(ev.stream_for(plan_id)):
-            change = apply(fold, recorded)
-            if change is not None:
-                journal._remember(change.event)
+    async def load(cls, store: EventStore, plan_id: str, *, term: int | None = None) -> PlanJournal:
+        """Fold the plan's stream (empty for a plan not proposed yet); appends carry `term`."""
+        journal = cls(store, plan_id, FoldState(keep_finished=True), term=term)
+        await journal._fold_from_log()
         return journal
+
+    async def _fold_from_log(self) -> None:
+        records = await self._store.read_stream(self._stream)
+        self._fold = FoldState(keep_finished=True)
+        self._last = {}
+        for recorded in records:
+            change = apply(self._fold, recorded)
+            if change is not None:
+                self._remember(change.event)
+
+    async def reload(self) -> None:
+        """Fold the stream again from the log (someone else appended to it)."""
+        async with self._lock:
+            await self._fold_from_log()
+
+    @property
+    def term(self) -> int | None:
+        return self._term
 
     @property
     def plan_id(self) -> str:
@@ -106,7 +129,7 @@ class PlanJournal:
                 NewEvent(type=e.type, schema_version=e.schema_version, data=e.data)
                 for e in map(ev.encode, events)
             ]
-            await self._store.append(self._stream, expected, encoded)
+            await self._store.append(self._stream, expected, encoded, term=self._term)
             self._fold = candidate
             state = candidate.plans[self._plan_id]
             for event in events:

@@ -6,6 +6,9 @@ flight (`ctx.recheck`), then executes forward or rolls back (`daemon.executor.ro
 the plan is completed, rolled back or failed. It returns early, with everything recorded,
 when the plan is paused, when a stop is requested (SIGTERM: the current step finishes first),
 or when the lease is lost; calling `run()` again (in this process or the next) carries on.
+When VPSie or Kubernetes does not answer while the intents left open are settled, `run()`
+raises `WorldUnavailable` with nothing recorded: the plan is parked, not failed, and the
+service runs it again later.
 
 Every change goes through the journal: an intent is committed before each call to the world
 and an outcome after it, so a crash at any instant leaves a log that `reconcile` can settle.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 
@@ -39,11 +43,13 @@ from daemon.executor.execution import (
     Runtime,
     StepFailed,
     WorkerClaims,
+    WorldUnavailable,
 )
 from daemon.executor.journal import PlanJournal
 from daemon.executor.provisioning import provision, terminate
 from daemon.executor.reconcile import reconcile_pending
 from daemon.executor.rollback import roll_back_plan
+from eventstore import ConcurrencyError
 from statemachine import events as ev
 from statemachine.fold import PlanState
 from statemachine.machines import IllegalTransition, PlanStatus, ReplacementStatus
@@ -55,7 +61,12 @@ __all__ = [
     "InvalidRequest",
     "PlanRunner",
     "WorkerClaims",
+    "WorldUnavailable",
 ]
+
+log = logging.getLogger(__name__)
+
+MAX_CONFLICTS = 5  # stream changed under the runner this many times in one run: give up
 
 _RS = ReplacementStatus
 _PS = PlanStatus
@@ -97,6 +108,10 @@ class PlanRunner:
     def request_stop(self) -> None:
         """Finish the current step (its outcome recorded), then return from run()."""
         self._stop = True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop
 
     def _stop_interrupt(self) -> str | None:
         return "stop requested" if self._stop else None
@@ -155,7 +170,25 @@ class PlanRunner:
         self._running = True
         self._ctx.claims.register(self._journal)
         try:
-            await self._run()
+            conflicts = 0
+            while True:
+                try:
+                    await self._run()
+                    break
+                except ConcurrencyError as exc:
+                    # Someone else appended to this plan's stream: go on from what the log
+                    # says now (a daemon that lost the lead is refused by the store instead).
+                    conflicts += 1
+                    if conflicts > MAX_CONFLICTS:
+                        raise
+                    log.warning(
+                        "plan %s: its stream changed under this runner (%s); folding it again "
+                        "and continuing from the log",
+                        self._journal.plan_id,
+                        exc,
+                        extra={"plan_id": self._journal.plan_id},
+                    )
+                    await self._journal.reload()
         finally:
             self._ctx.claims.unregister(self._journal)
             self._running = False
@@ -174,6 +207,10 @@ class PlanRunner:
         try:
             await reconcile_pending(self._backward)
         except StepFailed as exc:
+            if not exc.permanent:  # an outage: park, never fail with work left in the world
+                raise WorldUnavailable(
+                    f"could not settle what was in flight: {exc.reason}"
+                ) from None
             await self._fail(f"could not settle what was in flight: {exc.reason}")
             return
         except Interrupted:

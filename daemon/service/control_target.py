@@ -37,11 +37,19 @@ class PlanControl:
 
     def status(self) -> dict[str, Any]:
         plans = [
-            plan_summary(t.journal.state) | {"running": t.task is not None}
-            for t in self._ctx.plans.values()
+            plan_summary(t.journal.state) | runner_summary(t) for t in self._ctx.plans.values()
         ]
         return {
             "plans": sorted(plans, key=lambda p: str(p["plan_id"])),
+            "quarantined": [
+                {
+                    "plan_id": q.plan_id,
+                    "node_group": q.node_group,
+                    "problem": q.problem,
+                    "seq": q.seq,
+                }
+                for q in self._ctx.quarantines.active.values()
+            ],
             "node_groups": {
                 name: {
                     "last_analysis_at": v.last_analysis_at,
@@ -175,4 +183,20 @@ def plan_summary(state: PlanState) -> dict[str, Any]:
         "monthly_saving_planned": str(spec.monthly_saving),
         "realised_monthly_saving": None if saving is None else str(saving),
         "replacements": {rid: r.status.value for rid, r in sorted(state.replacements.items())},
+    }
+
+
+def runner_summary(tracked: Tracked) -> dict[str, Any]:
+    """Whether a runner drives the plan: running, restarting (after an error), stopped (needs
+    a person, or the plan waits: paused, awaiting approval), with the runner's last error."""
+    if tracked.task is not None:
+        runner = "running"
+    elif tracked.restart_at is not None:
+        runner = "restarting"
+    else:
+        runner = "stopped"
+    return {
+        "running": tracked.task is not None,
+        "runner": runner,
+        "runner_error": tracked.last_error,
     }

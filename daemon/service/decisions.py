@@ -5,7 +5,8 @@ reasons), and decide: `proceed` is approved (by "policy") and executed, or waits
 awaiting_approval for a person when `requireApproval` is set; `needs_review` waits for a person
 too; `postpone` and `reject` are closed at once with `PlanRejected(by="planner")` and their
 reasons. A decision identical to the previous round's (same action, reasons and replacements) is
-not recorded again.
+not recorded again, across restarts too: on taking the lead the service reads the decision of
+each group's last finished plan back from the log (`remember_decisions`).
 
 It is given the shared `ServiceContext` and the `Runners` that start an approved plan.
 """
@@ -16,8 +17,9 @@ import logging
 from collections import Counter
 
 from daemon.clock import rfc3339
+from daemon.executor.journal import PlanJournal
 from daemon.service.accounting import account
-from daemon.service.recovery import Recovered
+from daemon.service.recovery import Quarantines, Recovered
 from daemon.service.runners import Runners
 from daemon.service.snapshot import SnapshotError, gather_snapshot
 from daemon.service.state import ServiceContext, Tracked
@@ -25,7 +27,7 @@ from daemon.service.waiting import analysis_waiting, world_waiting
 from planner import NodeGroupPolicy, analyze, make_plan
 from statemachine import events as ev
 from statemachine.machines import PlanStatus
-from statemachine.plan import Action
+from statemachine.plan import Action, PlanSpec
 from statemachine.world import ClusterSnapshot
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,19 @@ class Decisions:
         ctx.reported_orphans = set(found.nodes_without_worker)
         ctx.world_notes = lines
 
+    async def remember_decisions(self, recovered: Recovered) -> None:
+        """Each group's last decision, from its last finished plan in the log, unless this
+        process has seen a newer one: a restarted daemon does not record the same proposal
+        again."""
+        for policy in self._ctx.config.node_groups:
+            view = self._ctx.group(policy.name)
+            summary = recovered.groups.get(policy.name)
+            if view.fingerprint or summary is None or not summary.last_plan_id:
+                continue
+            journal = await PlanJournal.load(self._ctx.event_store(), summary.last_plan_id)
+            if journal.exists:
+                view.fingerprint = fingerprint(journal.state.spec)
+
     async def pick_up(self, tracked: Tracked) -> None:
         """Pick a recovered plan up where the log left it."""
         state = tracked.journal.state
@@ -80,6 +95,22 @@ class Decisions:
         """One analysis round for one node group; records the decision with its reasons."""
         cloud, cluster = self._ctx.ports()
         view = self._ctx.group(policy.name)
+        self._ctx.quarantines = await Quarantines.read(self._ctx.event_store())
+        blocked = self._ctx.quarantines.blocks(policy.name)
+        if blocked is not None:
+            view.last_decision = (
+                f"no new plan: plan {blocked.plan_id} is quarantined ({blocked.problem}); "
+                f"look at it, then run: vpsie-rebalancer clear-quarantine {blocked.plan_id}"
+            )
+            if view.fingerprint != ("quarantined", blocked.plan_id):
+                view.fingerprint = ("quarantined", blocked.plan_id)
+                log.warning(
+                    "node group %s: %s",
+                    policy.name,
+                    view.last_decision,
+                    extra={"node_group": policy.name},
+                )
+            return
         busy = [
             t for t in self._ctx.plans.values() if t.journal.state.spec.node_group == policy.name
         ]
@@ -131,10 +162,10 @@ class Decisions:
             analysis.checks, reasons if closed_at_once else None, next_analysis_at
         )
         if spec is None:
-            fingerprint: tuple[object, ...] = ("none", analysis.action_reasons)
+            nothing: tuple[object, ...] = ("none", analysis.action_reasons)
             view.last_decision = f"nothing to do: {reasons}"
-            if fingerprint != view.fingerprint:
-                view.fingerprint = fingerprint
+            if nothing != view.fingerprint:
+                view.fingerprint = nothing
                 log.info(
                     "node group %s: nothing to replace: %s",
                     policy.name,
@@ -144,15 +175,11 @@ class Decisions:
                 if self._ctx.reporter is not None:
                     self._ctx.reporter.note_idle(policy.name, reasons)
             return
-        fingerprint = (
-            spec.recommended_action,
-            spec.action_reasons,
-            tuple((r.old_node, r.new_size_id) for r in spec.replacements),
-        )
-        if spec.recommended_action is not Action.PROCEED and fingerprint == view.fingerprint:
+        decided = fingerprint(spec)
+        if spec.recommended_action is not Action.PROCEED and decided == view.fingerprint:
             view.last_decision = f"{spec.recommended_action.value} (unchanged): {reasons}"
             return
-        view.fingerprint = fingerprint
+        view.fingerprint = decided
         journal = await self._runners.journal(spec.plan_id)
         await journal.record(ev.PlanProposed(plan_id=spec.plan_id, at=self._ctx.now(), plan=spec))
         tracked = Tracked(journal=journal)
@@ -192,3 +219,12 @@ class Decisions:
             )
             self._ctx.retire(tracked.journal.state)
         self._ctx.set_status()
+
+
+def fingerprint(spec: PlanSpec) -> tuple[object, ...]:
+    """What makes two decisions the same: action, reasons, and which node becomes what."""
+    return (
+        spec.recommended_action,
+        spec.action_reasons,
+        tuple((r.old_node, r.new_size_id) for r in spec.replacements),
+    )

@@ -19,6 +19,15 @@ Stepping down sets `lost` (an `asyncio.Event` the executor watches) and calls `o
 the elector then keeps running as a candidate. Taking the lead clears `lost`, sets `leading`
 and calls `on_change(True)`. `release()` on a clean shutdown empties the holder so that the
 standby takes over at its next attempt instead of after a full lease duration.
+
+Acting needs more than leading: `may_act()` is true only while the last renewal is younger
+than the renew deadline minus a safety margin (`act_margin_s`, by default half the gap between
+the renew interval and the deadline), so that an effect sent now reaches the world before any
+other daemon can take the Lease. `ensure_may_act()` is what the service asks right before each
+side effect: it returns at once while that holds, waits for the next renewal when the margin
+is eaten (a slow renewal, a process that was stopped), and raises `NotLeading` as soon as the
+elector steps down. `step_down(why)` is for the daemon itself: the event log refused an append
+of its term, so another daemon leads whatever the Lease said at the last renewal.
 """
 
 from __future__ import annotations
@@ -39,6 +48,10 @@ from daemon.ports import Clock
 from statemachine.world import LeaseInfo
 
 log = logging.getLogger(__name__)
+
+
+class NotLeading(Exception):
+    """This daemon does not lead (any more): whatever was about to act must not."""
 
 
 class LeaseStore(Protocol):
@@ -77,6 +90,7 @@ class LeaderElector:
         renew_deadline_s: float | None = None,
         retry_interval_s: float | None = None,
         on_change: Callable[[bool], None] | None = None,
+        act_margin_s: float | None = None,
     ) -> None:
         if lease_duration_s < 1:
             raise ValueError(f"lease duration must be at least 1 s, got {lease_duration_s}")
@@ -94,7 +108,16 @@ class LeaderElector:
                 "leader election needs renew interval < renew deadline < lease duration, got "
                 f"{self.renew_interval_s} / {self.renew_deadline_s} / {lease_duration_s}"
             )
+        if act_margin_s is None:
+            act_margin_s = (self.renew_deadline_s - self.renew_interval_s) / 2
+        if not 0 <= act_margin_s < self.renew_deadline_s - self.renew_interval_s:
+            raise ValueError(
+                "the acting margin must be below renew deadline - renew interval, got "
+                f"{act_margin_s}"
+            )
+        self.act_margin_s = act_margin_s
         self._on_change = on_change
+        self._renewed = asyncio.Event()  # set (and replaced) at every successful renewal
         self.leading = asyncio.Event()
         self.lost = asyncio.Event()
         self._leader = False
@@ -112,6 +135,39 @@ class LeaderElector:
             return False
         return self._clock.monotonic() - self._last_renew < self.renew_deadline_s
 
+    def may_act(self) -> bool:
+        """Leading, with the safety margin: the last renewal is young enough to act now."""
+        if not self._leader or self._last_renew is None:
+            return False
+        age = self._clock.monotonic() - self._last_renew
+        return age < self.renew_deadline_s - self.act_margin_s
+
+    async def ensure_may_act(self) -> None:
+        """Return when acting is safe; NotLeading once this daemon does not lead.
+
+        Called right before every side effect. When the margin is eaten but the elector has
+        not stepped down yet (a slow renewal, a process that was stopped and continued), it
+        waits for the outcome of the next renewal instead of acting on an old one.
+        """
+        while not self.may_act():
+            if not self._leader:
+                raise NotLeading("this daemon does not hold the lease")
+            waits = [
+                asyncio.ensure_future(self._renewed.wait()),
+                asyncio.ensure_future(self.lost.wait()),
+            ]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+                await asyncio.gather(*waits, return_exceptions=True)
+
+    def step_down(self, why: str) -> None:
+        """Stop leading now (the elector keeps running as a candidate)."""
+        if self._leader:
+            self._become(False, why)
+
     async def run(self) -> None:
         """Campaign and renew until cancelled."""
         while True:
@@ -121,6 +177,8 @@ class LeaderElector:
                 self._last_renew = started
                 if not self._leader:
                     self._become(True, "acquired the lease")
+                self._renewed.set()
+                self._renewed = asyncio.Event()
                 await self._clock.sleep(self.renew_interval_s)
                 continue
             if self._leader:

@@ -17,6 +17,15 @@ and exit 0. SIGHUP reloads the configuration (RELOADING=1 ... READY=1); an inval
 logged and the old configuration kept. Losing the Lease stops every runner the same way,
 within the lease duration, and the daemon goes back to waiting for it.
 
+Fencing (two daemons sharing one event log): on winning the Lease the daemon takes a new
+leadership term in the event log (`acquire_term`) before it reads the log, and every append it
+makes carries that term; the store refuses an append of an older term (`FencedError`), and
+then this daemon steps down at once ("stopped acting: ..."), stops every runner and waits for
+the Lease again. Before every side effect the runners' ports ask the elector whether the lease
+is still fresh, with a safety margin under the renew deadline (fencing.py); when it is not, the
+effect is not made and every retry loop ends. If the elector's task dies, the runners are
+stopped and the daemon exits 1 (systemd restarts it): nothing acts without a live elector.
+
 `Service` is built from parts that work together, each owning its concern (state.py): it makes
 the shared `ServiceContext`, the `Runners`, the `Decisions` and the `PlanControl` (which it gives
 the control API), and keeps for itself what the lifecycle needs: the lease, the stop request,
@@ -53,12 +62,18 @@ from daemon.page import LogPages
 from daemon.ports import Clock, Cloud, Cluster
 from daemon.service.control_target import PlanControl, plan_summary
 from daemon.service.decisions import Decisions
-from daemon.service.leadership import LeaderElector
-from daemon.service.recovery import RecoveryError, recover, write_snapshot
+from daemon.service.leadership import LeaderElector, NotLeading
+from daemon.service.recovery import (
+    Quarantines,
+    RecoveryError,
+    record_quarantines,
+    recover,
+    write_snapshot,
+)
 from daemon.service.reporter import Regarding, Reporter
 from daemon.service.runners import Runners
 from daemon.service.state import ServiceContext, Tracked, WorldWrapper
-from eventstore import EventStore, EventStoreError
+from eventstore import EventStore, EventStoreError, FencedError
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +116,7 @@ class Service:
             poll_interval_s=poll_interval_s,
             datacenter=datacenter,
         )
-        self._runners = Runners(self._ctx, observers)
+        self._runners = Runners(self._ctx, observers, on_fenced=self._fenced)
         self._decisions = Decisions(self._ctx, self._runners)
         self.control = PlanControl(self._ctx, self._runners, is_leader=self._is_leader)
         self.readiness = Readiness()
@@ -112,6 +127,8 @@ class Service:
         self._lease_duration_s = lease_duration_s
         self._stopping = asyncio.Event()
         self._elector: LeaderElector | None = None
+        self._exit_code = 0
+        self._fenced_term: int | None = None
 
     @property
     def config(self) -> Config:
@@ -141,15 +158,16 @@ class Service:
     async def run(self) -> int:
         """Run until stopped (or, with `once`, until one round per group is done)."""
         loop = asyncio.get_running_loop()
-        installed: list[signal.Signals] = []
+        installed: dict[signal.Signals, Any] = {}  # the handlers they replace
         for signum, handler in (
             (signal.SIGTERM, self.request_stop),
             (signal.SIGINT, self.request_stop),
             (signal.SIGHUP, self.request_reload),
         ):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                previous = signal.getsignal(signum)
                 loop.add_signal_handler(signum, handler)
-                installed.append(signum)
+                installed[signum] = previous
         watchdog = asyncio.create_task(self._ctx.notifier.watchdog_loop(SystemClock()))
         try:
             self._ctx.notifier.status("opening the event log")
@@ -163,8 +181,7 @@ class Service:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
-            for signum in installed:
-                loop.remove_signal_handler(signum)
+            _restore_signals(loop, installed)
 
     async def _with_store(self, store: EventStore) -> int:
         self._ctx.notifier.status("recovering: folding the event log")
@@ -197,6 +214,8 @@ class Service:
                 observer=self.metrics.api_request,
             ) as kube,
         ):
+            # Every attempt of a VPSie effect, the client's own retries included, asks first.
+            vpsie.guard_effects(self._may_act)
             cloud: Cloud = vpsie
             cluster: Cluster = kube
             if self._wrap_world is not None:
@@ -229,14 +248,17 @@ class Service:
             lease_duration_s=self._lease_duration_s,
             on_change=self._on_leadership,
         )
+        self._ctx.guard = elector.ensure_may_act
         self.readiness.set_role(Role.STANDBY)
         self._ctx.notifier.ready(f"recovered ({in_flight} plans in flight); waiting for the lease")
         elector_task = asyncio.create_task(elector.run())
+        elector_task.add_done_callback(self._elector_ended)
         try:
             await self._campaign(elector)
         finally:
             self.readiness.set_role(Role.STOPPING)
             await self._runners.stop()
+            elector_task.remove_done_callback(self._elector_ended)
             elector_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await elector_task
@@ -247,13 +269,43 @@ class Service:
             reporter_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter_task
-        return 0
+        return self._exit_code
 
     def _on_leadership(self, leading: bool) -> None:
         self.metrics.set_leader(leading)
         if not leading:
+            self.metrics.set_plans_without_runner(0)
             self._runners.request_stop()
             self._ctx.wake.set()
+
+    async def _may_act(self) -> None:
+        if self._elector is None:
+            raise NotLeading("this daemon has not taken the lease")
+        await self._elector.ensure_may_act()
+
+    def _elector_ended(self, task: asyncio.Task[None]) -> None:
+        """The elector never ends on its own: if it does, nothing may act any more."""
+        why = "cancelled" if task.cancelled() else repr(task.exception())
+        log.error("the leader elector stopped (%s); stopping every runner and exiting", why)
+        if self._elector is not None:
+            self._elector.step_down(f"the leader elector stopped: {why}")
+        self._exit_code = 1
+        self.request_stop()
+
+    def _fenced(self, exc: FencedError) -> None:
+        """The event log refused an append of our term: another daemon leads. Stop acting."""
+        if self._fenced_term == exc.term:
+            return  # said once per term; every runner of the term hits the same wall
+        self._fenced_term = exc.term
+        log.error(
+            "stopped acting: the event log refused an append to %s of leadership term %d, "
+            "another daemon took term %d; waiting for the lease again",
+            exc.stream,
+            exc.term,
+            exc.current,
+        )
+        if self._elector is not None:
+            self._elector.step_down(f"the event log has a newer leadership term ({exc.current})")
 
     async def _campaign(self, elector: LeaderElector) -> None:
         while not self._stopping.is_set():
@@ -274,8 +326,25 @@ class Service:
     async def _lead(self, elector: LeaderElector) -> bool:
         """One term as leader. True when the daemon should exit (stop, or `once` done)."""
         ctx = self._ctx
+        # The term first: from now on an append of any earlier leader is refused, so the log
+        # read below is the last word of every earlier leader.
+        ctx.term = await ctx.event_store().acquire_term(elector.identity)
+        log.info("leading with term %d", ctx.term)
+        try:
+            return await self._lead_term(elector)
+        except FencedError as exc:
+            self._fenced(exc)
+            return self._stopping.is_set()
+        except NotLeading:
+            return self._stopping.is_set()
+
+    async def _lead_term(self, elector: LeaderElector) -> bool:
+        ctx = self._ctx
         recovered = await recover(ctx.event_store())  # another daemon may have acted meanwhile
         self._decisions.remember_groups(recovered)
+        await self._decisions.remember_decisions(recovered)
+        await record_quarantines(ctx.event_store(), recovered.unrecorded, term=ctx.term)
+        ctx.quarantines = await Quarantines.read(ctx.event_store())
         ctx.plans = {}
         for plan_id in sorted(recovered.in_flight):
             tracked = Tracked(journal=await self._runners.journal(plan_id))
@@ -305,11 +374,15 @@ class Service:
             if now >= next_snapshot:
                 next_snapshot = now + SNAPSHOT_EVERY_S
                 await self._write_snapshot()
+            restart = self._runners.revive()
             ctx.set_status()
+            self.metrics.set_plans_without_runner(len(self._runners.without_runner()))
             due = min(
                 (v.next_analysis_mono for v in ctx.groups.values()),
                 default=now + self.config.analysis_interval_s,
             )
+            if restart is not None:
+                due = min(due, restart)
             ctx.wake.clear()
             await _first(
                 ctx.clock.sleep(max(0.0, min(due, next_snapshot) - ctx.clock.monotonic())),
@@ -324,15 +397,19 @@ class Service:
     async def _until_idle(self, elector: LeaderElector) -> None:
         """Wait until no runner is running (each plan done, paused or waiting for a person)."""
         while self._acting(elector):
+            restart = self._runners.revive()
             running = [t.task for t in self._ctx.plans.values() if t.task is not None]
-            if not running:
+            # `once` does not wait out an outage: a parked plan stays as it is, for next time.
+            due = [t for t in self._ctx.plans.values() if t.restart_at is not None and not t.parked]
+            if not running and not due:
                 return
             self._ctx.wake.clear()
-            await _first(
-                asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED),
-                self._ctx.wake.wait(),
-                elector.lost.wait(),
-            )
+            waits: list[Awaitable[object]] = [self._ctx.wake.wait(), elector.lost.wait()]
+            if running:
+                waits.append(asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED))
+            if restart is not None:
+                waits.append(self._ctx.clock.sleep(max(0.0, restart - self._ctx.clock.monotonic())))
+            await _first(*waits)
 
     async def _write_snapshot(self) -> None:
         store = self._ctx.store
@@ -374,6 +451,20 @@ class Service:
         plans = {pid: t.journal.state for pid, t in self._ctx.plans.items()}
         plans.update(self._ctx.finished)
         return {"plans": {pid: plan_summary(s) for pid, s in sorted(plans.items())}}
+
+
+def _restore_signals(loop: asyncio.AbstractEventLoop, installed: dict[signal.Signals, Any]) -> None:
+    """Give the signals back to the handlers they had (the `run` command's keeps SIGTERM a
+    clean stop while the report is written); blocked meanwhile, so none lands on the
+    default action that `remove_signal_handler` sets for an instant."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, installed.keys())
+    try:
+        for signum, previous in installed.items():
+            loop.remove_signal_handler(signum)
+            if previous is not None:
+                signal.signal(signum, previous)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 async def _first(*aws: Awaitable[object]) -> None:

@@ -13,15 +13,21 @@ or one that does not decode, is ignored and the log is folded from the start.
 
 An event the fold refuses (an illegal transition or a malformed payload) quarantines its plan:
 the plan is left out of the work in flight and reported, so a person can look, and nothing is
-done to its nodes automatically. An event type or version newer than this program is fatal
-(`RecoveryError`): a newer build wrote the log and this one must not act on it.
+done to its nodes automatically. A quarantine is remembered in the log itself, on the stream
+`quarantine` (`PlanQuarantined`, appended by the leader; `QuarantineCleared`, appended by
+`vpsie-rebalancer clear-quarantine` once a person has looked), so it survives snapshots (which
+leave the plan out) and restarts: every later recovery skips the events of a quarantined or
+cleared plan, and the plan's node group gets no new plan until the quarantine is cleared.
+An event type or version newer than this program is fatal (`RecoveryError`): a newer build
+wrote the log and this one must not act on it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 
-from eventstore import EventStore
+from eventstore import EventStore, NewEvent
 from statemachine import events as ev
 from statemachine.fold import (
     STATE_SCHEMA_VERSION,
@@ -36,6 +42,9 @@ from statemachine.fold import (
 from statemachine.machines import IllegalTransition
 
 SNAPSHOT_NAME = "fold"
+QUARANTINE_STREAM = "quarantine"
+QUARANTINED = "PlanQuarantined"
+CLEARED = "QuarantineCleared"
 
 
 class RecoveryError(Exception):
@@ -51,6 +60,7 @@ class Quarantined:
     stream: str
     type: str
     problem: str
+    node_group: str = ""  # "" when the plan's group could not be read: every group waits
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,7 +71,9 @@ class Recovered:
     head_seq: int
     snapshot_seq: int | None  # where the snapshot ended; None when folded from the start
     events_folded: int  # events read after the snapshot
-    quarantined: tuple[Quarantined, ...] = field(default=())
+    quarantined: tuple[Quarantined, ...] = field(default=())  # remembered ones included
+    # Found by this recovery and not yet on the quarantine stream: the leader records them.
+    unrecorded: tuple[Quarantined, ...] = field(default=())
 
     @property
     def in_flight(self) -> dict[str, PlanState]:
@@ -90,14 +102,70 @@ async def _load_snapshot(store: EventStore) -> tuple[FoldState, int | None]:
     return state, snapshot.seq
 
 
+class Quarantines:
+    """The quarantine stream, read: plans quarantined and not cleared, and plans cleared."""
+
+    def __init__(self) -> None:
+        self.active: dict[str, Quarantined] = {}
+        self.cleared: set[str] = set()
+        self.version = 0
+
+    @classmethod
+    async def read(cls, store: EventStore) -> Quarantines:
+        found = cls()
+        for recorded in await store.read_stream(QUARANTINE_STREAM):
+            found.version = recorded.version
+            data = json.loads(recorded.data)
+            if recorded.type == QUARANTINED:
+                found.active[data["plan_id"]] = Quarantined(**data)
+                found.cleared.discard(data["plan_id"])
+            elif recorded.type == CLEARED:
+                found.active.pop(data["plan_id"], None)
+                found.cleared.add(data["plan_id"])
+        return found
+
+    def blocks(self, node_group: str) -> Quarantined | None:
+        """The quarantined plan that keeps `node_group` from getting a new plan, if any."""
+        return next((q for q in self.active.values() if q.node_group in (node_group, "")), None)
+
+
+async def record_quarantines(
+    store: EventStore, found: tuple[Quarantined, ...], *, term: int | None
+) -> None:
+    """Append `found` to the quarantine stream (the leader, with its term)."""
+    if not found:
+        return
+    version = (await Quarantines.read(store)).version
+    events = [
+        NewEvent(type=QUARANTINED, schema_version=1, data=json.dumps(asdict(q)).encode())
+        for q in found
+    ]
+    await store.append(QUARANTINE_STREAM, version, events, term=term)
+
+
+async def clear_quarantine(store: EventStore, plan_id: str, *, by: str, reason: str) -> None:
+    """A person has looked: the plan's group may get plans again (its events stay skipped)."""
+    known = await Quarantines.read(store)
+    if plan_id not in known.active:
+        raise LookupError(f"plan {plan_id} is not quarantined")
+    data = json.dumps({"plan_id": plan_id, "by": by, "reason": reason}).encode()
+    await store.append(
+        QUARANTINE_STREAM, known.version, [NewEvent(type=CLEARED, schema_version=1, data=data)]
+    )
+
+
 async def recover(store: EventStore) -> Recovered:
     state, snapshot_seq = await _load_snapshot(store)
-    quarantined: dict[str, Quarantined] = {}
+    known = await Quarantines.read(store)
+    quarantined: dict[str, Quarantined] = dict(known.active)
+    skipped = set(quarantined) | known.cleared
+    for skipped_id in skipped:
+        state.plans.pop(skipped_id, None)
     folded = 0
     async for recorded in store.read_all(from_seq=state.head_seq + 1):
         folded += 1
         plan_id = ev.plan_id_of_stream(recorded.stream)
-        if plan_id is not None and plan_id in quarantined:
+        if plan_id is not None and plan_id in skipped:
             state.head_seq = recorded.seq
             continue
         try:
@@ -108,13 +176,16 @@ async def recover(store: EventStore) -> Recovered:
             ) from None
         except (IllegalTransition, ev.MalformedEvent) as exc:
             assert plan_id is not None  # apply ignores streams that are not plans
+            before = state.plans.get(plan_id)
             quarantined[plan_id] = Quarantined(
                 plan_id=plan_id,
                 seq=recorded.seq,
                 stream=recorded.stream,
                 type=recorded.type,
                 problem=str(exc),
+                node_group=before.spec.node_group if before is not None else "",
             )
+            skipped.add(plan_id)
             state.plans.pop(plan_id, None)
             state.head_seq = recorded.seq
     return Recovered(
@@ -123,6 +194,7 @@ async def recover(store: EventStore) -> Recovered:
         snapshot_seq=snapshot_seq,
         events_folded=folded,
         quarantined=tuple(quarantined.values()),
+        unrecorded=tuple(q for pid, q in quarantined.items() if pid not in known.active),
     )
 
 

@@ -27,6 +27,8 @@ from daemon.config import Config
 from daemon.executor.journal import PlanJournal
 from daemon.executor.runner import PlanRunner
 from daemon.ports import Clock, Cloud, Cluster
+from daemon.service.fencing import Guard
+from daemon.service.recovery import Quarantines
 from daemon.service.reporter import Reporter
 from eventstore import EventStore
 from planner import NodeGroupPolicy
@@ -43,6 +45,13 @@ class Tracked:
     journal: PlanJournal
     runner: PlanRunner | None = None
     task: asyncio.Task[PlanState] | None = None
+    # A runner that ended with the plan still executing or rolling back is started again
+    # (runners.py): when, how many times in a row without progress, and what stopped it.
+    restart_at: float | None = None
+    restarts: int = 0
+    version_at_start: int = 0
+    last_error: str = ""
+    parked: bool = False  # waiting for VPSie or Kubernetes to answer again (an outage)
 
 
 @dataclass(slots=True)
@@ -88,6 +97,11 @@ class ServiceContext:
         self.last_finished: dict[str, str] = {}  # node group -> when its last run plan ended
         self.wake = asyncio.Event()  # set when something happened the main loop should see
         self.store: EventStore | None = None
+        # While leading: the leadership term every append carries, and the check awaited
+        # before every side effect (fencing.py). None while not leading.
+        self.term: int | None = None
+        self.guard: Guard | None = None
+        self.quarantines = Quarantines()  # as last read from the log (blocks node groups)
         self.reporter: Reporter | None = None
         # Workers our plans added, by the log at recovery: identifier -> size id.
         self.recovered_sizes: dict[str, int] = {}

@@ -18,7 +18,7 @@ import asyncio
 import math
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +45,7 @@ class Witness:
     requests: Counter[str] = field(default_factory=Counter)
     evictions: list[Eviction] = field(default_factory=list)
     pod_deletes: list[str] = field(default_factory=list)
+    calls: list[tuple[str, str]] = field(default_factory=list)  # (method, path), in order
 
     @property
     def total(self) -> int:
@@ -105,6 +106,9 @@ class KubeProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.witness = Witness()
+        # Called with (method, path) as each request arrives, before it is forwarded: a test
+        # stops the calling daemon exactly while its request is in flight.
+        self.on_request: Callable[[str, str], None] | None = None
         self._eviction_lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
         self.url = ""
@@ -194,6 +198,9 @@ class KubeProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         self.witness.requests[f"{request.method} {_resource(path)}"] += 1
+        self.witness.calls.append((request.method, path))
+        if self.on_request is not None:
+            self.on_request(request.method, path)
         evicted = EVICTION.match(path) if request.method == "POST" else None
         if request.method == "DELETE" and POD.match(path):
             self.witness.pod_deletes.append(path)

@@ -1,0 +1,217 @@
+"""Two daemons on one event log, each seen separately: the fencing tests' (and bench's) setup.
+
+`witnessed_daemon(reh, identity)` writes a configuration of its own for one more daemon (its
+own control socket) whose Kubernetes and VPSie requests go through recording proxies of its
+own, so that a test can say exactly what *that* daemon asked of the world, and when.
+`effects(witness, since)` lists the calls that change the world (lease renewals and Events
+are not effects on anything a plan owns).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+from eventstore import EventStore
+from statemachine.fold import FoldState, apply
+from tests.crash.kubeproxy import KubeProxy, Witness
+from tests.crash.rehearsal import Rehearsal
+from tests.service.daemon_process import DaemonProcess
+
+
+@dataclass(slots=True)
+class Witnessed:
+    daemon: DaemonProcess
+    config: Path
+    socket: Path
+    kube: Witness
+    vpsie: Witness
+    vpsie_proxy: KubeProxy
+
+    def again(self, identity: str) -> DaemonProcess:
+        """Another process with the same configuration (a restart after a SIGKILL)."""
+        return DaemonProcess(
+            self.daemon.reh, identity=identity, config=self.config, socket_path=self.socket
+        )
+
+    def mark(self) -> tuple[int, int]:
+        return len(self.kube.calls), len(self.vpsie.calls)
+
+    def effects_since(self, mark: tuple[int, int]) -> list[str]:
+        return effects(self.kube, mark[0]) + effects(self.vpsie, mark[1])
+
+
+def effects(witness: Witness, since: int = 0) -> list[str]:
+    """The calls after the `since`-th that change nodes, pods or workers."""
+    found = []
+    for method, path in witness.calls[since:]:
+        if "/leases" in path or "/events" in path:
+            continue
+        if method in ("DELETE", "PUT", "PATCH") or (
+            method == "POST" and ("/add/" in path or path.endswith("/eviction"))
+        ):
+            found.append(f"{method} {path}")
+    return found
+
+
+@asynccontextmanager
+async def witnessed_daemon(reh: Rehearsal, identity: str) -> AsyncIterator[Witnessed]:
+    assert reh.socket is not None
+    settings = json.loads((reh.dir / "sim" / "vpsie.json").read_text())
+    kube = KubeProxy(reh.sim.kube_url)
+    vpsie = KubeProxy(settings["base_url"])
+    async with kube.serving() as kube_url, vpsie.serving() as vpsie_url:
+        kubeconfig = yaml.safe_load(reh.sim.kubeconfig_path.read_text())
+        kubeconfig["clusters"][0]["cluster"]["server"] = kube_url
+        kubeconfig_path = reh.dir / f"kubeconfig.{identity}"
+        kubeconfig_path.write_text(yaml.safe_dump(kubeconfig))
+        kubeconfig_path.chmod(0o600)
+        settings["base_url"] = vpsie_url
+        settings_path = reh.dir / f"vpsie.{identity}.json"
+        settings_path.write_text(json.dumps(settings))
+        settings_path.chmod(0o600)
+        socket = reh.socket.with_name(f"control-{identity}.sock")
+        text = (
+            reh.config_path.read_text()
+            .replace(str(reh.socket), str(socket))
+            .replace('kubeconfig = "kubeconfig.proxy"', f'kubeconfig = "{kubeconfig_path.name}"')
+            .replace(
+                'vpsie_credentials = "sim/vpsie.json"',
+                f'vpsie_credentials = "{settings_path.name}"',
+            )
+        )
+        assert kubeconfig_path.name in text and settings_path.name in text
+        config = reh.dir / f"config-{identity}.toml"
+        config.write_text(text)
+        daemon = DaemonProcess(reh, identity=identity, config=config, socket_path=socket)
+        yield Witnessed(daemon, config, socket, kube.witness, vpsie.witness, vpsie)
+
+
+async def terms_in_order(db: Path) -> list[str]:
+    """Events of a leadership term appended after a newer term was taken, named (none is good)."""
+    store = await EventStore.open(db)
+    problems: list[str] = []
+    newest = 0
+    try:
+        async for recorded in store.read_all():
+            if recorded.stream == "$leadership":
+                newest = max(newest, recorded.term)
+            elif recorded.term and recorded.term < newest:
+                problems.append(
+                    f"seq {recorded.seq} {recorded.type} of term {recorded.term} after term "
+                    f"{newest} was taken"
+                )
+    finally:
+        await store.close()
+    return problems
+
+
+async def leadership_holders(db: Path) -> list[str]:
+    """Who took each leadership term, in order."""
+    store = await EventStore.open(db)
+    try:
+        holders = [json.loads(r.data)["holder"] for r in await store.read_stream("$leadership")]
+    finally:
+        await store.close()
+    return holders
+
+
+@dataclass(slots=True)
+class TakeoverReport:
+    """What `take_over_until_done` did and saw."""
+
+    kills: int = 0
+    stalls: int = 0
+    exits: list[str] = field(default_factory=list)  # daemons that did not exit 0 on SIGTERM
+    acted_after_losing: list[str] = field(default_factory=list)
+    witnesses: list[Witness] = field(default_factory=list)
+
+
+async def take_over_until_done(
+    reh: Rehearsal, rng: random.Random, *, max_rounds: int = 40
+) -> TakeoverReport:
+    """Two daemons on one log, each behind its own recording proxies. Again and again, after a
+    random while, the leader is SIGKILLed (and started again as a standby) or SIGSTOPped until
+    the other daemon leads, then SIGCONTed a random while later; until every plan has ended.
+    A continued leader must make no call that changes the world before it leads again."""
+    report = TakeoverReport()
+    async with witnessed_daemon(reh, "a") as wa, witnessed_daemon(reh, "b") as wb:
+        report.witnesses = [wa.kube, wb.kube]
+        pair = {"a": wa, "b": wb}
+        live = {"a": wa.daemon, "b": wb.daemon}
+        starts = {"a": 0, "b": 0}
+        continued: dict[str, tuple[int, int]] = {}  # daemon -> witness mark at its SIGCONT
+        await live["a"].start()
+        await live["a"].until("a to lead", lambda: _leads(live["a"]), timeout_s=60)
+        await live["b"].start()
+        for _ in range(max_rounds):
+            await reh.sim.clock.sleep(rng.uniform(2, 45))
+            if await _all_ended(reh.db_path):
+                break
+            leaders = [n for n, d in live.items() if await _safe_leads(d)]
+            if len(leaders) != 1:
+                continue
+            leader = leaders[0]
+            other = "b" if leader == "a" else "a"
+            successor = live[other]
+            for name, mark in continued.items():
+                report.acted_after_losing += [
+                    f"{name}: {e}" for e in pair[name].effects_since(mark)
+                ]
+            continued.pop(other, None)
+            if rng.random() < 0.4:
+                live[leader].signal(signal.SIGKILL)
+                proc = live[leader].proc
+                assert proc is not None
+                await proc.wait()
+                report.kills += 1
+                starts[leader] += 1
+                live[leader] = pair[leader].again(f"{leader}{starts[leader]}")
+                await live[leader].start()
+                await successor.until(f"{other} to lead", functools.partial(_leads, successor), 60)
+            else:
+                live[leader].signal(signal.SIGSTOP)
+                report.stalls += 1
+                await successor.until(f"{other} to lead", functools.partial(_leads, successor), 60)
+                await reh.sim.clock.sleep(rng.uniform(0, 30))
+                continued[leader] = pair[leader].mark()
+                live[leader].signal(signal.SIGCONT)
+        for name, mark in continued.items():
+            report.acted_after_losing += [f"{name}: {e}" for e in pair[name].effects_since(mark)]
+        for daemon in live.values():
+            code = await daemon.stop(timeout_s=60)
+            if code != 0:
+                report.exits.append(f"{daemon.identity} exited {code}: {daemon.log_path}")
+    return report
+
+
+async def _leads(daemon: DaemonProcess) -> bool:
+    return bool((await daemon.status())["leader"])
+
+
+async def _safe_leads(daemon: DaemonProcess) -> bool:
+    try:
+        return await _leads(daemon)
+    except (AssertionError, OSError, aiohttp.ClientError, TimeoutError):
+        return False
+
+
+async def _all_ended(db: Path) -> bool:
+    """Some plan was proposed and every plan has ended."""
+    store = await EventStore.open(db)
+    try:
+        state = FoldState(keep_finished=True)
+        async for recorded in store.read_all():
+            apply(state, recorded)
+    finally:
+        await store.close()
+    return bool(state.plans) and all(p.terminal for p in state.plans.values())
