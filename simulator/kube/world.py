@@ -456,9 +456,9 @@ class KubeWorld:
         meta = rs["metadata"]
         replicas = int(rs["spec"].get("replicas", 1))
         keys = self._owner_pods.get(meta["uid"], set())
-        live = sorted(k for k in keys if "deletionTimestamp" not in
-                      (self.store.get("/pods", *k) or {"metadata": {"deletionTimestamp": 1}})
-                      ["metadata"])
+        # Active pods only, as the ReplicaSet controller counts them: a pod that is being
+        # deleted or has finished (Succeeded, Failed, evicted by its kubelet) is replaced.
+        live = sorted(k for k in keys if _active(self.store.get("/pods", *k)))
         for _ in range(replicas - len(live)):
             self._new_pod(rs, f"{meta['name']}-{self._suffix()}", None)
         for k in live[replicas:] if len(live) > replicas else []:
@@ -1004,6 +1004,14 @@ _CREATE_PREP: dict[str, Callable[[KubeWorld, dict[str, Any]], None]] = {
 
 def _kind_of(doc: Any) -> str:
     return str(doc.get("kind", "")) if isinstance(doc, dict) else ""
+
+
+def _active(pod: dict[str, Any] | None) -> bool:
+    return (
+        pod is not None
+        and "deletionTimestamp" not in pod["metadata"]
+        and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    )
 
 
 def _controller(obj: dict[str, Any]) -> dict[str, Any] | None:
