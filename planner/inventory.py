@@ -198,6 +198,33 @@ def _pod_reason(pods: Iterable[PodInfo], skip_local: bool) -> tuple[str, str] | 
     return None
 
 
+def _node_reason(node: NodeInfo, own_mark: str | None) -> tuple[str, str] | None:
+    """The node's own protections. A cordon is someone else's unless it carries a plan's mark
+    (with `own_mark`: unless it carries exactly that plan's mark)."""
+    mark = node.annotations.get(CORDONED_BY_ANNOTATION)
+    if node.unschedulable and (mark is None or (own_mark is not None and mark != own_mark)):
+        return CORDONED, "node was cordoned by someone else; leaving it to them"
+    if _true(node.annotations.get(PROTECTED_ANNOTATION)):
+        return PROTECTED, f"node has annotation {PROTECTED_ANNOTATION}=true"
+    if _true(node.labels.get(SCALE_DOWN_DISABLED_LABEL)):
+        return SCALE_DOWN_DISABLED, f"node has label {SCALE_DOWN_DISABLED_LABEL}=true"
+    if _true(node.annotations.get(KARPENTER_DO_NOT_DISRUPT)):
+        return DO_NOT_DISRUPT, f"node has annotation {KARPENTER_DO_NOT_DISRUPT}=true"
+    return None
+
+
+def protection_of(
+    node: NodeInfo, pods: Iterable[PodInfo], *, skip_local_storage: bool, own_mark: str
+) -> Exclusion | None:
+    """What protects `node` from being drained now, by the planner's rules (its readiness and
+    its VPSie worker aside): the executor asks this of a fresh read before each batch and right
+    before it cordons. `pods` are the node's pods; a cordon carrying `own_mark` is ours."""
+    found = _node_reason(node, own_mark) or _pod_reason(
+        (p for p in pods if is_movable(p)), skip_local_storage
+    )
+    return Exclusion(node=node.name, reason=found[0], message=found[1]) if found else None
+
+
 def exclusion_for(
     node: NodeInfo,
     movable_pods: Iterable[PodInfo],
@@ -212,14 +239,9 @@ def exclusion_for(
 
     if not node.ready:
         return out(NOT_READY, "node is not Ready")
-    if node.unschedulable and CORDONED_BY_ANNOTATION not in node.annotations:
-        return out(CORDONED, "node was cordoned by someone else; leaving it to them")
-    if _true(node.annotations.get(PROTECTED_ANNOTATION)):
-        return out(PROTECTED, f"node has annotation {PROTECTED_ANNOTATION}=true")
-    if _true(node.labels.get(SCALE_DOWN_DISABLED_LABEL)):
-        return out(SCALE_DOWN_DISABLED, f"node has label {SCALE_DOWN_DISABLED_LABEL}=true")
-    if _true(node.annotations.get(KARPENTER_DO_NOT_DISRUPT)):
-        return out(DO_NOT_DISRUPT, f"node has annotation {KARPENTER_DO_NOT_DISRUPT}=true")
+    found = _node_reason(node, None)
+    if found is not None:
+        return out(*found)
     if match is None:
         return out(UNMAPPED, "no VPSie worker matches the node's hostname or addresses")
     if match.size_id == 0 or match.monthly_price is None:

@@ -288,11 +288,29 @@ class CordonFailed(ReplacementEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DrainStarted(ReplacementEvent):
-    """The pods to evict, as "namespace/name"."""
+class OwnerReady:
+    """A controller that had pods to evict on a drained node, and how many of its pods were
+    Running and Ready in the whole cluster just before the drain."""
 
+    namespace: str
+    kind: str
+    name: str
+    ready: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DrainStarted(ReplacementEvent):
+    """The pods to evict, as "namespace/name", and the rescheduling baseline: the ready pods
+    of each of their controllers, which the drain waits to see again elsewhere (recorded here
+    so a restart, a pause or a new leader confirms against the same numbers).
+
+    Version 2 added `baseline`; version 1 events read as `baseline=None` (not recorded).
+    """
+
+    VERSION: ClassVar[int] = 2
     node: str
     pods: tuple[str, ...]
+    baseline: tuple[OwnerReady, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -471,6 +489,10 @@ def _plan_approved_v1(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _drain_started_v1(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "baseline": None}
+
+
 def _eviction_blocked_v1(data: dict[str, Any]) -> dict[str, Any]:
     out = dict(data)
     qualified = str(out.pop("pod", ""))
@@ -483,6 +505,7 @@ def _eviction_blocked_v1(data: dict[str, Any]) -> dict[str, Any]:
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("PlanApproved", 1): _plan_approved_v1,
     ("EvictionBlocked", 1): _eviction_blocked_v1,
+    ("DrainStarted", 1): _drain_started_v1,
 }
 
 

@@ -428,6 +428,18 @@ class KubeClient:
             patch["metadata"] = {"annotations": dict(annotations)}
         await self._merge_patch_node(name, patch)
 
+    async def set_cordon(self, name: str, cordoned: bool, *,
+                         annotations: Mapping[str, str | None], resource_version: str) -> None:
+        """One merge patch of `spec.unschedulable` and `annotations`, conditioned on
+        `resource_version`: Conflict when the node changed since that version was read (no
+        read, no retry here: the caller reads again and decides again)."""
+        patch: dict[str, Any] = {
+            "metadata": {"annotations": dict(annotations), "resourceVersion": resource_version},
+            "spec": {"unschedulable": True if cordoned else None},
+        }
+        await self._request("PATCH", f"/api/v1/nodes/{name}", body=patch,
+                            content_type="application/merge-patch+json")
+
     async def label_node(self, name: str, labels: Mapping[str, str | None]) -> None:
         await self._merge_patch_node(name, {"metadata": {"labels": dict(labels)}})
 

@@ -413,21 +413,38 @@ async def delete_worker(
 
 
 async def terminate(rt: Runtime, rid: str) -> None:
-    """DRAINED -> DONE: delete the old worker, then record the replacement complete."""
+    """DRAINED -> DONE: delete the old worker, then record the replacement complete.
+
+    Forward only: a delete that fails is tried again with a fresh intent (backoff) for up to
+    `rollback_timeout_s`; only then StepFailed, and the rollback does not undo this
+    replacement but tries the delete again, then leaves it to a person."""
     spec = rt.spec_of(rid)
+    patience = rt.monotonic() + rt.ctx.rollback_timeout_s
+    first, most = rt.ctx.retry_backoff_s
+    delay = first
     while True:
         r = rt.replacement(rid)
         match r.status:
             case _RS.DRAINED:
                 rt.check()
-                await delete_worker(
-                    rt,
-                    rid,
-                    spec.old_worker,
-                    spec.old_node,
-                    role="old",
-                    deadline=rt.monotonic() + rt.ctx.call_retry_s,
-                )
+                try:
+                    await delete_worker(
+                        rt,
+                        rid,
+                        spec.old_worker,
+                        spec.old_node,
+                        role="old",
+                        deadline=min(patience, rt.monotonic() + rt.ctx.call_retry_s),
+                    )
+                except StepFailed as exc:
+                    if rt.monotonic() >= patience:
+                        raise StepFailed(
+                            f"the old worker {spec.old_worker} ({spec.old_node}) could not be "
+                            f"deleted: {exc.reason}; its pods already run elsewhere, so this "
+                            "replacement is not rolled back: delete the worker by hand"
+                        ) from None
+                    await rt.sleep(min(delay, max(0.0, patience - rt.monotonic())))
+                    delay = min(delay * 2, most)
             case _RS.TERMINATED:
                 await rt.record(
                     ev.ReplacementCompleted(
