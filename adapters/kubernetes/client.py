@@ -38,6 +38,7 @@ from adapters.errors import (
     PermanentError,
     TemporaryError,
 )
+from adapters.kubernetes.kubeconfig import read_kubeconfig
 from adapters.kubernetes.pods import decode_pod_list, pod_info, pod_of
 from adapters.kubernetes.translate import (
     lease_body,
@@ -240,6 +241,7 @@ class KubeClient:
             if self._kubeconfig is None:
                 k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             else:
+                read_kubeconfig(self._kubeconfig)  # not readable, not text, not YAML: one line
                 await k8s_config.load_kube_config(config_file=self._kubeconfig,
                                                   context=self._context,
                                                   client_configuration=cfg,

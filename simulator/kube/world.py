@@ -978,6 +978,11 @@ def _prep_workload(world: KubeWorld, obj: dict[str, Any]) -> None:
     if not sel.matches(labels):
         raise ApiError(422, "Invalid", f"{obj['kind']}: spec.selector does not match the "
                        "template's labels")
+    replicas = spec.get("replicas", 1)
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+        # As the API server's schema validation answers it.
+        raise ApiError(422, "Invalid", f"{obj['kind']}: spec.replicas: Invalid value: "
+                       f"{replicas!r}: must be a whole number, zero or more")
     pod_requests(spec["template"].get("spec") or {})
     if not (spec["template"].get("spec") or {}).get("containers"):
         raise ApiError(422, "Invalid", f"{obj['kind']}: the pod template has no containers")
