@@ -118,13 +118,15 @@ class PlanApprovalRequested(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlanApproved(Event):
-    """Approved by a person, or by `policy` when no approval is required.
+    """Approved by a person (with the reason they gave), or by `policy` when no approval is
+    required.
 
-    Version 2 renamed v1's `approved_by` to `by`.
+    Version 2 renamed v1's `approved_by` to `by`; version 3 added `reason` (empty before).
     """
 
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
     by: str
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -489,6 +491,10 @@ def _plan_approved_v1(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _plan_approved_v2(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "reason": ""}
+
+
 def _drain_started_v1(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "baseline": None}
 
@@ -504,6 +510,7 @@ def _eviction_blocked_v1(data: dict[str, Any]) -> dict[str, Any]:
 # (type name, version) -> function turning that version's payload into the next version's.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("PlanApproved", 1): _plan_approved_v1,
+    ("PlanApproved", 2): _plan_approved_v2,
     ("EvictionBlocked", 1): _eviction_blocked_v1,
     ("DrainStarted", 1): _drain_started_v1,
 }

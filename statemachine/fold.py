@@ -279,9 +279,9 @@ def _apply_plan(
         case ev.PlanApprovalRequested(reason=reason):
             plan.approval_requested_reason = reason
             plan.reasons.append((event.at, type_name, "", reason))
-        case ev.PlanApproved(by=by):
+        case ev.PlanApproved(by=by, reason=reason):
             plan.approved_by, plan.approved_at = by, event.at
-            plan.reasons.append((event.at, type_name, by, ""))
+            plan.reasons.append((event.at, type_name, by, reason))
         case ev.PlanRejected(by=by, reason=reason) | ev.PlanPaused(by=by, reason=reason):
             plan.reasons.append((event.at, type_name, by, reason))
         case ev.PlanCancelled(by=by, reason=reason):

@@ -90,6 +90,14 @@ async def test_approval_events_metrics_and_sigterm(tmp_path: Path) -> None:
     assert sum(1 for m in daemon.notify.messages if m.get("WATCHDOG") == "1") >= 2
     plan = log.state.plans[waiting["plan_id"]]
     assert plan.status.value == "completed" and plan.approved_by == "alice"
+    approvals = [e for _, e in log.order if type(e).__name__ == "PlanApproved"]
+    assert [(e.by, e.reason) for e in approvals] == [("alice", "ok")]  # type: ignore[attr-defined]
+    audit = subprocess.run(
+        [sys.executable, "-m", "cli.main", "audit", "--db", str(reh.db_path), "--plan",
+         waiting["plan_id"]],
+        capture_output=True, text=True, cwd=str(REPO), check=True, timeout=60,
+    )
+    assert "by alice: ok" in audit.stdout, audit.stdout
     saved = re.search(
         r'^vpsie_rebalancing_savings_realized_monthly_dollars\{node_group="general"\} (\S+)$',
         metrics_after,
