@@ -92,12 +92,12 @@ async def test_approval_events_metrics_and_sigterm(tmp_path: Path) -> None:
     assert plan.status.value == "completed" and plan.approved_by == "alice"
     approvals = [e for _, e in log.order if type(e).__name__ == "PlanApproved"]
     assert [(e.by, e.reason) for e in approvals] == [("alice", "ok")]  # type: ignore[attr-defined]
-    audit = subprocess.run(
-        [sys.executable, "-m", "cli.main", "audit", "--db", str(reh.db_path), "--plan",
-         waiting["plan_id"]],
-        capture_output=True, text=True, cwd=str(REPO), check=True, timeout=60,
+    audit = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", "audit", "--db", str(reh.db_path), "--plan",
+        waiting["plan_id"], stdout=asyncio.subprocess.PIPE, cwd=str(REPO),
     )
-    assert "by alice: ok" in audit.stdout, audit.stdout
+    shown, _ = await asyncio.wait_for(audit.communicate(), 60)
+    assert "by alice: ok" in shown.decode(), shown.decode()
     saved = re.search(
         r'^vpsie_rebalancing_savings_realized_monthly_dollars\{node_group="general"\} (\S+)$',
         metrics_after,
