@@ -33,12 +33,14 @@ from planner import checks
 from planner.inventory import (
     ALREADY_TARGET_SIZE,
     WorkerMatch,
+    budgets_of_pods,
     counts_as_load,
     exclusion_for,
     group_nodes,
     is_movable,
     map_workers,
     may_block_node,
+    two_budgets,
 )
 from planner.policy import NodeGroupPolicy
 from planner.scheduling import (
@@ -439,12 +441,16 @@ def _analyze(
 
     exclusions: list[Exclusion] = []
     candidates: list[Candidate] = []
+    doubly = budgets_of_pods(group.movable_pods, snapshot.pdbs) if snapshot.pdbs else {}
     for node in nodes:
         load = group.loads[node.name]
         match = workers.get(node.name)
         excl = exclusion_for(
             node, load.suspects, match, skip_local_storage=policy.skip_nodes_with_local_storage
         )
+        if excl is None and doubly:
+            refs = (f"{p.namespace}/{p.name}" for p in load.movable)
+            excl = two_budgets(node, {r: doubly[r] for r in refs if r in doubly})
         if excl is not None:
             exclusions.append(excl)
             continue

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from planner.scheduling import SelectorIndex, selector_key
 from statemachine.plan import Exclusion
 from statemachine.world import (
     CORDONED_BY_ANNOTATION,
@@ -24,6 +25,7 @@ from statemachine.world import (
     SCALE_DOWN_DISABLED_LABEL,
     ClusterSnapshot,
     NodeInfo,
+    PdbInfo,
     PodInfo,
     SizeOffer,
     VpsieNodeGroup,
@@ -44,6 +46,7 @@ POD_DO_NOT_DISRUPT = "pod-do-not-disrupt"
 POD_NOT_SAFE_TO_EVICT = "pod-not-safe-to-evict"
 POD_WITHOUT_CONTROLLER = "pod-without-controller"
 POD_PINNED = "pod-pinned-to-node"
+POD_TWO_BUDGETS = "pod-under-two-budgets"
 ALREADY_TARGET_SIZE = "already-target-size"
 EXCLUSION_CODES = (
     NOT_READY,
@@ -57,6 +60,7 @@ EXCLUSION_CODES = (
     POD_NOT_SAFE_TO_EVICT,
     POD_WITHOUT_CONTROLLER,
     POD_PINNED,
+    POD_TWO_BUDGETS,
     ALREADY_TARGET_SIZE,
 )
 
@@ -213,16 +217,50 @@ def _node_reason(node: NodeInfo, own_mark: str | None) -> tuple[str, str] | None
     return None
 
 
+def budgets_of_pods(pods: Iterable[PodInfo], pdbs: Iterable[PdbInfo]) -> dict[str, list[str]]:
+    """The pods ("namespace/name") that more than one PodDisruptionBudget selects, with those
+    budgets: the Eviction API refuses to evict them (HTTP 500), so their node is left out."""
+    index: SelectorIndex[PdbInfo] = SelectorIndex()
+    for pdb in sorted(pdbs, key=lambda p: (p.namespace, p.name)):
+        index.add(pdb.namespace, selector_key(pdb.selector), pdb)
+    found: dict[str, list[str]] = {}
+    for pod in pods:
+        hits = index.matching(pod.namespace, pod.labels)
+        if len(hits) > 1:
+            found[f"{pod.namespace}/{pod.name}"] = sorted(f"{p.namespace}/{p.name}" for p in hits)
+    return found
+
+
+def two_budgets(node: NodeInfo, doubly: dict[str, list[str]]) -> Exclusion | None:
+    """The exclusion of a node holding a pod that two budgets select (`budgets_of_pods`)."""
+    if not doubly:
+        return None
+    ref = sorted(doubly)[0]
+    more = f" (and {len(doubly) - 1} more)" if len(doubly) > 1 else ""
+    return Exclusion(
+        node=node.name,
+        reason=POD_TWO_BUDGETS,
+        message=f"pod {ref} is selected by {len(doubly[ref])} PodDisruptionBudgets "
+        f"({', '.join(doubly[ref])}); the Eviction API cannot evict it{more}",
+    )
+
+
 def protection_of(
-    node: NodeInfo, pods: Iterable[PodInfo], *, skip_local_storage: bool, own_mark: str
+    node: NodeInfo,
+    pods: Iterable[PodInfo],
+    *,
+    skip_local_storage: bool,
+    own_mark: str,
+    pdbs: Iterable[PdbInfo] = (),
 ) -> Exclusion | None:
     """What protects `node` from being drained now, by the planner's rules (its readiness and
     its VPSie worker aside): the executor asks this of a fresh read before each batch and right
     before it cordons. `pods` are the node's pods; a cordon carrying `own_mark` is ours."""
-    found = _node_reason(node, own_mark) or _pod_reason(
-        (p for p in pods if is_movable(p)), skip_local_storage
-    )
-    return Exclusion(node=node.name, reason=found[0], message=found[1]) if found else None
+    movable = [p for p in pods if is_movable(p)]
+    found = _node_reason(node, own_mark) or _pod_reason(movable, skip_local_storage)
+    if found:
+        return Exclusion(node=node.name, reason=found[0], message=found[1])
+    return two_budgets(node, budgets_of_pods(movable, pdbs))
 
 
 def exclusion_for(

@@ -470,6 +470,10 @@ class KubeClient:
             if e.status == 429:
                 raise EvictionBlocked(e.message, service=SERVICE, status=429,
                                       retry_after=e.retry_after) from None
+            if e.status == 500 and "more than one PodDisruptionBudget" in e.message:
+                # The API server's answer for a pod two budgets select: it will not change by
+                # retrying, only by a person fixing the budgets.
+                raise PermanentError(e.message, service=SERVICE, status=500) from None
             raise
 
     async def emit_event(self, *, regarding_kind: str, regarding_name: str,

@@ -118,8 +118,9 @@ async def skip_if_protected(
     rt: Runtime, rid: str, node: NodeInfo | None = None, deadline: float | None = None
 ) -> None:
     """Skipped when the old node is protected now, by the planner's rules applied to a fresh
-    read of the node and its pods (someone else's cordon, protection annotations and labels,
-    pods that must not be evicted): what arrived after the plan was made counts."""
+    read of the node, its pods and the budgets (someone else's cordon, protection annotations
+    and labels, pods that must not or cannot be evicted, such as one two budgets select): what
+    arrived after the plan was made counts."""
     name = rt.spec_of(rid).old_node
     if deadline is None:
         deadline = rt.monotonic() + rt.ctx.call_retry_s
@@ -130,8 +131,10 @@ async def skip_if_protected(
         if node is None:
             return  # gone: the step that needs it says so
     pods = await _pods_on(rt, name, deadline)
+    pdbs = await rt.call("list the PodDisruptionBudgets", rt.ctx.cluster.list_pdbs,
+                         deadline=deadline)
     found = protection_of(
-        node, pods, skip_local_storage=rt.ctx.skip_local_storage, own_mark=rt.plan_id
+        node, pods, skip_local_storage=rt.ctx.skip_local_storage, own_mark=rt.plan_id, pdbs=pdbs
     )
     if found is not None:
         raise Skipped(f"node {name} is protected now ({found.reason}): {found.message}")

@@ -317,3 +317,28 @@ async def test_after_a_restart_rescheduling_is_confirmed_against_the_recorded_ba
     assert state.status is PlanStatus.COMPLETED, state.reasons
     pending = [p for p in await world.cluster.list_pods() if p.labels.get("app") == "batch"]
     assert pending and all(p.phase == "Pending" for p in pending)
+
+
+async def test_a_pod_under_two_budgets_added_after_the_plan_was_made_is_not_drained(
+    world: World,
+) -> None:
+    """Adversary: a team adds a second PodDisruptionBudget over the web pods after the plan
+    was made (the Eviction API then answers 500 for them). The batch reads the budgets again:
+    the replacement is skipped, named, and no eviction is tried until a drain timeout."""
+    spec = world.spec("a-two-pdbs", Strategy.ROLLING, count=1)
+    second = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "web-too", "namespace": "shop"},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "web"}}},
+    }
+    await _kube(world, "POST", "/apis/policy/v1/namespaces/shop/poddisruptionbudgets", second,
+                "application/json")
+    journal = await world.approved(spec)
+    state = await PlanRunner(journal, world.context()).run()
+    r = state.replacements[spec.replacements[0].replacement_id]
+    assert r.status is ReplacementStatus.ROLLED_BACK
+    assert "pod-under-two-budgets" in r.rollback_reason and "shop/web-too" in r.rollback_reason
+    events = await events_of(world, spec.plan_id)
+    assert not any(isinstance(e, ev.PodEvictionRequested) for e in events)
+    assert spec.replacements[0].old_worker in await _workers(world)
