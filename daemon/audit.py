@@ -156,6 +156,8 @@ def describe(event: ev.Event) -> str:
     match event:
         case ev.PlanProposed(plan=spec):
             return f"{spec.opportunity}, {len(spec.replacements)} nodes, {spec.recommended_action}"
+        case ev.PlanApproved(by=by, reason=reason) if reason:
+            return f"by {by}: {reason}"
         case ev.PlanApproved(by=by) | ev.PlanResumed(by=by):
             return f"by {by}"
         case (

@@ -42,6 +42,7 @@ _SENSITIVE_KEY = re.compile(
 )
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
 _MIN_SECRET_LEN = 4
+MIN_SECRET_LEN = _MIN_SECRET_LEN  # shorter values cannot be redacted without mangling logs
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",

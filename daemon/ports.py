@@ -87,6 +87,18 @@ class Cluster(Protocol):
         self, name: str, annotations: Mapping[str, str | None] | None = None
     ) -> None: ...
 
+    async def set_cordon(
+        self,
+        name: str,
+        cordoned: bool,
+        *,
+        annotations: Mapping[str, str | None],
+        resource_version: str,
+    ) -> None:
+        """Cordon (or uncordon) and set `annotations` in one patch, only if the node is still
+        at `resource_version`; Conflict when it changed since."""
+        ...
+
     async def label_node(self, name: str, labels: Mapping[str, str | None]) -> None: ...
 
     async def set_taint(

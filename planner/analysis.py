@@ -36,12 +36,14 @@ from planner.inventory import (
     ALREADY_TARGET_SIZE,
     POD_DISRUPTION_BUDGET,
     WorkerMatch,
+    budgets_of_pods,
     counts_as_load,
     exclusion_for,
     group_nodes,
     is_movable,
     map_workers,
     may_block_node,
+    two_budgets,
 )
 from planner.policy import NodeGroupPolicy
 from planner.scheduling import (
@@ -911,6 +913,7 @@ def _analyze(
     held = checks.budget_pods(group.movable_pods, snapshot.pdbs)
     exclusions: list[Exclusion] = []
     candidates: list[Candidate] = []
+    doubly = budgets_of_pods(group.movable_pods, snapshot.pdbs) if snapshot.pdbs else {}
     for node in nodes:
         load = group.loads[node.name]
         match = workers.get(node.name)
@@ -919,6 +922,9 @@ def _analyze(
         )
         if excl is None and policy.respect_pdbs:
             excl = _budget_exclusion(node.name, held)
+        if excl is None and doubly:
+            refs = (f"{p.namespace}/{p.name}" for p in load.movable)
+            excl = two_budgets(node, {r: doubly[r] for r in refs if r in doubly})
         if excl is not None:
             exclusions.append(excl)
             continue

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from planner.scheduling import SelectorIndex, selector_key
 from statemachine.plan import Exclusion
 from statemachine.world import (
     CONTROL_PLANE_LABELS,
@@ -26,6 +27,7 @@ from statemachine.world import (
     SIZE_LABEL,
     ClusterSnapshot,
     NodeInfo,
+    PdbInfo,
     PodInfo,
     VpsieNodeGroup,
     VpsieWorker,
@@ -48,6 +50,7 @@ POD_NOT_SAFE_TO_EVICT = "pod-not-safe-to-evict"
 POD_WITHOUT_CONTROLLER = "pod-without-controller"
 POD_PINNED = "pod-pinned-to-node"
 POD_DISRUPTION_BUDGET = "pod-disruption-budget"
+POD_TWO_BUDGETS = "pod-under-two-budgets"
 ALREADY_TARGET_SIZE = "already-target-size"
 EXCLUSION_CODES = (
     NOT_READY,
@@ -64,6 +67,7 @@ EXCLUSION_CODES = (
     POD_WITHOUT_CONTROLLER,
     POD_PINNED,
     POD_DISRUPTION_BUDGET,
+    POD_TWO_BUDGETS,
     ALREADY_TARGET_SIZE,
 )
 
@@ -281,6 +285,69 @@ def _pod_reason(pods: Iterable[PodInfo], skip_local: bool) -> tuple[str, str] | 
     return None
 
 
+def _node_reason(node: NodeInfo, own_mark: str | None) -> tuple[str, str] | None:
+    """The node's own protections. A cordon is someone else's unless it carries a plan's mark
+    (with `own_mark`: unless it carries exactly that plan's mark)."""
+    mark = node.annotations.get(CORDONED_BY_ANNOTATION)
+    if node.unschedulable and (mark is None or (own_mark is not None and mark != own_mark)):
+        return CORDONED, "node was cordoned by someone else; leaving it to them"
+    if _true(node.annotations.get(PROTECTED_ANNOTATION)):
+        return PROTECTED, f"node has annotation {PROTECTED_ANNOTATION}=true"
+    if _true(node.labels.get(SCALE_DOWN_DISABLED_LABEL)):
+        return SCALE_DOWN_DISABLED, f"node has label {SCALE_DOWN_DISABLED_LABEL}=true"
+    if _true(node.annotations.get(KARPENTER_DO_NOT_DISRUPT)):
+        return DO_NOT_DISRUPT, f"node has annotation {KARPENTER_DO_NOT_DISRUPT}=true"
+    if any(key in node.labels for key in CONTROL_PLANE_LABELS):
+        return CONTROL_PLANE, "node is a control-plane node, never a worker to replace"
+    return None
+
+
+def budgets_of_pods(pods: Iterable[PodInfo], pdbs: Iterable[PdbInfo]) -> dict[str, list[str]]:
+    """The pods ("namespace/name") that more than one PodDisruptionBudget selects, with those
+    budgets: the Eviction API refuses to evict them (HTTP 500), so their node is left out."""
+    index: SelectorIndex[PdbInfo] = SelectorIndex()
+    for pdb in sorted(pdbs, key=lambda p: (p.namespace, p.name)):
+        index.add(pdb.namespace, selector_key(pdb.selector), pdb)
+    found: dict[str, list[str]] = {}
+    for pod in pods:
+        hits = index.matching(pod.namespace, pod.labels)
+        if len(hits) > 1:
+            found[f"{pod.namespace}/{pod.name}"] = sorted(f"{p.namespace}/{p.name}" for p in hits)
+    return found
+
+
+def two_budgets(node: NodeInfo, doubly: dict[str, list[str]]) -> Exclusion | None:
+    """The exclusion of a node holding a pod that two budgets select (`budgets_of_pods`)."""
+    if not doubly:
+        return None
+    ref = sorted(doubly)[0]
+    more = f" (and {len(doubly) - 1} more)" if len(doubly) > 1 else ""
+    return Exclusion(
+        node=node.name,
+        reason=POD_TWO_BUDGETS,
+        message=f"pod {ref} is selected by {len(doubly[ref])} PodDisruptionBudgets "
+        f"({', '.join(doubly[ref])}); the Eviction API cannot evict it{more}",
+    )
+
+
+def protection_of(
+    node: NodeInfo,
+    pods: Iterable[PodInfo],
+    *,
+    skip_local_storage: bool,
+    own_mark: str,
+    pdbs: Iterable[PdbInfo] = (),
+) -> Exclusion | None:
+    """What protects `node` from being drained now, by the planner's rules (its readiness and
+    its VPSie worker aside): the executor asks this of a fresh read before each batch and right
+    before it cordons. `pods` are the node's pods; a cordon carrying `own_mark` is ours."""
+    movable = [p for p in pods if is_movable(p)]
+    found = _node_reason(node, own_mark) or _pod_reason(movable, skip_local_storage)
+    if found:
+        return Exclusion(node=node.name, reason=found[0], message=found[1])
+    return two_budgets(node, budgets_of_pods(movable, pdbs))
+
+
 def exclusion_for(
     node: NodeInfo,
     movable_pods: Iterable[PodInfo],
@@ -295,16 +362,9 @@ def exclusion_for(
 
     if not node.ready:
         return out(NOT_READY, "node is not Ready")
-    if node.unschedulable and CORDONED_BY_ANNOTATION not in node.annotations:
-        return out(CORDONED, "node was cordoned by someone else; leaving it to them")
-    if _true(node.annotations.get(PROTECTED_ANNOTATION)):
-        return out(PROTECTED, f"node has annotation {PROTECTED_ANNOTATION}=true")
-    if _true(node.labels.get(SCALE_DOWN_DISABLED_LABEL)):
-        return out(SCALE_DOWN_DISABLED, f"node has label {SCALE_DOWN_DISABLED_LABEL}=true")
-    if _true(node.annotations.get(KARPENTER_DO_NOT_DISRUPT)):
-        return out(DO_NOT_DISRUPT, f"node has annotation {KARPENTER_DO_NOT_DISRUPT}=true")
-    if any(key in node.labels for key in CONTROL_PLANE_LABELS):
-        return out(CONTROL_PLANE, "node is a control-plane node, never a worker to replace")
+    found = _node_reason(node, None)
+    if found is not None:
+        return out(*found)
     if match is None:
         return out(UNMAPPED, "no VPSie worker matches the node's hostname or addresses")
     if match.read_only:

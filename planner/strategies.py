@@ -57,23 +57,35 @@ def estimate_duration(
 
 
 def rollback_steps(strategy: Strategy) -> tuple[str, ...]:
-    """What undoing the plan means, for a person reading it before approving."""
-    common_tail = (
-        "Uncordon every old node this plan cordoned (annotation "
-        "rebalancer.vpsie.com/cordoned-by-plan) and no other.",
-        "Delete the VPSie workers this plan added that are not yet serving, and only those.",
-        "Old nodes already deleted are not recreated: their pods run on the new nodes, which "
-        "stay; the plan ends rolled back with the savings of what actually changed.",
-    )
+    """What undoing the plan means, for a person reading it before approving: the steps the
+    executor's rollback (daemon/executor/rollback.py) really takes, in its order."""
     if strategy is Strategy.ROLLING:
         head: tuple[str, ...] = (
-            "Stop before the next batch; finish or abandon the drain of the current one.",
+            "Stop every replacement in flight at its next safe point; later batches never "
+            "start; replacements already done stay done.",
         )
     elif strategy is Strategy.SURGE:
-        head = ("Stop provisioning; do not drain any old node whose replacement is not Ready.",)
+        head = (
+            "Stop at the next safe point: no old node is drained once a new node failed to "
+            "become Ready; replacements already done stay done.",
+        )
     else:
         head = (
-            "Before the first drain: uncordon all old nodes, then delete all new workers.",
-            "After drains began: stop draining, uncordon the old nodes still present.",
+            "Stop at the next safe point; the old nodes cordoned for the soak are uncordoned "
+            "below; replacements already done stay done.",
         )
-    return head + common_tail
+    steps = (
+        "First settle every call left in flight by asking the live world what happened.",
+        "A replacement whose old node is drained and whose pods were confirmed running on "
+        "its new node is not undone: its old worker is deleted (retried; left to a person if "
+        "VPSie keeps refusing) and its new node stays.",
+        "For each other replacement, in plan order: uncordon its old node if it carries this "
+        "plan's mark (annotation rebalancer.vpsie.com/cordoned-by-plan), compare-and-set, and "
+        "no other node;",
+        "then, if it added a VPSie worker: cordon that worker's node, evict its pods through "
+        "the Eviction API (PodDisruptionBudgets honoured), and delete that worker, and only "
+        "workers this plan added.",
+        "A step that cannot finish within the rollback timeout ends the plan failed, naming "
+        "what is left (node still cordoned, worker still there) for a person.",
+    )
+    return head + steps

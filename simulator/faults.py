@@ -5,13 +5,18 @@ Both simulated services (VPSie and Kubernetes) run every request through
 
 - rules (`FaultRule`): for requests of one service matching a method and a path glob, a rate of
   5xx answers, of 429 answers with `Retry-After`, of HTTP 200 with `{"error": true}` (VPSie
-  only: its clients must check every body), and added latency in simulated seconds. A rule can
-  be limited to its first `times` matches, which makes a test exact ("the next two calls 503");
+  only: its clients must check every body), of answers lost after their effect (the request is
+  carried out, then answered 5xx as if it timed out: the client cannot tell it from an error
+  before the effect), and added latency in simulated seconds. A rule can be limited to its
+  first `times` matches, which makes a test exact ("the next two calls 503");
 - down windows: the service answers 503 from simulated second `start` to `end` after the world
   started, or while `set_down(service, True)` holds;
 - world-level faults that the worlds read themselves: worker hostnames that never turn Ready
   (`never_ready`) and `namespace/selector` pairs whose pods can never be evicted
-  (`eviction_blocked`).
+  (`eviction_blocked`);
+- a foreign actor (`act_after`, from Python only): another client's action run right after a
+  matching request was handled and before its answer leaves, so what the client read is
+  already stale when it arrives (an operator who cordons between our read and our write).
 
 Randomness comes from the injected, seeded `random.Random`, so a seed replays the same faults.
 """
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import fnmatch
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +50,7 @@ class FaultRule:
     retry_after_s: float = 1.0
     error_body_rate: float = 0.0
     latency_s: float = 0.0
+    lost_answer_rate: float = 0.0  # carried out, then answered `error_status`
     times: int | None = None  # apply to the first `times` matching requests only
 
     def matches(self, service: str, method: str, path: str) -> bool:
@@ -64,6 +70,25 @@ class DownWindow:
     end: float
 
 
+@dataclass(slots=True, kw_only=True)
+class ForeignAction:
+    """`action()` run once (or `times` times) right after a matching request was handled."""
+
+    service: str
+    method: str
+    path: str
+    action: Callable[[], Awaitable[None]]
+    times: int = 1
+
+    def matches(self, service: str, method: str, path: str) -> bool:
+        return (
+            self.times > 0
+            and self.service == service
+            and self.method.upper() == method.upper()
+            and fnmatch.fnmatchcase(path, self.path)
+        )
+
+
 @dataclass(slots=True)
 class FaultConfig:
     """All faults of one simulated world; mutable at runtime by tests and the demo."""
@@ -75,6 +100,28 @@ class FaultConfig:
     origin: float | None = None  # simulated time the world started; set by the first middleware
     _down_now: set[str] = field(default_factory=set)
     _used: dict[int, int] = field(default_factory=dict)
+    _foreign: list[ForeignAction] = field(default_factory=list)
+
+    def act_after(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        action: Callable[[], Awaitable[None]],
+        *,
+        times: int = 1,
+    ) -> None:
+        """Run `action` (another actor's change) after the next `times` requests matching
+        `method` and the `path` glob are handled, before their answers are sent."""
+        _check_service(service, "act_after")
+        self._foreign.append(ForeignAction(service=service, method=method, path=path,
+                                           action=action, times=times))
+
+    def foreign_actions(self, service: str, method: str, path: str) -> list[ForeignAction]:
+        found = [f for f in self._foreign if f.matches(service, method, path)]
+        for f in found:
+            f.times -= 1
+        return found
 
     def set_down(self, service: str, down: bool) -> None:
         _check_service(service, "set_down")
@@ -93,6 +140,7 @@ class FaultConfig:
         self.down.clear()
         self._down_now.clear()
         self._used.clear()
+        self._foreign.clear()
 
     def is_down(self, service: str, elapsed_s: float) -> bool:
         if service in self._down_now:
@@ -172,7 +220,15 @@ def fault_middleware(
                 return web.json_response(
                     {"error": True, "code": 500, "message": "Something went wrong (simulated)"}
                 )
-        return await handler(request)
+        lost = next(
+            (r for r in rules if r.lost_answer_rate and rng.random() < r.lost_answer_rate), None
+        )
+        answer = await handler(request)
+        for foreign in faults.foreign_actions(service, request.method, request.path):
+            await foreign.action()
+        if lost is not None:
+            return _failure(service, lost.error_status, "simulated timeout (the request was done)")
+        return answer
 
     return middleware
 
@@ -256,6 +312,7 @@ def _rule_from(raw: Any, where: str) -> FaultRule:
         "retryAfterSeconds": "retry_after_s",
         "errorBodyRate": "error_body_rate",
         "latencySeconds": "latency_s",
+        "lostAnswerRate": "lost_answer_rate",
         "times": "times",
     }
     _reject_unknown(raw, set(keys), where)
@@ -265,7 +322,7 @@ def _rule_from(raw: Any, where: str) -> FaultRule:
             if not isinstance(raw[key], str) or not raw[key]:
                 raise ValueError(f"{where}.{key}: expected a non-empty string")
             args[key] = raw[key]
-    for key in ("errorRate", "throttleRate", "errorBodyRate"):
+    for key in ("errorRate", "throttleRate", "errorBodyRate", "lostAnswerRate"):
         if key in raw:
             args[keys[key]] = _number(raw[key], f"{where}.{key}", rate=True)
     for key in ("retryAfterSeconds", "latencySeconds"):

@@ -68,6 +68,10 @@ def load_scenario(path: str | Path) -> Scenario:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ScenarioError(f"{file}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(
+            f"{file}: not a text file (not UTF-8 at byte {exc.start})"
+        ) from None
     return parse_scenario(text, source=str(file))
 
 

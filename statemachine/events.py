@@ -118,13 +118,15 @@ class PlanApprovalRequested(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlanApproved(Event):
-    """Approved by a person, or by `policy` when no approval is required.
+    """Approved by a person (with the reason they gave), or by `policy` when no approval is
+    required.
 
-    Version 2 renamed v1's `approved_by` to `by`.
+    Version 2 renamed v1's `approved_by` to `by`; version 3 added `reason` (empty before).
     """
 
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
     by: str
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -313,11 +315,29 @@ class CordonFailed(ReplacementEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DrainStarted(ReplacementEvent):
-    """The pods to evict, as "namespace/name"."""
+class OwnerReady:
+    """A controller that had pods to evict on a drained node, and how many of its pods were
+    Running and Ready in the whole cluster just before the drain."""
 
+    namespace: str
+    kind: str
+    name: str
+    ready: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DrainStarted(ReplacementEvent):
+    """The pods to evict, as "namespace/name", and the rescheduling baseline: the ready pods
+    of each of their controllers, which the drain waits to see again elsewhere (recorded here
+    so a restart, a pause or a new leader confirms against the same numbers).
+
+    Version 2 added `baseline`; version 1 events read as `baseline=None` (not recorded).
+    """
+
+    VERSION: ClassVar[int] = 2
     node: str
     pods: tuple[str, ...]
+    baseline: tuple[OwnerReady, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -525,6 +545,14 @@ def _plan_approved_v1(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _plan_approved_v2(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "reason": ""}
+
+
+def _drain_started_v1(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "baseline": None}
+
+
 def _eviction_blocked_v1(data: dict[str, Any]) -> dict[str, Any]:
     out = dict(data)
     qualified = str(out.pop("pod", ""))
@@ -540,8 +568,10 @@ def _worker_added_v1(data: dict[str, Any]) -> dict[str, Any]:
 # (type name, version) -> function turning that version's payload into the next version's.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("PlanApproved", 1): _plan_approved_v1,
+    ("PlanApproved", 2): _plan_approved_v2,
     ("EvictionBlocked", 1): _eviction_blocked_v1,
     ("WorkerAdded", 1): _worker_added_v1,
+    ("DrainStarted", 1): _drain_started_v1,
 }
 
 

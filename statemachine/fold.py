@@ -296,9 +296,9 @@ def _apply_plan(
         case ev.PlanApprovalRequested(reason=reason):
             plan.approval_requested_reason = reason
             plan.reasons.append((event.at, type_name, "", reason))
-        case ev.PlanApproved(by=by):
+        case ev.PlanApproved(by=by, reason=reason):
             plan.approved_by, plan.approved_at = by, event.at
-            plan.reasons.append((event.at, type_name, by, ""))
+            plan.reasons.append((event.at, type_name, by, reason))
         case ev.PlanRejected(by=by, reason=reason) | ev.PlanPaused(by=by, reason=reason):
             plan.reasons.append((event.at, type_name, by, reason))
         case ev.PlanCancelled(by=by, reason=reason):
@@ -371,7 +371,9 @@ def _cordon_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None
 def _uncordon_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
     if e.node != s.old_node:
         return f"{e.node} is not this replacement's node"
-    return None if r.cordoned_by_us else "this plan did not cordon the node"
+    # Whether the node carries our cordon is decided by our mark on it, not by the log (a
+    # cordon's answer may have been lost): allowed once this plan asked for a cordon of its own.
+    return None if r.prior_unschedulable is False else "this plan did not cordon the node"
 
 
 def _added_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:

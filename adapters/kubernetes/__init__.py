@@ -4,5 +4,6 @@ See `client.py` for the boundary and `translate.py` for what is read from each o
 """
 
 from adapters.kubernetes.client import KubeClient
+from adapters.kubernetes.kubeconfig import kubeconfig_secrets
 
-__all__ = ["KubeClient"]
+__all__ = ["KubeClient", "kubeconfig_secrets"]

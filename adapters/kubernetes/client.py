@@ -38,6 +38,7 @@ from adapters.errors import (
     PermanentError,
     TemporaryError,
 )
+from adapters.kubernetes.kubeconfig import read_kubeconfig
 from adapters.kubernetes.pods import decode_pod_list, pod_info, pod_of
 from adapters.kubernetes.translate import (
     lease_body,
@@ -268,6 +269,7 @@ class KubeClient:
             if self._kubeconfig is None:
                 k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             else:
+                read_kubeconfig(self._kubeconfig)  # not readable, not text, not YAML: one line
                 await k8s_config.load_kube_config(config_file=self._kubeconfig,
                                                   context=self._context,
                                                   client_configuration=cfg,
@@ -466,6 +468,18 @@ class KubeClient:
             patch["metadata"] = {"annotations": dict(annotations)}
         await self._merge_patch_node(name, patch)
 
+    async def set_cordon(self, name: str, cordoned: bool, *,
+                         annotations: Mapping[str, str | None], resource_version: str) -> None:
+        """One merge patch of `spec.unschedulable` and `annotations`, conditioned on
+        `resource_version`: Conflict when the node changed since that version was read (no
+        read, no retry here: the caller reads again and decides again)."""
+        patch: dict[str, Any] = {
+            "metadata": {"annotations": dict(annotations), "resourceVersion": resource_version},
+            "spec": {"unschedulable": True if cordoned else None},
+        }
+        await self._request("PATCH", f"/api/v1/nodes/{name}", body=patch,
+                            content_type="application/merge-patch+json")
+
     async def label_node(self, name: str, labels: Mapping[str, str | None]) -> None:
         await self._merge_patch_node(name, {"metadata": {"labels": dict(labels)}})
 
@@ -508,6 +522,10 @@ class KubeClient:
             if e.status == 429:
                 raise EvictionBlocked(e.message, service=SERVICE, status=429,
                                       retry_after=e.retry_after) from None
+            if e.status == 500 and "more than one PodDisruptionBudget" in e.message:
+                # The API server's answer for a pod two budgets select: it will not change by
+                # retrying, only by a person fixing the budgets.
+                raise PermanentError(e.message, service=SERVICE, status=500) from None
             raise
 
     async def emit_event(self, *, regarding_kind: str, regarding_name: str,

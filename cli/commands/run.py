@@ -76,13 +76,14 @@ def main(
     import orjson
 
     from adapters.errors import AdapterError
+    from adapters.kubernetes import kubeconfig_secrets
     from adapters.systemd_notify import Notifier
     from adapters.vpsie.settings import SettingsError, VpsieSettings
     from cli.progress import ProgressPrinter
     from daemon.clock import ScaledClock, SystemClock
     from daemon.config import ConfigError, load_config
     from daemon.control_protocol import read_token_file
-    from daemon.jsonlog import configure_logging
+    from daemon.jsonlog import MIN_SECRET_LEN, configure_logging
     from daemon.ports import Clock
     from daemon.service.lifecycle import Service
     from daemon.service.recovery import RecoveryError
@@ -117,7 +118,10 @@ def main(
             redaction.register(secret)
         if config.token_file is not None:
             redaction.register(read_token_file(config.token_file))
-    except (SettingsError, ValueError, OSError) as exc:
+        for secret in kubeconfig_secrets(str(config.kubeconfig)):
+            if len(secret) >= MIN_SECRET_LEN:
+                redaction.register(secret)
+    except (SettingsError, ValueError, OSError, AdapterError) as exc:
         return fail(str(exc), 1)
 
     clock: Clock

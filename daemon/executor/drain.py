@@ -1,9 +1,12 @@
 """Cordon, drain and uncordon an old node, and wait for its pods to be served elsewhere.
 
-Cordon is a patch; `CordonRequested` records whether the node was already unschedulable, and
-our cordon carries `CORDONED_BY_ANNOTATION` (the plan id), so a rollback uncordons only nodes
-this plan cordoned and a person can tell our cordons from anyone else's. A node that is
-unschedulable with our own annotation is ours (a cordon whose answer was lost), not "prior".
+Ownership of a cordon is decided by our mark: our cordon carries `CORDONED_BY_ANNOTATION` (the
+plan id), written in the same patch as `spec.unschedulable` and conditioned on the
+resourceVersion just read (compare-and-set), so the mark is on the node exactly when our
+cordon is. A rollback or a reconcile uncordons exactly the nodes that carry this plan's mark,
+with the same precondition, and never one that does not: a cordon whose answer was lost is
+found by its mark; an operator's cordon made in between is never taken for ours.
+`CordonRequested` records whether the node was already unschedulable (someone else's cordon).
 
 Drain goes through the Eviction API only: a PodDisruptionBudget's refusal (HTTP 429) is
 recorded as `EvictionBlocked` and retried with exponential backoff (`eviction_backoff_s`;
@@ -13,20 +16,23 @@ Pods are never deleted directly, never force-deleted. DaemonSet pods, mirror pod
 that have finished are left alone. Evictions of one replacement are one at a time:
 each is an intent with an outcome.
 
-After the node is empty, the drain waits until every controller that had pods on it has as
-many Running and Ready pods elsewhere as before the drain and none Pending
-(`ReschedulingConfirmed`); only then may the old worker be deleted.
+After the node is empty, the drain waits until every controller that had pods to evict on it
+has as many Running and Ready pods elsewhere as it had in the cluster before the drain, and
+none Pending or not Ready (`ReschedulingConfirmed`); only then may the old worker be deleted.
+Those counts (the baseline) are recorded in `DrainStarted`, so a restart, a pause or a new
+leader confirms against the same numbers. Finished pods (Succeeded, Failed, evicted) count
+neither way, and controllers that had no pod on the node are not looked at.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from typing import Any
 
-from adapters.errors import EvictionBlocked, NotFound, PermanentError, TemporaryError
-from daemon.executor.execution import Runtime, StepFailed
+from adapters.errors import Conflict, EvictionBlocked, NotFound, PermanentError, TemporaryError
+from daemon.executor.execution import Runtime, Skipped, StepFailed
 from daemon.executor.provisioning import match_node
+from planner.inventory import protection_of
 from statemachine import events as ev
 from statemachine.machines import ReplacementStatus
 from statemachine.world import CORDONED_BY_ANNOTATION, NodeInfo, PodInfo
@@ -36,9 +42,12 @@ _RS = ReplacementStatus
 Owner = tuple[str, str, str]  # namespace, kind, name
 
 
+_FINISHED = ("Succeeded", "Failed")  # an evicted pod is Failed (reason Evicted)
+
+
 def evictable(pod: PodInfo) -> bool:
     """Whether a drain evicts this pod (the same rules as `kubectl drain`)."""
-    return not (pod.is_daemonset or pod.is_mirror or pod.phase in ("Succeeded", "Failed"))
+    return not (pod.is_daemonset or pod.is_mirror or pod.phase in _FINISHED)
 
 
 def _ref(pod: PodInfo) -> str:
@@ -70,6 +79,7 @@ async def cordon(rt: Runtime, rid: str) -> None:
             )
             if node is None:
                 raise StepFailed(f"the node to replace, {name}, is gone from Kubernetes")
+            await skip_if_protected(rt, rid, node, deadline)
             prior = node.unschedulable and not ours(node, rt.plan_id)
             await rt.record(
                 ev.CordonRequested(
@@ -81,45 +91,20 @@ async def cordon(rt: Runtime, rid: str) -> None:
                 )
             )
             if not prior:
-                attempts = 0
-
-                async def mark() -> bool:
-                    nonlocal attempts
-                    attempts += 1
-                    return await rt.ctx.cluster.cordon(
-                        name, annotations={CORDONED_BY_ANNOTATION: rt.plan_id}
-                    )
-
-                try:
-                    was_cordoned = await rt.call(
-                        f"cordon node {name}", mark, deadline=deadline, interruptible=False
-                    )
-                    if was_cordoned and attempts == 1:
-                        # Someone cordoned the node between our read and our patch: the cordon
-                        # is theirs. (After a retry it may be our own first attempt, so ours.)
-                        await rt.call(
-                            f"take our mark off node {name}",
-                            lambda: rt.ctx.cluster.cordon(
-                                name, annotations={CORDONED_BY_ANNOTATION: None}
-                            ),
-                            deadline=deadline,
-                            interruptible=False,
-                        )
-                        raise StepFailed(
-                            f"node {name} was cordoned by someone else while this plan "
-                            "cordoned it; leaving their cordon and the node alone"
-                        )
-                except StepFailed as exc:
+                # A failure to read the node leaves the intent open (StepFailed): whether our
+                # patch landed is then settled by `reconcile`, from our mark, before rollback.
+                problem = await cordon_ours(rt, name, node, deadline)
+                if problem is not None:
                     await rt.record(
                         ev.CordonFailed(
                             plan_id=rt.plan_id,
                             at=rt.at(),
                             replacement_id=rid,
                             node=name,
-                            reason=exc.reason,
+                            reason=problem,
                         )
                     )
-                    raise
+                    raise StepFailed(problem)
             await rt.record(
                 ev.NodeCordoned(plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, node=name)
             )
@@ -129,31 +114,136 @@ async def cordon(rt: Runtime, rid: str) -> None:
             return
 
 
+async def skip_if_protected(
+    rt: Runtime, rid: str, node: NodeInfo | None = None, deadline: float | None = None
+) -> None:
+    """Skipped when the old node is protected now, by the planner's rules applied to a fresh
+    read of the node, its pods and the budgets (someone else's cordon, protection annotations
+    and labels, pods that must not or cannot be evicted, such as one two budgets select): what
+    arrived after the plan was made counts."""
+    name = rt.spec_of(rid).old_node
+    if deadline is None:
+        deadline = rt.monotonic() + rt.ctx.call_retry_s
+    if node is None:
+        node = await rt.call(
+            f"read node {name}", lambda: rt.ctx.cluster.get_node(name), deadline=deadline
+        )
+        if node is None:
+            return  # gone: the step that needs it says so
+    pods = await _pods_on(rt, name, deadline)
+    pdbs = await rt.call("list the PodDisruptionBudgets", rt.ctx.cluster.list_pdbs,
+                         deadline=deadline)
+    found = protection_of(
+        node, pods, skip_local_storage=rt.ctx.skip_local_storage, own_mark=rt.plan_id, pdbs=pdbs
+    )
+    if found is not None:
+        raise Skipped(f"node {name} is protected now ({found.reason}): {found.message}")
+
+
+async def read_node(rt: Runtime, name: str, deadline: float) -> NodeInfo | None:
+    return await rt.call(
+        f"read node {name}",
+        lambda: rt.ctx.cluster.get_node(name),
+        deadline=deadline,
+        interruptible=False,
+    )
+
+
+async def _backoff(rt: Runtime, what: str, exc: TemporaryError, delay: float, deadline: float
+                   ) -> float:
+    """Wait before the next try of a compare-and-set; StepFailed past the deadline."""
+    left = deadline - rt.monotonic()
+    if left <= 0:
+        raise StepFailed(f"{what}: still failing: {exc}", permanent=False)
+    await rt.ctx.clock.sleep(min(exc.retry_after or delay, left))
+    return min(delay * 2, rt.ctx.retry_backoff_s[1])
+
+
+async def cordon_ours(rt: Runtime, name: str, node: NodeInfo | None, deadline: float
+                      ) -> str | None:
+    """Cordon `node` with this plan's mark, compare-and-set on the resourceVersion read.
+
+    None once the node carries our cordon; otherwise why it does not (someone else cordoned it,
+    it is gone), with nothing of ours written. Every decision is made on a fresh read: a patch
+    whose answer was lost shows as our mark on the next read, and one refused because the node
+    changed (409) is decided again. StepFailed when the node cannot be read before `deadline`.
+    """
+    delay = rt.ctx.retry_backoff_s[0]
+    while True:
+        if node is None:
+            return f"node {name} is gone from Kubernetes"
+        if ours(node, rt.plan_id):
+            return None
+        if node.unschedulable:
+            return (
+                f"node {name} was cordoned by someone else while this plan cordoned it; "
+                "leaving their cordon and the node alone"
+            )
+        try:
+            await rt.ctx.cluster.set_cordon(
+                name,
+                True,
+                annotations={CORDONED_BY_ANNOTATION: rt.plan_id},
+                resource_version=node.resource_version,
+            )
+            return None
+        except Conflict:
+            pass  # the node changed since our read: read again, decide again
+        except NotFound:
+            return f"node {name} is gone from Kubernetes"
+        except PermanentError as exc:
+            raise StepFailed(f"cordon node {name}: {exc}") from None
+        except TemporaryError as exc:  # it may have been applied: the next read tells
+            delay = await _backoff(rt, f"cordon node {name}", exc, delay, deadline)
+        node = await read_node(rt, name, deadline)
+
+
+async def uncordon_ours(rt: Runtime, name: str, deadline: float) -> bool:
+    """Take this plan's cordon and mark off `name`, only while the node carries our mark:
+    compare-and-set on the resourceVersion read, read again after a conflict or an error
+    (a lost answer shows as the mark gone). A node without our mark (never ours, or someone
+    took it over) is left alone. Returns whether our mark was found."""
+    delay = rt.ctx.retry_backoff_s[0]
+    found = False
+    while True:
+        node = await read_node(rt, name, deadline)
+        if node is None or node.annotations.get(CORDONED_BY_ANNOTATION) != rt.plan_id:
+            return found
+        found = True
+        try:
+            await rt.ctx.cluster.set_cordon(
+                name,
+                False,
+                annotations={CORDONED_BY_ANNOTATION: None},
+                resource_version=node.resource_version,
+            )
+            return True
+        except Conflict:
+            pass
+        except NotFound:
+            return True
+        except PermanentError as exc:
+            raise StepFailed(f"uncordon node {name}: {exc}") from None
+        except TemporaryError as exc:
+            delay = await _backoff(rt, f"uncordon node {name}", exc, delay, deadline)
+
+
 async def uncordon(rt: Runtime, rid: str) -> None:
-    """Undo this plan's cordon (only when the node still carries our annotation)."""
+    """Undo this plan's cordon: only when the node carries our mark (whatever the log says
+    about the cordon's answer, which may have been lost)."""
     spec = rt.spec_of(rid)
     name = spec.old_node
     deadline = rt.monotonic() + rt.ctx.rollback_timeout_s
-    node = await rt.call(
-        f"read node {name}", lambda: rt.ctx.cluster.get_node(name), deadline=deadline
-    )
+    node = await read_node(rt, name, deadline)
     if node is None or node.annotations.get(CORDONED_BY_ANNOTATION) != rt.plan_id:
-        return  # gone, or someone else owns its cordon now
+        return  # gone, never ours, or someone else owns its cordon now
     await rt.record(
         ev.UncordonRequested(plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, node=name)
     )
-    await uncordon_call(rt, name, deadline)
+    await uncordon_ours(rt, name, deadline)
     await rt.record(
         ev.NodeUncordoned(plan_id=rt.plan_id, at=rt.at(), replacement_id=rid, node=name)
     )
-
-
-async def uncordon_call(rt: Runtime, name: str, deadline: float) -> None:
-    async def call() -> None:
-        with contextlib.suppress(NotFound):  # a node that is gone is not cordoned
-            await rt.ctx.cluster.uncordon(name, annotations={CORDONED_BY_ANNOTATION: None})
-
-    await rt.call(f"uncordon node {name}", call, deadline=deadline, interruptible=False)
 
 
 async def _pods_on(rt: Runtime, node: str, deadline: float) -> list[PodInfo]:
@@ -230,16 +320,13 @@ async def vacate_new_node(rt: Runtime, rid: str) -> None:
 
 
 class Drainer:
-    """Drains one replacement's old node; keeps the pre-drain picture for the rescheduling
-    check (after a restart it is rebuilt from what is still known)."""
+    """Drains one replacement's old node, then confirms its pods are served elsewhere against
+    the baseline recorded in `DrainStarted` (the same numbers after any restart)."""
 
     def __init__(self, rt: Runtime, rid: str) -> None:
         self.rt = rt
         self.rid = rid
         self.node = rt.spec_of(rid).old_node
-        # Ready pods per controller across the cluster, just before the drain started.
-        self.baseline: Counter[Owner] = Counter()
-        self.owners: set[Owner] = set()
 
     async def run(self) -> None:
         """CORDONED -> DRAINED, with the evicted pods confirmed Ready elsewhere."""
@@ -265,11 +352,11 @@ class Drainer:
             "list the pods", lambda: rt.ctx.cluster.list_pods(), deadline=deadline
         )
         on_node = [p for p in everything if p.node_name == self.node and evictable(p)]
-        self.owners = {o for p in on_node if (o := _owner(p)) is not None}
-        self.baseline = Counter(
+        owners = {o for p in on_node if (o := _owner(p)) is not None}
+        ready = Counter(
             o
             for p in everything
-            if (o := _owner(p)) in self.owners and p.phase == "Running" and p.ready
+            if (o := _owner(p)) in owners and p.phase == "Running" and p.ready
         )
         await rt.record(
             ev.DrainStarted(
@@ -278,6 +365,10 @@ class Drainer:
                 replacement_id=self.rid,
                 node=self.node,
                 pods=tuple(sorted(_ref(p) for p in on_node)),
+                baseline=tuple(
+                    ev.OwnerReady(namespace=o[0], kind=o[1], name=o[2], ready=ready[o])
+                    for o in sorted(owners)
+                ),
             )
         )
 
@@ -394,18 +485,28 @@ class Drainer:
             await rt.sleep(min(rt.ctx.poll_interval_s, max(0.0, deadline - rt.monotonic())))
 
     def _short(self, pods: list[PodInfo], namespaces: set[str]) -> list[str]:
-        """What is still missing, as text (empty: everything is back)."""
-        owners = self.owners or {
-            o for p in pods if p.namespace in namespaces and (o := _owner(p)) is not None
-        }
+        """What is still missing, as text (empty: everything is back). Finished pods are not
+        counted either way; controllers that had no pod on the node are not looked at."""
+        started = self.rt.journal.last(self.rid, ev.DrainStarted)
+        baseline: dict[Owner, int]
+        if started is not None and started.baseline is not None:
+            baseline = {(o.namespace, o.kind, o.name): o.ready for o in started.baseline}
+        else:  # a log from before the baseline was recorded: the drained namespaces, none short
+            baseline = {
+                o: 0 for p in pods if p.namespace in namespaces and (o := _owner(p)) is not None
+            }
+        live: dict[Owner, list[PodInfo]] = {o: [] for o in baseline}
+        for p in pods:
+            o = _owner(p)
+            if o in live and not p.deleting and p.phase not in _FINISHED:
+                live[o].append(p)
         problems = []
-        for owner in sorted(owners):
-            mine = [p for p in pods if _owner(p) == owner and not p.deleting]
+        for owner, want in sorted(baseline.items()):
+            mine = live[owner]
             serving = [
                 p for p in mine if p.node_name != self.node and p.phase == "Running" and p.ready
             ]
             waiting = [p for p in mine if p.phase == "Pending" or not p.ready]
-            want = self.baseline.get(owner, 0)
             if len(serving) < want or waiting:
                 problems.append(
                     f"{owner[1]} {owner[0]}/{owner[2]}: {len(serving)} ready of {want}, "

@@ -38,6 +38,7 @@ from daemon.executor.journal import PlanJournal
 from daemon.ports import Clock, Cloud, Cluster
 from statemachine import events as ev
 from statemachine.fold import PlanState, ReplacementState
+from statemachine.machines import ReplacementStatus as _RS
 from statemachine.plan import CheckResult, PlanSpec, ReplacementSpec
 
 T = TypeVar("T")
@@ -58,6 +59,15 @@ class WorldUnavailable(Exception):
     """What was in flight could not be settled because VPSie or Kubernetes did not answer (an
     outage, not a refusal): the plan is parked as it is, nothing failed, and a later run
     settles it."""
+
+
+class Skipped(Exception):
+    """This replacement must not go on (its node is protected now); `reason` says why. It is
+    rolled back on its own, the reason recorded, and the plan goes on with the others."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Interrupted(Exception):
@@ -151,6 +161,8 @@ class ExecutionContext:
     worker_visible_s: float = 60.0
     # The most a rollback step is retried before the plan fails and needs a person.
     rollback_timeout_s: float = 600.0
+    # The node group's rule for pods with local storage, as the planner applied it.
+    skip_local_storage: bool = True
     claims: WorkerClaims = PROCESS_CLAIMS
     # Awaited before every call and every retry wait: raises when this daemon may not act
     # (it lost the lead); None when nothing else could lead (tests of the executor alone).
@@ -204,6 +216,19 @@ class Runtime:
             return max(0.0, self.ctx.clock.now() - datetime.fromisoformat(at).timestamp())
         except ValueError:
             return 0.0
+
+    def forward_only(self, rid: str) -> bool:
+        """Past the point of no return: the old worker is being deleted, or the old node is
+        drained and its pods were confirmed running elsewhere. Rolling back from here would
+        disrupt those pods a second time; the only way out is forward (delete the old worker,
+        retry, or leave it to a person)."""
+        status = self.replacement(rid).status
+        if status in (_RS.TERMINATING, _RS.TERMINATED, _RS.DONE):
+            return True
+        return (
+            status is _RS.DRAINED
+            and self.journal.last_at(rid, ev.ReschedulingConfirmed) is not None
+        )
 
     def check(self) -> None:
         reason = self._interrupt()

@@ -27,6 +27,7 @@ import asyncio
 import copy
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 from eventstore import EventStore, NewEvent
 from statemachine import events as ev
@@ -35,6 +36,7 @@ from statemachine.fold import FoldState, PlanState, apply, apply_event
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[[PlanState, ev.Event], None]
+E = TypeVar("E", bound=ev.Event)
 
 
 class PlanJournal:
@@ -50,9 +52,9 @@ class PlanJournal:
         self._fold = fold
         self._lock = asyncio.Lock()
         self._subscribers: list[Subscriber] = []
-        # (replacement id, event type) -> `at` of its latest such event, for deadlines that
-        # must survive restarts (the fold keeps only the latest update of a replacement).
-        self._last: dict[tuple[str, str], str] = {}
+        # (replacement id, event type) -> its latest such event, for deadlines and baselines
+        # that must survive restarts (the fold keeps only the latest update of a replacement).
+        self._last: dict[tuple[str, str], ev.ReplacementEvent] = {}
 
     def __repr__(self) -> str:
         state = self._fold.plans.get(self._plan_id)
@@ -139,11 +141,17 @@ class PlanJournal:
 
     def _remember(self, event: ev.Event) -> None:
         if isinstance(event, ev.ReplacementEvent):
-            self._last[(event.replacement_id, type(event).type_name())] = event.at
+            self._last[(event.replacement_id, type(event).type_name())] = event
+
+    def last(self, replacement_id: str, event_type: type[E]) -> E | None:
+        """The latest `event_type` recorded for a replacement, or None."""
+        found = self._last.get((replacement_id, event_type.type_name()))
+        return found if isinstance(found, event_type) else None
 
     def last_at(self, replacement_id: str, event_type: type[ev.Event]) -> str | None:
         """When `event_type` was last recorded for a replacement (RFC 3339), or None."""
-        return self._last.get((replacement_id, event_type.type_name()))
+        found = self._last.get((replacement_id, event_type.type_name()))
+        return found.at if found is not None else None
 
     def _notify(self, state: PlanState, event: ev.Event) -> None:
         for callback in self._subscribers:

@@ -611,9 +611,14 @@ async def delete_node_object(rt: Runtime, rid: str, name: str, *, role: str) -> 
 
 async def terminate(rt: Runtime, rid: str) -> None:
     """DRAINED -> DONE: delete the old worker, then its Node object, then record the
-    replacement complete."""
+    replacement complete.
+
+    Forward only: a delete that fails is tried again with a fresh intent (backoff) for up to
+    `rollback_timeout_s` (deleting by identifier is idempotent); a permanent refusal, or the
+    end of that patience, is StepFailed, and the rollback does not undo this replacement but
+    tries the delete again, then leaves it to a person."""
     spec = rt.spec_of(rid)
-    deadline = rt.monotonic() + rt.ctx.call_retry_s
+    patience = rt.monotonic() + rt.ctx.rollback_timeout_s
     first, most = rt.ctx.retry_backoff_s
     delay = first
     while True:
@@ -628,14 +633,16 @@ async def terminate(rt: Runtime, rid: str) -> None:
                         spec.old_worker,
                         spec.old_node,
                         role="old",
-                        deadline=rt.monotonic() + rt.ctx.call_retry_s,
+                        deadline=min(patience, rt.monotonic() + rt.ctx.call_retry_s),
                     )
                 except StepFailed as exc:
-                    # Deleting by identifier is idempotent: a delete the listing does not
-                    # confirm yet is asked again (a fresh intent) until call_retry_s.
-                    if exc.permanent or rt.monotonic() >= deadline:
-                        raise
-                    await rt.sleep(min(delay, max(0.0, deadline - rt.monotonic())))
+                    if exc.permanent or rt.monotonic() >= patience:
+                        raise StepFailed(
+                            f"the old worker {spec.old_worker} ({spec.old_node}) could not be "
+                            f"deleted: {exc.reason}; its pods already run elsewhere, so this "
+                            "replacement is not rolled back: delete the worker by hand"
+                        ) from None
+                    await rt.sleep(min(delay, max(0.0, patience - rt.monotonic())))
                     delay = min(delay * 2, most)
             case _RS.TERMINATED:
                 if not r.old_node_deleted:

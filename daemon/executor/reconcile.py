@@ -10,13 +10,14 @@ and its outcome recorded as found:
   for up to `worker_visible_s`)? WorkerAdded, else WorkerAddFailed; several: the plan pauses for
   a person (a rollback records the add failed), none is taken for ours;
 - NodePrepareRequested: the labels and taints applied again (idempotent), NodePrepared;
-- CordonRequested: is the node unschedulable? NodeCordoned, else CordonFailed;
+- CordonRequested: does the node carry this plan's cordon (unschedulable with our mark)?
+  NodeCordoned, else CordonFailed (a cordon without our mark is someone else's);
 - PodEvictionRequested: is the pod gone from the node or terminating? PodEvicted, else
   EvictionBlocked;
 - WorkerDeleteRequested: is the worker gone from the listing? WorkerDeleted, else
   WorkerDeleteFailed;
 - NodeDeleteRequested: is the Node of that uid gone? NodeDeleted, else NodeDeleteFailed;
-- UncordonRequested: NodeUncordoned (uncordoning it now if it still is cordoned by this plan).
+- UncordonRequested: NodeUncordoned (uncordoning it now if it still carries our mark).
 
 A "not made" outcome lets the executor try the step again with a fresh intent; an add is
 never repeated before its intent is settled, so no intent ever gets two workers.
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.executor.drain import ours, uncordon_call
+from daemon.executor.drain import ours, read_node, uncordon_ours
 from daemon.executor.execution import Runtime
 from daemon.executor.provisioning import (
     AmbiguousWorker,
@@ -37,7 +38,6 @@ from daemon.executor.provisioning import (
     worker_gone,
 )
 from statemachine import events as ev
-from statemachine.world import NodeInfo
 
 NOT_MADE = "not made before the restart"
 
@@ -76,13 +76,18 @@ async def reconcile_one(rt: Runtime, rid: str) -> str:
             await rt.record(ev.WorkerAddFailed(**base, at=rt.at(), reason=NOT_MADE))
             return f"no worker was added to group {group_id}"
         case ev.CordonRequested(node=name):
-            node = await _read_node(rt, name, deadline)
-            if node is not None and node.unschedulable:
+            node = await read_node(rt, name, deadline)
+            if node is not None and (intent.prior_unschedulable or ours(node, rt.plan_id)):
                 await rt.record(ev.NodeCordoned(**base, at=rt.at(), node=name))
                 return f"node {name} is cordoned"
-            why = "the node is gone" if node is None else NOT_MADE
+            if node is None:
+                why = "the node is gone"
+            elif node.unschedulable:  # without our mark: someone else's cordon, not ours
+                why = f"node {name} was cordoned by someone else; leaving their cordon alone"
+            else:
+                why = NOT_MADE
             await rt.record(ev.CordonFailed(**base, at=rt.at(), node=name, reason=why))
-            return f"node {name} is not cordoned"
+            return f"node {name} is not cordoned by this plan"
         case ev.PodEvictionRequested(namespace=ns, pod=name):
             node_name = rt.spec_of(rid).old_node
             pods = await rt.call(
@@ -118,26 +123,16 @@ async def reconcile_one(rt: Runtime, rid: str) -> str:
             await finish_prepare(rt, rid, intent)
             return f"node {name} has the old node's labels and taints"
         case ev.NodeDeleteRequested(node=name, uid=uid):
-            node = await _read_node(rt, name, deadline)
+            node = await read_node(rt, name, deadline)
             if node is None or (uid and node.uid != uid):
                 await rt.record(ev.NodeDeleted(**base, at=rt.at(), node=name, already_gone=True))
                 return f"node {name} is gone"
             await rt.record(ev.NodeDeleteFailed(**base, at=rt.at(), node=name, reason=NOT_MADE))
             return f"node {name} still exists"
         case ev.UncordonRequested(node=name):
-            node = await _read_node(rt, name, deadline)
-            if node is not None and ours(node, rt.plan_id):  # a later cordon is not ours
-                await uncordon_call(rt, name, deadline)
+            await uncordon_ours(rt, name, deadline)  # only while it carries our mark
             await rt.record(ev.NodeUncordoned(**base, at=rt.at(), node=name))
             return f"node {name} is uncordoned"
         case _:
             raise AssertionError(f"no reconciliation for {type(intent).type_name()}")
 
-
-async def _read_node(rt: Runtime, name: str, deadline: float) -> NodeInfo | None:
-    return await rt.call(
-        f"read node {name}",
-        lambda: rt.ctx.cluster.get_node(name),
-        deadline=deadline,
-        interruptible=False,
-    )

@@ -35,12 +35,13 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 
-from daemon.executor.drain import Drainer, cordon
+from daemon.executor.drain import Drainer, cordon, skip_if_protected
 from daemon.executor.execution import (
     PROCESS_CLAIMS,
     ExecutionContext,
     Interrupted,
     Runtime,
+    Skipped,
     StepFailed,
     WorkerClaims,
     WorldUnavailable,
@@ -48,7 +49,7 @@ from daemon.executor.execution import (
 from daemon.executor.journal import PlanJournal
 from daemon.executor.provisioning import provision, terminate
 from daemon.executor.reconcile import reconcile_pending
-from daemon.executor.rollback import roll_back_plan
+from daemon.executor.rollback import roll_back_plan, roll_back_replacement
 from eventstore import ConcurrencyError
 from statemachine import events as ev
 from statemachine.fold import PlanState
@@ -70,6 +71,8 @@ MAX_CONFLICTS = 5  # stream changed under the runner this many times in one run:
 
 _RS = ReplacementStatus
 _PS = PlanStatus
+
+log = logging.getLogger(__name__)
 
 Work = Callable[[str], Awaitable[None]]
 
@@ -225,8 +228,8 @@ class PlanRunner:
         if self._stop:
             return
         state = self.state
-        if state.status is _PS.EXECUTING and all(
-            r.status is _RS.DONE for r in state.replacements.values()
+        if state.status is _PS.EXECUTING and all(  # rolled back alone: skipped
+            r.status in (_RS.DONE, _RS.ROLLED_BACK) for r in state.replacements.values()
         ):
             saving = sum(
                 (r.monthly_saving or Decimal(0) for r in state.replacements.values()),
@@ -364,10 +367,12 @@ class PlanRunner:
                         continue
                     if self._untouched(todo):
                         await self._checkpoint(f"batch {number}")
-                    await self._together(todo, self._replace, spec.max_concurrent)
+                        await self._screen(todo)
+                    await self._together(self._open(todo), self._replace, spec.max_concurrent)
             case Strategy.SURGE:
                 if self._untouched(everything):
                     await self._checkpoint("surge")
+                    await self._screen(everything)
                 await self._together(self._open(everything), self._provision, len(everything))
                 for number, batch in enumerate(spec.batches, start=1):
                     todo = self._open(batch)
@@ -379,10 +384,11 @@ class PlanRunner:
             case Strategy.BLUE_GREEN:
                 if self._untouched(everything):
                     await self._checkpoint("blue-green")
+                    await self._screen(everything)
                 todo = self._open(everything)
                 await self._together(todo, self._provision, len(everything))
-                await self._together(todo, self._cordon, len(everything))
-                await self._soak(todo)
+                await self._together(self._open(todo), self._cordon, len(everything))
+                await self._soak(self._open(todo))
                 await self._together(self._open(todo), self._drain, spec.max_concurrent)
                 await self._together(self._open(todo), self._terminate, spec.max_concurrent)
 
@@ -410,6 +416,11 @@ class PlanRunner:
                 self._forward.check()
                 try:
                     await work(rid)
+                except Skipped as exc:
+                    problem = await self._skip(rid, exc.reason)
+                    if problem:
+                        failures.append(problem)
+                        self._abort = self._abort or f"replacement {rid} failed"
                 except StepFailed as exc:
                     failures.append(exc.reason)
                     self._abort = self._abort or f"replacement {rid} failed"
@@ -425,6 +436,33 @@ class PlanRunner:
             raise Interrupted("rolling back")
         if any(isinstance(r, Interrupted) for r in results):
             raise Interrupted("interrupted")
+
+    async def _skip(self, rid: str, reason: str) -> str | None:
+        """Roll back one replacement whose node is protected now; the plan goes on."""
+        log.info(
+            "replacement %s skipped: %s", rid, reason, extra={"plan_id": self._journal.plan_id}
+        )
+        why = f"skipped: {reason}"
+        if self.state.replacements[rid].status is _RS.PLANNED:  # nothing done yet to undo
+            base = {"plan_id": self._journal.plan_id, "replacement_id": rid}
+            await self._journal.record(
+                ev.ReplacementRollbackStarted(**base, at=self._at(), reason=why),
+                ev.ReplacementRolledBack(**base, at=self._at()),
+            )
+            return None
+        return await roll_back_replacement(self._backward, rid, why)
+
+    async def _screen(self, rids: Sequence[str]) -> None:
+        """Before a batch starts: skip the replacements whose node is protected now."""
+        for rid in rids:
+            if self.state.replacements[rid].status is _RS.PLANNED:
+                try:
+                    await skip_if_protected(self._forward, rid)
+                except Skipped as exc:
+                    problem = await self._skip(rid, exc.reason)
+                    if problem:
+                        await self._start_rollback(problem)
+                        raise Interrupted("rolling back") from None
 
     async def _provision(self, rid: str) -> None:
         await provision(self._forward, rid)

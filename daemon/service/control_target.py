@@ -94,7 +94,7 @@ class PlanControl:
                 409, f"plan {state.plan_id} is {state.status.value}, not awaiting approval"
             )
         await tracked.journal.record(
-            ev.PlanApproved(plan_id=state.plan_id, at=self._ctx.now(), by=by)
+            ev.PlanApproved(plan_id=state.plan_id, at=self._ctx.now(), by=by, reason=reason)
         )
         self._runners.start(tracked)
         return plan_summary(tracked.journal.state)

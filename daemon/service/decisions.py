@@ -6,7 +6,9 @@ awaiting_approval for a person when `requireApproval` is set; `needs_review` wai
 too; `postpone` and `reject` are closed at once with `PlanRejected(by="planner")` and their
 reasons. A decision identical to the previous round's (same action, reasons and replacements) is
 not recorded again, across restarts too: on taking the lead the service reads the decision of
-each group's last finished plan back from the log (`remember_decisions`).
+each group's last finished plan back from the log (`remember_decisions`); a plan still
+proposed after a restart is not decided from its old recommendation: it is cancelled
+("superseded by a fresh analysis") and the group analysed again.
 
 It is given the shared `ServiceContext` and the `Runners` that start an approved plan.
 """
@@ -80,7 +82,23 @@ class Decisions:
         state = tracked.journal.state
         match state.status:
             case PlanStatus.PROPOSED:
-                await self._decide(tracked)
+                # Its recommendation is from an analysis made before the restart (maybe long
+                # before): the world is analysed again instead of acting on it.
+                await tracked.journal.record(
+                    ev.PlanCancelled(
+                        plan_id=state.plan_id,
+                        at=self._ctx.now(),
+                        by="rebalancer",
+                        reason="proposed before a restart; superseded by a fresh analysis",
+                    )
+                )
+                log.info(
+                    "plan %s was proposed before the restart; the node group is analysed again",
+                    state.plan_id,
+                    extra={"plan_id": state.plan_id},
+                )
+                self._ctx.retire(tracked.journal.state)
+                self._ctx.set_status()
             case PlanStatus.AWAITING_APPROVAL | PlanStatus.PAUSED:
                 log.info(
                     "plan %s is %s; it waits for a person",

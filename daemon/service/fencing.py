@@ -102,6 +102,19 @@ class FencedCluster:
         await self._guard()
         await self._inner.uncordon(name, annotations)
 
+    async def set_cordon(
+        self,
+        name: str,
+        cordoned: bool,
+        *,
+        annotations: Mapping[str, str | None],
+        resource_version: str,
+    ) -> None:
+        await self._guard()
+        await self._inner.set_cordon(
+            name, cordoned, annotations=annotations, resource_version=resource_version
+        )
+
     async def label_node(self, name: str, labels: Mapping[str, str | None]) -> None:
         await self._guard()
         await self._inner.label_node(name, labels)

@@ -76,7 +76,8 @@ class Runners:
     def runner(self, tracked: Tracked) -> PlanRunner:
         """The plan's runner, made when it has none yet."""
         if tracked.runner is None:
-            tracked.runner = PlanRunner(tracked.journal, self._context())
+            group = tracked.journal.state.spec.node_group
+            tracked.runner = PlanRunner(tracked.journal, self._context(group))
         return tracked.runner
 
     def start(self, tracked: Tracked) -> None:
@@ -90,7 +91,7 @@ class Runners:
         tracked.task = task
         task.add_done_callback(functools.partial(self._runner_done, tracked))
 
-    def _context(self) -> ExecutionContext:
+    def _context(self, node_group: str) -> ExecutionContext:
         cloud, cluster = self._ctx.ports()
         guard = self._ctx.guard
         if guard is not None:
@@ -105,6 +106,7 @@ class Runners:
             # keeps a budget-bound drain close to the pods' own start time.
             eviction_backoff_s=(1.0, 5.0),
             recheck=self._recheck,
+            skip_local_storage=self._ctx.policy(node_group).skip_nodes_with_local_storage,
         )
 
     async def _recheck(self, state: PlanState) -> Sequence[CheckResult]:

@@ -456,9 +456,9 @@ class KubeWorld:
         meta = rs["metadata"]
         replicas = int(rs["spec"].get("replicas", 1))
         keys = self._owner_pods.get(meta["uid"], set())
-        live = sorted(k for k in keys if "deletionTimestamp" not in
-                      (self.store.get("/pods", *k) or {"metadata": {"deletionTimestamp": 1}})
-                      ["metadata"])
+        # Active pods only, as the ReplicaSet controller counts them: a pod that is being
+        # deleted or has finished (Succeeded, Failed, evicted by its kubelet) is replaced.
+        live = sorted(k for k in keys if _active(self.store.get("/pods", *k)))
         for _ in range(replicas - len(live)):
             self._new_pod(rs, f"{meta['name']}-{self._suffix()}", None)
         for k in live[replicas:] if len(live) > replicas else []:
@@ -978,6 +978,11 @@ def _prep_workload(world: KubeWorld, obj: dict[str, Any]) -> None:
     if not sel.matches(labels):
         raise ApiError(422, "Invalid", f"{obj['kind']}: spec.selector does not match the "
                        "template's labels")
+    replicas = spec.get("replicas", 1)
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+        # As the API server's schema validation answers it.
+        raise ApiError(422, "Invalid", f"{obj['kind']}: spec.replicas: Invalid value: "
+                       f"{replicas!r}: must be a whole number, zero or more")
     pod_requests(spec["template"].get("spec") or {})
     if not (spec["template"].get("spec") or {}).get("containers"):
         raise ApiError(422, "Invalid", f"{obj['kind']}: the pod template has no containers")
@@ -1004,6 +1009,14 @@ _CREATE_PREP: dict[str, Callable[[KubeWorld, dict[str, Any]], None]] = {
 
 def _kind_of(doc: Any) -> str:
     return str(doc.get("kind", "")) if isinstance(doc, dict) else ""
+
+
+def _active(pod: dict[str, Any] | None) -> bool:
+    return (
+        pod is not None
+        and "deletionTimestamp" not in pod["metadata"]
+        and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    )
 
 
 def _controller(obj: dict[str, Any]) -> dict[str, Any] | None:

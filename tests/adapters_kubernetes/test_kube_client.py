@@ -15,7 +15,7 @@ from adapters.errors import (
     PermanentError,
     TemporaryError,
 )
-from adapters.kubernetes import KubeClient
+from adapters.kubernetes import KubeClient, kubeconfig_secrets
 from simulator.faults import FaultRule
 from statemachine.world import CORDONED_BY_ANNOTATION, LeaseInfo
 from tests.adapters_kubernetes.conftest import TOKEN, Sim, pdb, web_deployment
@@ -382,3 +382,20 @@ async def test_a_proxy_from_the_environment_is_used(sim: Sim, tmp_path: Path,
     async with KubeClient.from_kubeconfig(str(path), request_timeout_s=5) as client:
         assert [n.name for n in await client.list_nodes()] == ["node-0", "node-1", "node-2"]
         assert len(await client.list_pods()) == 4
+
+
+def test_the_kubeconfig_credentials_are_found_for_the_log_redactor(tmp_path: Path) -> None:
+    """Every credential in a kubeconfig is handed to the redactor; nothing else is."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        "clusters: [{name: c, cluster: {server: 'https://k:6443'}}]\n"
+        "users:\n"
+        "  - {name: a, user: {token: tok-aaaa}}\n"
+        "  - {name: b, user: {username: bob, password: pw-bbbb, client-key-data: a2V5LWRhdGE=}}\n"
+        "  - {name: c, user: {auth-provider: {name: oidc, config: {id-token: id-cccc,"
+        " refresh-token: rf-cccc}}}}\n"
+    )
+    assert sorted(kubeconfig_secrets(str(kubeconfig))) == sorted(
+        ["tok-aaaa", "pw-bbbb", "a2V5LWRhdGE=", "id-cccc", "rf-cccc"]
+    )

@@ -186,6 +186,21 @@ class WatchedCluster(_Watched):
     ) -> None:
         await self._effect("uncordon", self._inner.uncordon(name, annotations))
 
+    async def set_cordon(
+        self,
+        name: str,
+        cordoned: bool,
+        *,
+        annotations: Mapping[str, str | None],
+        resource_version: str,
+    ) -> None:
+        await self._effect(
+            "cordon" if cordoned else "uncordon",
+            self._inner.set_cordon(
+                name, cordoned, annotations=annotations, resource_version=resource_version
+            ),
+        )
+
     async def label_node(self, name: str, labels: Mapping[str, str | None]) -> None:
         await self._effect("label_node", self._inner.label_node(name, labels))
 

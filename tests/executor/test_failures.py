@@ -178,15 +178,17 @@ async def test_cancel_while_draining_rolls_back_what_the_plan_did(world: World) 
 
 
 async def test_rollback_moves_pods_off_the_new_node_before_deleting_it(world: World) -> None:
-    """Cancelled after the old node was drained onto the new one: the rollback uncordons the
-    old node, evicts the pods from the new node, and only then deletes its worker."""
+    """Cancelled while the old node was drained onto the new one (before the pods were
+    confirmed running there: past that point the replacement finishes forward): the rollback
+    uncordons the old node, evicts the pods from the new node, and only then deletes its
+    worker."""
     spec = world.spec("f-vacate", Strategy.ROLLING, count=1)
     others = [name for _, name in world.initial[1:]]
     for name in others:  # a person's cordons: the drained pod can only go to the new node
         await world.cluster.cordon(name)
     journal = await world.approved(spec)
     runner = PlanRunner(journal, world.context())
-    await _when_recorded(runner, ev.NodeDrained, "cancel", "carol", "")
+    await _when_recorded(runner, ev.PodEvicted, "cancel", "carol", "")
     on_deleted_node: list[list[str]] = []
 
     def at_delete(state: PlanState, event: ev.Event) -> None:
@@ -221,9 +223,12 @@ async def test_rollback_moves_pods_off_the_new_node_before_deleting_it(world: Wo
     assert any(isinstance(e, ev.PodEvicted) for e in events)  # the pod had moved to the new node
 
 
-async def test_rollback_leaves_a_cordon_it_did_not_make(tmp_path: Path) -> None:
-    """The old node was already cordoned by a person; the drain is blocked, the plan rolls
-    back, and the node stays cordoned (prior_unschedulable was recorded)."""
+async def test_a_node_someone_else_cordoned_is_skipped_and_their_cordon_left(
+    tmp_path: Path,
+) -> None:
+    """The old node was cordoned by a person after the plan was made: the replacement is
+    skipped (rolled back alone, the reason recorded, its new worker deleted), nothing is
+    evicted from the node, and the node stays cordoned."""
     async for world in open_world(tmp_path, small_text(min_available=3)):
         spec = world.spec("f-prior", Strategy.ROLLING, count=1, drain_timeout_s=30)
         old = spec.replacements[0].old_node
@@ -231,16 +236,18 @@ async def test_rollback_leaves_a_cordon_it_did_not_make(tmp_path: Path) -> None:
         journal = await world.approved(spec)
         runner = PlanRunner(journal, world.context())
         state = await runner.run()
-        assert state.status is PlanStatus.ROLLED_BACK
+        assert state.status is PlanStatus.COMPLETED
         r = state.replacements[spec.replacements[0].replacement_id]
-        assert r.prior_unschedulable is True and not r.cordoned_by_us
+        assert r.status is ReplacementStatus.ROLLED_BACK
+        assert "cordoned by someone else" in r.rollback_reason
         node = await world.cluster.get_node(old)
         assert node is not None and node.unschedulable
         events = await events_of(world, spec.plan_id)
         assert not any(isinstance(e, ev.UncordonRequested) for e in events)
+        assert not any(isinstance(e, ev.PodEvictionRequested) for e in events)
         await world.cluster.uncordon(old)
         await assert_untouched(world)
-        with pytest.raises(InvalidRequest, match="rolled_back"):
+        with pytest.raises(InvalidRequest, match="completed"):
             await runner.pause("x", "y")
 
 
@@ -370,11 +377,20 @@ class _PersonCordonsFirst:
     def __getattr__(self, name: str) -> object:
         return getattr(self._inner, name)
 
-    async def cordon(self, name: str, annotations: Mapping[str, str | None] | None = None) -> bool:
-        if name == self._node and not self.raced:
+    async def set_cordon(
+        self,
+        name: str,
+        cordoned: bool,
+        *,
+        annotations: Mapping[str, str | None],
+        resource_version: str,
+    ) -> None:
+        if name == self._node and cordoned and not self.raced:
             self.raced = True
             await self._inner.cordon(name)
-        return await self._inner.cordon(name, annotations)
+        await self._inner.set_cordon(
+            name, cordoned, annotations=annotations, resource_version=resource_version
+        )
 
 
 async def test_a_cordon_made_by_someone_else_during_ours_is_left_to_them(world: World) -> None:

@@ -47,7 +47,8 @@ def test_surge_provisions_everything_first() -> None:
     assert [len(b) for b in spec.batches] == [2, 2, 1]
     # surge: ceil(5 / 2) * 180 + 5 * 60
     assert spec.estimated_duration_s == 840.0
-    assert any("replacement is not Ready" in s for s in spec.rollback_steps)
+    assert any("failed to become Ready" in s for s in spec.rollback_steps)
+    assert any("is not undone" in s for s in spec.rollback_steps)  # forward only
     assert spec.soak_s == 0.0
 
 
@@ -56,7 +57,7 @@ def test_blue_green_is_one_batch_with_a_soak() -> None:
     assert len(spec.batches) == 1 and len(spec.batches[0]) == 5
     assert spec.soak_s == 900.0
     assert spec.estimated_duration_s == 3 * 180 + 900 + 5 * 60
-    assert any("Before the first drain" in s for s in spec.rollback_steps)
+    assert any("cordoned for the soak" in s for s in spec.rollback_steps)
     assert validate_plan(spec, pol) == []
 
 

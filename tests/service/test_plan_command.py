@@ -112,3 +112,37 @@ async def test_plan_errors_are_one_clear_line(tmp_path: Path) -> None:
         assert "Traceback" not in err
         assert len(err.strip().splitlines()) == 1, err
         assert "t0ken-x" not in err
+
+
+async def _cli(command: str, config: Path) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", command, "--config", str(config),
+        *(("--once",) if command == "run" else ()),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(REPO),
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def test_a_kubeconfig_that_is_not_yaml_or_is_binary_is_one_line(tmp_path: Path) -> None:
+    """As a new user would get it wrong: `plan` and `run` with a kubeconfig that is not YAML,
+    or is a binary file. One line naming the file, a non-zero exit, no traceback."""
+    async with rehearsal(tmp_path, fork=False) as reh:
+        found = []
+        for name, content in (("kc.yaml", b"a: [unclosed\n"), ("kc.bin", b"\x00\x01\xff\xfe")):
+            kubeconfig = tmp_path / name
+            kubeconfig.write_bytes(content)
+            kubeconfig.chmod(0o600)
+            config = tmp_path / f"{name}.toml"
+            config.write_text(
+                reh.config_path.read_text().replace('"kubeconfig.proxy"', f'"{kubeconfig}"')
+            )
+            for command in ("plan", "run"):
+                found.append((name, command, *await _cli(command, config)))
+    for name, command, code, err in found:
+        assert code != 0, (name, command)
+        assert "Traceback" not in err, (name, command, err)
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"{command}: ") and name in last, (name, command, err)
+        assert ("not YAML" if name == "kc.yaml" else "not UTF-8") in last

@@ -90,6 +90,14 @@ async def test_approval_events_metrics_and_sigterm(tmp_path: Path) -> None:
     assert sum(1 for m in daemon.notify.messages if m.get("WATCHDOG") == "1") >= 2
     plan = log.state.plans[waiting["plan_id"]]
     assert plan.status.value == "completed" and plan.approved_by == "alice"
+    approvals = [e for _, e in log.order if type(e).__name__ == "PlanApproved"]
+    assert [(e.by, e.reason) for e in approvals] == [("alice", "ok")]  # type: ignore[attr-defined]
+    audit = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", "audit", "--db", str(reh.db_path), "--plan",
+        waiting["plan_id"], stdout=asyncio.subprocess.PIPE, cwd=str(REPO),
+    )
+    shown, _ = await asyncio.wait_for(audit.communicate(), 60)
+    assert "by alice: ok" in shown.decode(), shown.decode()
     saved = re.search(
         r'^vpsie_rebalancing_savings_realized_monthly_dollars\{node_group="general"\} (\S+)$',
         metrics_after,

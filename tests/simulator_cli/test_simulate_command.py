@@ -108,6 +108,10 @@ def test_sigint_also_stops_cleanly(running: tuple[subprocess.Popen[str], dict[st
             SMALL.read_text().replace("kind: Deployment", "kind: Deploymnet"),
             "Kubernetes manifests: manifest 1 (Deploymnet web): unknown kind",
         ),
+        (
+            SMALL.read_text().replace("replicas: 3", "replicas: many"),
+            "manifest 1 (Deployment web): Deployment: spec.replicas: Invalid value: 'many'",
+        ),
     ],
 )
 def test_a_malformed_scenario_is_one_line_and_exit_2(
@@ -144,3 +148,20 @@ def test_bad_speed_is_exit_2(tmp_path: Path) -> None:
         2,
         "vpsie-rebalancer simulate: --speed must be positive, got 0.0",
     )
+
+
+def test_a_scenario_that_is_not_utf8_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    scenario = tmp_path / "bad.yaml"
+    scenario.write_bytes(b"kind: World\n\xff\xfe\n")
+    done = subprocess.run(
+        _command("--scenario", str(scenario), "--state-dir", str(tmp_path / "s")),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"vpsie-rebalancer simulate: {scenario}: not a text file (not UTF-8 at byte 12)"
+    ]
