@@ -28,8 +28,9 @@ def main(args: argparse.Namespace) -> int:
     import sys
 
     from daemon.config import ConfigError, load_config
+    from daemon.eventlog import open_configured_log
     from daemon.service.recovery import clear_quarantine
-    from eventstore import EventStore, EventStoreError
+    from eventstore import EventStoreError
 
     try:
         config = load_config(args.config)
@@ -38,7 +39,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> None:
-        store = await EventStore.open(config.database)
+        store = await open_configured_log(config)
         try:
             await clear_quarantine(
                 store, args.plan_id, by=args.by or getpass.getuser(), reason=args.reason

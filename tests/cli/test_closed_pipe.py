@@ -14,16 +14,21 @@ import pytest
 
 from cli.main import EXIT_CLOSED_PIPE, _command_modules
 from daemon.control import ControlServer, Readiness, Role
+from daemon.service.recovery import Quarantined, Quarantines, record_quarantines
+from eventstore import EventStore
 from tests.audit.test_audit_cli import build
 from tests.cli.support import TRACEBACK, Ran, run_cli
 from tests.control.conftest import FakeTarget
 from tests.crash.invariants import read_log
 from tests.crash.rehearsal import REPO, rehearsal
+from tests.pgserver import drop_schema, fresh_schema, postgres_server
+
+__all__ = ["postgres_server"]
 
 DEMO_SCENARIO = REPO / "simulator" / "scenarios" / "demo.yaml"
 COVERED = {
     "approve", "reject", "pause", "resume", "cancel", "status",
-    "audit", "verify-log", "plan", "run", "simulate", "demo",
+    "audit", "verify-log", "plan", "run", "simulate", "demo", "migrate-log", "clear-quarantine",
 }
 
 
@@ -88,6 +93,48 @@ async def test_audit_and_verify_log(tmp_path: Path) -> None:
         ("verify-log", "--db", str(db)),
     ):
         quiet_closed_pipe(await run_cli(*argv, stdout="closed-pipe"))
+
+
+async def test_migrate_log(tmp_path: Path, postgres_server: str) -> None:
+    db = tmp_path / "events.db"
+    await build(db, ("completed_rolling",))
+    dsn = await fresh_schema(postgres_server)
+    try:
+        ran = await run_cli("migrate-log", "--from", str(db), "--to", dsn, stdout="closed-pipe")
+        copy = await EventStore.open(dsn, create=False)
+        try:
+            copied = await copy.head()
+        finally:
+            await copy.close()
+    finally:
+        await drop_schema(postgres_server, dsn)
+    # Its progress goes to stderr (the one place it may write): the closed stdout is quiet.
+    assert ran.code == EXIT_CLOSED_PIPE, ran
+    assert TRACEBACK not in ran.stderr and "copied" in ran.stderr, ran.stderr
+    assert copied > 0, "the closed pipe stopped the copy"
+
+
+async def test_clear_quarantine(tmp_path: Path) -> None:
+    async with rehearsal(tmp_path, fork=False) as reh:
+        store = await EventStore.open(reh.db_path)
+        try:
+            await record_quarantines(
+                store,
+                (Quarantined(plan_id="p-odd", seq=1, stream="plan-p-odd", type="PlanApproved",
+                             problem="an illegal transition", node_group="general"),),
+                term=None,
+            )
+        finally:
+            await store.close()
+        ran = await run_cli("clear-quarantine", "--config", str(reh.config_path), "p-odd",
+                            "--by", "alice", stdout="closed-pipe")
+        store = await EventStore.open(reh.db_path)
+        try:
+            cleared = (await Quarantines.read(store)).cleared
+        finally:
+            await store.close()
+    quiet_closed_pipe(ran)
+    assert cleared == {"p-odd"}, "the closed pipe stopped the clearing"
 
 
 async def test_plan_and_run_against_the_simulator(tmp_path: Path) -> None:
