@@ -185,8 +185,12 @@ class LogPages:
         groups = []
         for name in sorted(by_group.keys() | live_groups.keys()):
             plans = sorted(by_group.get(name, []), key=lambda p: p.proposed_at, reverse=True)
+            # The plan in flight; else the last one that changed nodes (a later proposal closed
+            # at once, a postponement for the cooldown say, goes with the earlier plans); else
+            # the newest.
             running = [p for p in plans if not p.terminal]
-            current = running[0] if running else (plans[0] if plans else None)
+            acted = [p for p in plans if p.started_at]
+            current = (running or acted or plans or [None])[0]
             groups.append(
                 {
                     "name": name,

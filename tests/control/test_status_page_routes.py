@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 
 from daemon.control import ControlServer, Readiness, Role
 from daemon.page import LogPages
-from eventstore import EventStore
+from eventstore import EventStore, NewEvent
 from tests.audit.test_audit_cli import build
+from tests.golden.test_golden_logs import load
 
 from .conftest import FakeTarget
 
@@ -95,6 +97,42 @@ async def test_page_json_from_a_recorded_log(log: EventStore) -> None:
     assert plan["timeline_total"] == len(plan["timeline"])
     assert missing[0] == 404 and "nothing-like-this" in missing[1]["error"]
     assert no_route == 404  # the read-only server has no POST route
+
+
+async def test_a_proposal_closed_at_once_does_not_hide_the_plan_that_ran(tmp_path: Path) -> None:
+    """Adversary: time. After a plan completes, the next analysis may postpone a new proposal
+    (the cooldown) and close it at once; the page keeps showing the plan that changed the nodes,
+    and lists the closed proposal with the earlier plans."""
+    path = tmp_path / "events.db"
+    await build(path, ("completed_rolling",))
+    proposed = load("completed_rolling")[0]["data"]
+    later = "2026-01-05T03:00:00Z"
+    plan = {**proposed["plan"], "plan_id": "golden-postponed", "created_at": later,
+            "recommended_action": "postpone", "action_reasons": ["cooldown"]}
+    store = await EventStore.open(path)
+    try:
+        await store.append("plan-golden-postponed", 0, [
+            NewEvent(type="PlanProposed", schema_version=1, data=orjson.dumps(
+                {"plan_id": "golden-postponed", "at": later, "plan": plan})),
+            NewEvent(type="PlanRejected", schema_version=1, data=orjson.dumps(
+                {"plan_id": "golden-postponed", "at": later, "by": "planner",
+                 "reason": "cooldown"})),
+        ])
+        server = await _serve(store, None, None)
+        try:
+            async with aiohttp.ClientSession(str(server.address)) as http:
+                async with http.get("/v1/page") as resp:
+                    view = await resp.json()
+        finally:
+            await server.stop()
+    finally:
+        await store.close()
+    [group] = view["groups"]
+    assert group["current"]["plan_id"] == "golden-rolling"
+    assert group["current"]["state"] == "completed"
+    assert [(p["plan_id"], p["state"]) for p in group["recent"]] == [
+        ("golden-postponed", "rejected")
+    ]
 
 
 async def test_a_cross_site_post_is_refused_even_with_the_token(
