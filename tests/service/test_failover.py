@@ -114,5 +114,9 @@ async def test_a_standby_takes_over_and_the_old_leader_is_fenced(
     assert after_continue == [], "the stalled leader acted after it lost the lease"
     assert late == []
     assert [p.status.value for p in log.state.plans.values()] == ["completed"]
-    assert holders[:2] == ["a", "b"] and holders[-1] in ("a", "a2")
+    # Terms in order of the holders; a may renew its own lead more than once (a slow renewal on a
+    # loaded machine lets its Lease lapse before the stall), which takes a new term but changes
+    # nobody: compare the runs of one holder.
+    runs = [h for i, h in enumerate(holders) if i == 0 or holders[i - 1] != h]
+    assert runs[:2] == ["a", "b"] and runs[-1] in ("a", "a2"), holders
     assert a_evictions == []
