@@ -121,6 +121,9 @@ class Service:
         self.control = PlanControl(self._ctx, self._runners, is_leader=self._is_leader)
         self.readiness = Readiness()
         self._once = once
+        # With `once`: the node groups this process has analysed. One round per group per
+        # process, even when the Lease lapses and this daemon takes the lead again.
+        self._analysed: set[str] = set()
         self._wrap_world = wrap_world
         self._identity = identity
         self._rng = rng if rng is not None else random.Random()
@@ -358,7 +361,10 @@ class Service:
                 for policy in self.config.node_groups:
                     if not self._acting(elector):
                         break
+                    if policy.name in self._analysed:
+                        continue
                     await self._decisions.analyse(policy)
+                    self._analysed.add(policy.name)
                 await self._until_idle(elector)
             return self._acting(elector) or self._stopping.is_set()
         next_snapshot = ctx.clock.monotonic() + SNAPSHOT_EVERY_S

@@ -19,10 +19,12 @@ import orjson
 import yaml
 
 from tests.crash.invariants import check, read_log
-from tests.crash.rehearsal import REPO, Rehearsal, rehearsal
+from tests.crash.rehearsal import CLUSTER, REPO, Rehearsal, config_text, rehearsal
 from tests.service.daemon_process import TOKEN, DaemonProcess
+from tests.service.two_daemons import leadership_holders
 
 MUTATING = ("POST pods/eviction", "PATCH nodes", "PUT nodes")
+DEMO_CLUSTER = "7d2f4a6c-8e0b-4d1f-93a5-c7e9b1d3f5a7"  # simulator/scenarios/demo.yaml
 LEASE = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/vpsie-rebalancer"
 
 
@@ -279,6 +281,47 @@ async def test_losing_the_lease_stops_acting_within_its_duration(tmp_path: Path)
         log = await read_log(reh.db_path)
 
     assert quiet_to == quiet_from, "the daemon kept acting without the lease"
+    assert [p.status.value for p in log.state.plans.values()] == ["completed"]
+
+
+async def test_run_once_analyses_each_group_once_even_when_it_leads_twice(tmp_path: Path) -> None:
+    """Adversary: another holder takes the Lease while `run --once` executes its plan (as a
+    lapse under load does), and lets it go again. The daemon steps down, leads again with a new
+    term and finishes its plan; it does not analyse the group a second time (which recorded a
+    second, postponed proposal, cooldown, and broke the demo on a loaded machine)."""
+    demo = REPO / "simulator" / "scenarios" / "demo.yaml"  # savings left after one plan
+    async with rehearsal(tmp_path, scenario=demo.read_text(), fork=False) as reh:
+        config = config_text(
+            strategy="rolling", min_nodes=3, max_concurrent=3, batch_size=3, soak="60s",
+            listen=f"unix:{reh.socket}",
+            extra='allowedSizes = ["k8s-4c-8g", "k8s-4c-16g", "k8s-2c-4g"]\n',
+        )
+        reh.write_config(config.replace(CLUSTER, DEMO_CLUSTER))
+        stole = asyncio.Event()
+
+        async def intruder() -> None:
+            while len(reh.reader.workers()) <= len(reh.before.workers):  # a worker added
+                await reh.sim.clock.sleep(1)
+            for _ in range(12):  # one minute of simulated time: past the daemon's lease
+                code, lease = await kube(reh, "GET", LEASE)
+                if code == 200:
+                    now = datetime.fromtimestamp(reh.sim.clock.now(), tz=UTC)
+                    lease["spec"]["holderIdentity"] = "intruder"
+                    lease["spec"]["renewTime"] = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                    if (await kube(reh, "PUT", LEASE, lease))[0] == 200:
+                        stole.set()
+                await reh.sim.clock.sleep(5)
+
+        grabbing = asyncio.create_task(intruder())
+        run = await reh.run_daemon(timeout_s=120)
+        await grabbing
+        await verdict_ok(reh)
+        log = await read_log(reh.db_path)
+        terms = await leadership_holders(reh.db_path)
+
+    assert stole.is_set()
+    assert run.returncode == 0, run.log_path.read_text()[-2000:]
+    assert len(terms) >= 2, "the daemon never lost the lead: the adversary did not act"
     assert [p.status.value for p in log.state.plans.values()] == ["completed"]
 
 
