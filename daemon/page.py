@@ -190,7 +190,8 @@ class LogPages:
             # the newest.
             running = [p for p in plans if not p.terminal]
             acted = [p for p in plans if p.started_at]
-            current = (running or acted or plans or [None])[0]
+            choice = running or acted or plans
+            current = choice[0] if choice else None
             groups.append(
                 {
                     "name": name,

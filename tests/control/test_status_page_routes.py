@@ -120,9 +120,11 @@ async def test_a_proposal_closed_at_once_does_not_hide_the_plan_that_ran(tmp_pat
         ])
         server = await _serve(store, None, None)
         try:
-            async with aiohttp.ClientSession(str(server.address)) as http:
-                async with http.get("/v1/page") as resp:
-                    view = await resp.json()
+            async with (
+                aiohttp.ClientSession(str(server.address)) as http,
+                http.get("/v1/page") as resp,
+            ):
+                view = await resp.json()
         finally:
             await server.stop()
     finally:
