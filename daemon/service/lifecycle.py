@@ -127,6 +127,7 @@ class Service:
         self._lease_duration_s = lease_duration_s
         self._stopping = asyncio.Event()
         self._elector: LeaderElector | None = None
+        self._control_server: ControlServer | None = None
         self._exit_code = 0
         self._fenced_term: int | None = None
 
@@ -151,8 +152,16 @@ class Service:
             self._ctx.wake.set()
 
     def request_reload(self) -> None:
-        """SIGHUP: read the configuration again now (leader or standby)."""
+        """SIGHUP: read the configuration and the control token again now (leader or
+        standby). A token file that became unusable keeps the old token (logged)."""
         self._reload()
+        if self._control_server is not None:
+            try:
+                self._control_server.reload_token()
+            except (OSError, ValueError) as exc:
+                log.error("control token not reloaded, keeping the old one: %s", exc)
+            else:
+                log.info("control token reloaded")
         self._ctx.wake.set()
 
     async def run(self) -> int:
@@ -236,6 +245,7 @@ class Service:
             pages=LogPages(self._ctx.event_store()),
         )
         self.control_address = await control.start()
+        self._control_server = control
         if self._on_listening is not None:
             self._on_listening(self.control_address)
         reporter_task = asyncio.create_task(reporter.run())
@@ -375,14 +385,16 @@ class Service:
                 next_snapshot = now + SNAPSHOT_EVERY_S
                 await self._write_snapshot()
             restart = self._runners.revive()
+            reopen = await self._runners.reopen_windows()
             ctx.set_status()
             self.metrics.set_plans_without_runner(len(self._runners.without_runner()))
             due = min(
                 (v.next_analysis_mono for v in ctx.groups.values()),
                 default=now + self.config.analysis_interval_s,
             )
-            if restart is not None:
-                due = min(due, restart)
+            for at in (restart, reopen):
+                if at is not None:
+                    due = min(due, at)
             ctx.wake.clear()
             await _first(
                 ctx.clock.sleep(max(0.0, min(due, next_snapshot) - ctx.clock.monotonic())),
