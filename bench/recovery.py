@@ -211,6 +211,7 @@ async def fold_rate(path: Path, limit: int) -> dict[str, float]:
 
 
 async def time_integrity(path: Path, repeats: int) -> dict[str, float]:
+    size = float(path.stat().st_size)  # noqa: ASYNC240 (before the clock starts)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -220,7 +221,7 @@ async def time_integrity(path: Path, repeats: int) -> dict[str, float]:
         finally:
             await store.close()
         times.append(time.perf_counter() - start)
-    return {"min_s": min(times), "bytes": float(path.stat().st_size)}
+    return {"min_s": min(times), "bytes": size}
 
 
 INTEGRITY_MB_S = 100.0

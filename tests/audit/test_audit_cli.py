@@ -235,7 +235,7 @@ def test_an_old_layout_is_read_from_a_copy_never_migrated_in_place(
     path = tmp_path / "old.db"
     build_v1_file(path, extra=3)
     before = _fingerprint(path)
-    code, out, err = run(capsys, command, "--db", str(path))
+    _code, out, err = run(capsys, command, "--db", str(path))
     assert _fingerprint(path) == before
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == 1 < CURRENT_VERSION
@@ -255,7 +255,7 @@ def test_a_foreign_sqlite_file_is_refused_untouched(
         raw.execute("CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT)")
         raw.execute("INSERT INTO things (name) VALUES ('kept')")
     before = _fingerprint(path)
-    code, out, err = run(capsys, command, "--db", str(path))
+    code, _out, err = run(capsys, command, "--db", str(path))
     assert code != 0
     assert "not an event log" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err

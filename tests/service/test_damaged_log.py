@@ -47,7 +47,7 @@ async def test_run_and_plan_refuse_a_log_damaged_in_the_middle(tmp_path: Path) -
         before = reh.db_path.read_bytes()
         requests = mutations(dict(reh.proxy.witness.requests))
         second = await reh.run_daemon()
-        code, out, err = await plan(reh)
+        code, _out, err = await plan(reh)
         after = mutations(dict(reh.proxy.witness.requests))
         stderr = second.log_path.read_text()
 
