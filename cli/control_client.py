@@ -285,6 +285,19 @@ def format_status(status: dict[str, Any], *, colour: bool = False) -> str:
             f"new plan there) at seq {q.get('seq')}: {q.get('problem')}; after looking: "
             f"vpsie-rebalancer clear-quarantine --config FILE {q.get('plan_id')}"
         )
+    for u in status.get("unaccounted_workers") or []:
+        if u.get("state") == "found":
+            lines.append(
+                f"unaccounted worker: {u.get('worker')} ({u.get('hostname')}), added by plan "
+                f"{u.get('plan_id')} and used by none: billed; drain and delete it"
+            )
+        else:
+            lines.append(
+                f"unaccounted add: plan {u.get('plan_id')} asked VPSie group {u.get('group_id')} "
+                f"for a worker at {u.get('since')}; not listed yet ({u.get('state')}"
+                + (f": one of {', '.join(u['candidates'])}" if u.get("candidates") else "")
+                + "); looked for every minute"
+            )
     waiting = [p.get("plan_id") for p in plans if p.get("state") == "awaiting_approval"]
     if waiting:
         lines.append(

@@ -164,6 +164,11 @@ class ExecutionContext:
     # The node group's rule for pods with local storage, as the planner applied it.
     skip_local_storage: bool = True
     claims: WorkerClaims = PROCESS_CLAIMS
+    # Told of an add whose worker the listing did not show in time (the intent, the target's
+    # (cpu, ram MB), why), before its outcome is recorded: the service keeps looking for it.
+    on_unaccounted: (
+        Callable[[ev.WorkerAddRequested, tuple[int, int], str], Awaitable[None]] | None
+    ) = None
     # Awaited before every call and every retry wait: raises when this daemon may not act
     # (it lost the lead); None when nothing else could lead (tests of the executor alone).
     fence: Callable[[], Awaitable[None]] | None = None

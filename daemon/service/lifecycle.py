@@ -48,6 +48,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from adapters.errors import AdapterError
 from adapters.kubernetes import KubeClient
 from adapters.metrics import Metrics
 from adapters.systemd_notify import Notifier
@@ -73,6 +74,7 @@ from daemon.service.recovery import (
 from daemon.service.reporter import Regarding, Reporter
 from daemon.service.runners import Runners
 from daemon.service.state import ServiceContext, Tracked, WorldWrapper
+from daemon.service.unaccounted import LOOK_EVERY_S, Unaccounted
 from eventstore import EventStore, EventStoreError, FencedError
 
 log = logging.getLogger(__name__)
@@ -340,6 +342,7 @@ class Service:
         # read below is the last word of every earlier leader.
         ctx.term = await ctx.event_store().acquire_term(elector.identity)
         log.info("leading with term %d", ctx.term)
+        ctx.unaccounted = Unaccounted(ctx.event_store(), ctx.term)
         try:
             return await self._lead_term(elector)
         except FencedError as exc:
@@ -370,10 +373,16 @@ class Service:
                         break
                     await self._decisions.analyse(policy)
                 await self._until_idle(elector)
+            if self._acting(elector):
+                await self._look_for_unaccounted()
             return self._acting(elector) or self._stopping.is_set()
         next_snapshot = ctx.clock.monotonic() + SNAPSHOT_EVERY_S
+        next_look = 0.0
         while self._acting(elector):
             now = ctx.clock.monotonic()
+            if now >= next_look:
+                next_look = now + LOOK_EVERY_S
+                await self._look_for_unaccounted()
             for policy in self.config.node_groups:
                 view = ctx.group(policy.name)
                 if now >= view.next_analysis_mono:
@@ -392,7 +401,7 @@ class Service:
                 (v.next_analysis_mono for v in ctx.groups.values()),
                 default=now + self.config.analysis_interval_s,
             )
-            for at in (restart, reopen):
+            for at in (restart, reopen, next_look):
                 if at is not None:
                     due = min(due, at)
             ctx.wake.clear()
@@ -402,6 +411,18 @@ class Service:
                 elector.lost.wait(),
             )
         return self._stopping.is_set()
+
+    async def _look_for_unaccounted(self) -> None:
+        """Look for the workers of adds no plan accounts for (unaccounted.py); an API that
+        does not answer is tried again at the next round."""
+        ctx = self._ctx
+        if ctx.unaccounted is None:
+            return
+        cloud, _ = ctx.ports()
+        try:
+            await ctx.unaccounted.look(cloud, ctx.logged_sizes(), ctx.now())
+        except (AdapterError, OSError) as exc:
+            log.warning("could not look for unaccounted workers now: %s", exc)
 
     def _acting(self, elector: LeaderElector) -> bool:
         return not self._stopping.is_set() and not elector.lost.is_set()

@@ -116,6 +116,7 @@ class Runners:
             eviction_backoff_s=(1.0, 5.0),
             recheck=self._recheck,
             skip_local_storage=self._ctx.policy(node_group).skip_nodes_with_local_storage,
+            on_unaccounted=self._ctx.unaccounted.note if self._ctx.unaccounted else None,
         )
 
     async def _recheck(self, state: PlanState) -> Sequence[CheckResult]:
