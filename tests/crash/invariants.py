@@ -99,7 +99,9 @@ def check(
     report: dict[str, Any] | None,
     min_nodes: int | None = None,
     min_healthy_percent: int | None = None,
+    foreign: frozenset[str] = frozenset(),
 ) -> Verdict:
+    """`foreign`: workers another actor added (the adversary's): not ours to account for."""
     v = Verdict(events=len(log.order))
     before = reh.before
     plans = log.state.plans
@@ -121,7 +123,7 @@ def check(
         if isinstance(event, ev.WorkerAddRequested):
             add_intents += 1
     for wid, worker in after.workers.items():
-        if wid in before.workers:
+        if wid in before.workers or wid in foreign:
             continue
         if wid not in added:
             v.add(INVARIANTS[1], f"worker {worker.hostname} ({wid}) exists but no plan recorded it")
@@ -132,7 +134,11 @@ def check(
                 INVARIANTS[1],
                 f"worker {worker.hostname} added by {added[wid]} is not a Ready node",
             )
-    created = {w for w in reh.sampler.workers_seen | set(after.workers) if w not in before.workers}
+    created = {
+        w
+        for w in reh.sampler.workers_seen | set(after.workers)
+        if w not in before.workers and w not in foreign
+    }
     if len(created) > add_intents:
         v.add(
             INVARIANTS[1],
@@ -213,7 +219,8 @@ def check(
                 f"plan {pid} reports {plan.realised_monthly_saving}, its replacements "
                 f"{from_replacements}",
             )
-    actual = before.monthly_cost() - after.monthly_cost()
+    theirs = sum((w.monthly for wid, w in after.workers.items() if wid in foreign), Decimal(0))
+    actual = before.monthly_cost() - (after.monthly_cost() - theirs)
     v.saving = actual
     if reported != actual:
         v.add(
