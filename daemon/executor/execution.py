@@ -222,6 +222,11 @@ class Runtime:
         except ValueError:
             return 0.0
 
+    def acting_since(self, rid: str, event_type: type[ev.Event]) -> float:
+        """The part of a step's timeout already used: seconds a daemon was acting on `rid`
+        since `event_type`, downtime left out (`PlanJournal.acting_s`)."""
+        return self.journal.acting_s(rid, event_type, self.ctx.clock.now())
+
     def forward_only(self, rid: str) -> bool:
         """Past the point of no return: the old worker is being deleted, or the old node is
         drained and its pods were confirmed running elsewhere. Rolling back from here would

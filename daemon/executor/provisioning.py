@@ -344,10 +344,11 @@ def match_node(nodes: list[NodeInfo], hostname: str, ips: tuple[str, ...]) -> No
 async def wait_joined(rt: Runtime, rid: str) -> None:
     """JOINING -> READY: the new worker's Node Ready within provision_timeout_s.
 
-    The timeout counts from `WorkerAdded` in the log, so restarts do not extend it."""
+    The timeout counts from `WorkerAdded` in the log, so restarts do not extend it; time no
+    daemon was acting (down, or waiting for the Lease) is not counted."""
     r = rt.replacement(rid)
     timeout = rt.spec.provision_timeout_s
-    waited_before = rt.since(rid, ev.WorkerAdded)
+    waited_before = rt.acting_since(rid, ev.WorkerAdded)
     started = rt.monotonic() - waited_before
     deadline = started + timeout
     while True:
