@@ -131,6 +131,7 @@ class Adversary:
                 return
         vpsie.delete_worker(vpsie.cluster.identifier, worker.identifier)
         self.deleted.add(worker.identifier)
+        self.cordons.discard(node_name)  # its own cordon goes with its own worker
         self.actions["delete worker"] += 1
         if worker.status != "provisioning":
             await self._call("DELETE", f"/api/v1/nodes/{node_name}")
