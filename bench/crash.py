@@ -27,8 +27,9 @@ The adversarial mode (with either of the above): while plans run and daemons die
 actor (tests/crash/adversary.py) adds workers to the VPSie group the plans drain and deletes
 them again, cordons and uncordons nodes (conditioned on the resourceVersion it read), and
 annotates pods safe-to-evict=false and back. Its workers are not the daemon's to account for
-(invariants 2 and 6 leave them out); two more invariants: no worker deleted that no plan added
-or planned to replace (another actor's included), no cordon of another actor cleared, taken
+(invariants 2 and 6 leave them out, except one a plan replaced: a member of the drained group
+like any other); two more invariants: no worker deleted that no plan added or planned to
+replace, no cordon of another actor cleared, taken
 over or its node deleted. Also printed: what the adversary did, and how many evictions hit a
 pod while it carried the adversary's annotation (a figure: the Eviction API ignores it, and
 the daemon re-reads pods before each batch and each cordon, not before each eviction).
@@ -145,7 +146,7 @@ async def bench(
                 log,
                 after,
                 report=None if second_daemon else reh.runs[-1].report(),
-                foreign=frozenset(adversary.foreign) if adversary is not None else frozenset(),
+                foreign=adversary.prices if adversary is not None else None,
             )
             if adversary is not None:
                 extra[ADVERSARY_INVARIANTS[0]] = adversary.deletions(

@@ -29,6 +29,7 @@ import contextlib
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -47,6 +48,7 @@ class Adversary:
     rng: random.Random
     foreign: set[str] = field(default_factory=set)  # workers it added
     foreign_hosts: set[str] = field(default_factory=set)  # and their hostnames
+    prices: dict[str, Decimal] = field(default_factory=dict)  # and their monthly prices
     deleted: set[str] = field(default_factory=set)  # workers it deleted
     cordons: set[str] = field(default_factory=set)  # nodes holding its cordon
     cleared: list[str] = field(default_factory=list)  # its cordons someone else undid
@@ -88,11 +90,12 @@ class Adversary:
             allowed |= {r.old_worker for r in plan.spec.replacements}
             allowed |= {r.new_worker for r in plan.replacements.values() if r.new_worker}
         gone = (before | seen | self.foreign) - after - self.deleted
+        # Another actor's worker that joined the drained group is a member like any other: a
+        # plan may replace it (then it is in `allowed`); anything else is a violation.
         return [
-            f"worker {w} deleted, and no plan added or replaced it" for w in sorted(gone - allowed)
-        ] + [
-            f"worker {w}, another actor's, deleted by the daemon"
-            for w in sorted(gone & self.foreign)
+            f"worker {w}{' (another actor' + chr(39) + 's)' if w in self.foreign else ''} "
+            "deleted, and no plan added or replaced it"
+            for w in sorted(gone - allowed)
         ]
 
     def _add_worker(self) -> None:
@@ -107,6 +110,8 @@ class Adversary:
             return
         self.foreign.add(worker.identifier)
         self.foreign_hosts.add(worker.hostname)
+        size = vpsie.size(group.size_id)
+        self.prices[worker.identifier] = size.prices[vpsie.cluster.datacenter].monthly
         self.actions["add worker"] += 1
 
     async def _delete_worker(self) -> None:

@@ -11,6 +11,7 @@ each a sentence naming the plan, node or worker concerned. bench/crash.py prints
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -99,9 +100,11 @@ def check(
     report: dict[str, Any] | None,
     min_nodes: int | None = None,
     min_healthy_percent: int | None = None,
-    foreign: frozenset[str] = frozenset(),
+    foreign: Mapping[str, Decimal] | None = None,
 ) -> Verdict:
-    """`foreign`: workers another actor added (the adversary's): not ours to account for."""
+    """`foreign`: workers another actor added (the adversary's), with their monthly price: not
+    ours to account for, except one a plan replaced (its removal is that plan's saving)."""
+    foreign = foreign or {}
     v = Verdict(events=len(log.order))
     before = reh.before
     plans = log.state.plans
@@ -220,7 +223,18 @@ def check(
                 f"{from_replacements}",
             )
     theirs = sum((w.monthly for wid, w in after.workers.items() if wid in foreign), Decimal(0))
-    actual = before.monthly_cost() - (after.monthly_cost() - theirs)
+    replaced_theirs = sum(
+        (
+            foreign[r_spec.old_worker]
+            for plan in plans.values()
+            for r_spec in plan.spec.replacements
+            if r_spec.old_worker in foreign
+            and r_spec.old_worker not in after.workers
+            and plan.replacements[r_spec.replacement_id].status is ReplacementStatus.DONE
+        ),
+        Decimal(0),
+    )
+    actual = before.monthly_cost() + replaced_theirs - (after.monthly_cost() - theirs)
     v.saving = actual
     if reported != actual:
         v.add(
