@@ -20,6 +20,19 @@ SIGKILLed (and started again as a standby) or SIGSTOPped past its lease until th
 then SIGCONTed; every SIGKILL and every stall counts. Three more invariants: no call that
 changes the world from a continued leader before it leads again, no event of an old leadership
 term after a newer one, both daemons exit 0 on SIGTERM at the end.
+
+    python bench/crash.py --adversary [--second-daemon] [--kills 500]
+
+The adversarial mode (with either of the above): while plans run and daemons die, a second
+actor (tests/crash/adversary.py) adds workers to the VPSie group the plans drain and deletes
+them again, cordons and uncordons nodes (conditioned on the resourceVersion it read), and
+annotates pods safe-to-evict=false and back. Its workers are not the daemon's to account for
+(invariants 2 and 6 leave them out, except one a plan replaced: a member of the drained group
+like any other); two more invariants: no worker deleted that no plan added or planned to
+replace, no cordon of another actor cleared, taken
+over or its node deleted. Also printed: what the adversary did, and how many evictions hit a
+pod while it carried the adversary's annotation (a figure: the Eviction API ignores it, and
+the daemon re-reads pods before each batch and each cordon, not before each eviction).
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.crash.adversary import Adversary  # noqa: E402
 from tests.crash.invariants import INVARIANTS, check, read_log  # noqa: E402
 from tests.crash.rehearsal import rehearsal, scenario_text  # noqa: E402
 from tests.crash.test_crash_kills import API_NEVER_EVICTABLE, kill_until_done  # noqa: E402
@@ -60,11 +74,26 @@ TWO_DAEMON_INVARIANTS = (
 )
 
 
+ADVERSARY_INVARIANTS = (
+    "11 no worker deleted that no plan added or replaced",
+    "12 no cordon of another actor cleared or taken",
+)
+
+
 async def bench(
-    kills_wanted: int, seed: int, speed: float, max_n: int, keep: bool, second_daemon: bool
+    kills_wanted: int,
+    seed: int,
+    speed: float,
+    max_n: int,
+    keep: bool,
+    second_daemon: bool,
+    adversarial: bool = False,
 ) -> int:
     rng = random.Random(seed)
     invariants = INVARIANTS + (TWO_DAEMON_INVARIANTS if second_daemon else ())
+    invariants += ADVERSARY_INVARIANTS if adversarial else ()
+    acted: Counter[str] = Counter()
+    annotated_evictions = 0
     violations: Counter[str] = Counter({name: 0 for name in invariants})
     kills_by: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
@@ -90,6 +119,9 @@ async def bench(
                 provision_timeout="300s",
             )
             extra: dict[str, list[str]] = {}
+            adversary = Adversary(reh, random.Random(world_seed ^ 0x5EED)) if adversarial else None
+            if adversary is not None:
+                await adversary.start()
             if second_daemon:
                 taken = await take_over_until_done(reh, random.Random(world_seed))
                 kills = taken.kills + taken.stalls
@@ -103,13 +135,29 @@ async def bench(
                 }
             else:
                 kills = await kill_until_done(reh, random.Random(world_seed), max_n=max_n)
+            if adversary is not None:
+                await adversary.stop()
             await reh.settle(30)
             await reh.sampler.sample()
             after = await reh.reader.picture()
             log = await read_log(reh.db_path)
             verdict = check(
-                reh, log, after, report=None if second_daemon else reh.runs[-1].report()
+                reh,
+                log,
+                after,
+                report=None if second_daemon else reh.runs[-1].report(),
+                foreign=adversary.prices if adversary is not None else None,
             )
+            if adversary is not None:
+                extra[ADVERSARY_INVARIANTS[0]] = adversary.deletions(
+                    log.state.plans,
+                    set(reh.before.workers),
+                    reh.sampler.workers_seen,
+                    set(after.workers),
+                )
+                extra[ADVERSARY_INVARIANTS[1]] = list(adversary.cleared)
+                acted += adversary.actions
+                annotated_evictions += adversary.annotated_evictions
             for name, found in extra.items():
                 verdict.violations[name] = found
         worlds += 1
@@ -135,6 +183,9 @@ async def bench(
     if second_daemon:
         print(f"  of which leaders stalled past their lease and continued: {stalls}")
     print(f"plans: {dict(outcomes)}; nodes replaced: {replaced}")
+    if adversarial:
+        print(f"the adversary did: {dict(sorted(acted.items()))}")
+        print(f"  evictions of a pod carrying its safe-to-evict=false: {annotated_evictions}")
     print(f"time: {elapsed:.1f} s ({elapsed / max(1, sum(kills_by.values())):.2f} s per kill)")
     print()
     print("violations per invariant (target 0):")
@@ -167,9 +218,22 @@ def main() -> int:
         action="store_true",
         help="two daemons on one log; the leader killed or stalled past its lease, in turn",
     )
+    parser.add_argument(
+        "--adversary",
+        action="store_true",
+        help="a second actor adds/deletes workers, cordons/uncordons nodes, annotates pods",
+    )
     args = parser.parse_args()
     return asyncio.run(
-        bench(args.kills, args.seed, args.speed, args.max_n, args.keep, args.second_daemon)
+        bench(
+            args.kills,
+            args.seed,
+            args.speed,
+            args.max_n,
+            args.keep,
+            args.second_daemon,
+            args.adversary,
+        )
     )
 
 

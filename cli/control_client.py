@@ -87,7 +87,7 @@ class ControlClient:
             connector = aiohttp.TCPConnector()
             url = f"{a}{path}"
         headers = {"Accept": "application/json"}
-        if self._token is not None and method != "GET":
+        if self._token is not None and (method != "GET" or not self.address.private):
             headers["Authorization"] = f"Bearer {self._token}"
         timeout = aiohttp.ClientTimeout(total=self._timeout_s)
         try:
@@ -175,11 +175,14 @@ def client_from_args(args: argparse.Namespace, *, mutating: bool) -> ControlClie
     except ValueError as exc:
         raise ControlClientError(str(exc), EXIT_USAGE) from None
     token = None
-    if mutating:
+    # Off loopback the daemon answers even reads only with the token.
+    if mutating or not address.private:
         token_file = args.token_file or cfg_token_file
         if token_file is None:
+            where = "" if mutating else f" ({address} is not a loopback address)"
             raise ControlClientError(
-                "this command needs the control token: pass --token-file PATH or --config FILE",
+                f"this command needs the control token{where}: pass --token-file PATH or "
+                "--config FILE",
                 EXIT_USAGE,
             )
         try:
@@ -282,6 +285,19 @@ def format_status(status: dict[str, Any], *, colour: bool = False) -> str:
             f"new plan there) at seq {q.get('seq')}: {q.get('problem')}; after looking: "
             f"vpsie-rebalancer clear-quarantine --config FILE {q.get('plan_id')}"
         )
+    for u in status.get("unaccounted_workers") or []:
+        if u.get("state") == "found":
+            lines.append(
+                f"unaccounted worker: {u.get('worker')} ({u.get('hostname')}), added by plan "
+                f"{u.get('plan_id')} and used by none: billed; drain and delete it"
+            )
+        else:
+            lines.append(
+                f"unaccounted add: plan {u.get('plan_id')} asked VPSie group {u.get('group_id')} "
+                f"for a worker at {u.get('since')}; not listed yet ({u.get('state')}"
+                + (f": one of {', '.join(u['candidates'])}" if u.get("candidates") else "")
+                + "); looked for every minute"
+            )
     waiting = [p.get("plan_id") for p in plans if p.get("state") == "awaiting_approval"]
     if waiting:
         lines.append(

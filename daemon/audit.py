@@ -18,7 +18,7 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
-from daemon.eventlog import open_event_log
+from daemon.eventlog import open_log_to_read
 from eventstore import EventStore, is_postgres
 from statemachine import events as ev
 from statemachine.fold import Change, FoldState, PlanState, apply
@@ -336,4 +336,4 @@ async def open_existing(target: str, password_file: Path | None = None) -> Event
     """Open a log that must already exist (the audit never creates one): a file or a DSN."""
     if not is_postgres(target):
         require_log_file(target)
-    return await open_event_log(target, password_file, create=False)
+    return await open_log_to_read(target, password_file)

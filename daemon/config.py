@@ -15,6 +15,7 @@ Example: systemd/config.example.toml; reference: docs/configuration.md.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -310,6 +311,16 @@ def _zone(value: Any) -> str:
     return text
 
 
+def _private(listen: ListenAddress) -> bool:
+    """A Unix socket, localhost or a loopback IP address: only this host can connect."""
+    if listen.unix_path is not None or listen.host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(listen.host).is_loopback
+    except ValueError:
+        return False
+
+
 def _listen(reader: _Reader) -> Callable[[Any], ListenAddress]:
     def convert(value: Any) -> ListenAddress:
         text = _string(value).strip()
@@ -497,6 +508,12 @@ def parse_config(text: str, *, source: str | Path = "<config>") -> Config:
     )
     listen = r.opt(raw, "", "listen", _listen(r), _listen(r)(DEFAULT_LISTEN))
     token_file: Path | None = r.opt(raw, "", "token_file", r.path, None)
+    if not _private(listen) and token_file is None:
+        r.bad(
+            "listen",
+            f"{listen} is not a loopback address or Unix socket: set token_file too (off "
+            "loopback, status and metrics are read only with the token)",
+        )
     interval = r.opt(raw, "", "analysis_interval", _duration(1), 300.0)
     groups: list[NodeGroupPolicy] = []
     raw_groups = raw.get("node_groups")

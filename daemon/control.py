@@ -12,6 +12,11 @@ An aiohttp server on 127.0.0.1:PORT or a Unix socket, never on a public address 
     GET  /static/{file}               its script and style sheet
     GET  /v1/page, /v1/page/plans/{id}  the page's JSON (daemon/page.py)
 
+On a Unix socket or a loopback address, the GETs need no token. On any other address (a
+deliberate choice: `listen = "0.0.0.0:8470"`), the server refuses to start without a token file,
+warns in the log at every start, and every GET but /healthz and /readyz (status, metrics, the
+status page's JSON) needs the token too.
+
 A POST needs `Authorization: Bearer <token>`, the token read from a file at start (and again on
 `reload_token()`, which SIGHUP calls): 401 without the header, 403 with a wrong token, compared
 in constant time. The token is never logged, echoed or put in an error. A POST from a page of
@@ -219,6 +224,19 @@ class ControlServer:
 
     async def start(self) -> Address:
         self.reload_token()
+        if not self._address.private:
+            if self._token is None:
+                raise ValueError(
+                    f"control API on {self._address}: not a loopback address or Unix socket, "
+                    "and no token_file: refusing to serve status and metrics to the network "
+                    "without a token"
+                )
+            log.warning(
+                "control API on %s, which is not a loopback address: every request but "
+                "/healthz and /readyz needs the token; prefer a Unix socket or 127.0.0.1 "
+                "behind a proxy",
+                self._address,
+            )
         app = web.Application(
             client_max_size=MAX_BODY, middlewares=[self._errors, self._known_host]
         )
@@ -307,7 +325,16 @@ class ControlServer:
         ready, reason = self._readiness.check()
         return _json({"ready": ready, "reason": reason}, 200 if ready else 503)
 
+    def _readable(self, request: web.Request) -> web.Response | None:
+        """None when this GET may be answered: always on a private address, else with the
+        token (401/403 as for a POST)."""
+        if self._address.private:
+            return None
+        return self._authorize(request)
+
     async def _metrics_handler(self, request: web.Request) -> web.Response:
+        if (refused := self._readable(request)) is not None:
+            return refused
         if self._metrics is None:
             return _error(404, "metrics are not enabled")
         resp = web.Response(body=self._metrics.render())
@@ -327,6 +354,8 @@ class ControlServer:
         return body
 
     async def _status(self, request: web.Request) -> web.Response:
+        if (refused := self._readable(request)) is not None:
+            return refused
         return _json(self.status())
 
     def _page_file(self, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -342,12 +371,16 @@ class ControlServer:
 
     async def _page_overview(self, request: web.Request) -> web.Response:
         assert self._pages is not None
+        if (refused := self._readable(request)) is not None:
+            return refused
         body = await self._pages.overview(self.status() if self._target is not None else None)
         body["mutations"] = self._target is not None and self._token is not None
         return _json(body)
 
     async def _page_plan(self, request: web.Request) -> web.Response:
         assert self._pages is not None
+        if (refused := self._readable(request)) is not None:
+            return refused
         plan_id = request.match_info["plan_id"]
         if not PLAN_ID.match(plan_id):
             return _error(400, "not a plan id")

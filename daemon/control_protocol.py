@@ -8,6 +8,7 @@ read), the plan-id pattern, the actions and the longest reason. The server
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import stat
 from dataclasses import dataclass
@@ -25,6 +26,18 @@ class Address:
     host: str = ""
     port: int = 0
     unix_path: str = ""
+
+    @property
+    def private(self) -> bool:
+        """A Unix socket, or TCP on the loopback interface: only this host can connect."""
+        if self.unix_path:
+            return True
+        if self.host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False  # a name other than localhost may resolve to anything
 
     def __str__(self) -> str:
         if self.unix_path:

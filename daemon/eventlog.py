@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from daemon.config import Config
-from eventstore import EventStore, EventStoreError
+from eventstore import EventStore, EventStoreError, is_postgres
+from eventstore.store import SqliteEventStore
 
 
 def read_password_file(path: Path) -> str:
@@ -31,13 +32,37 @@ def read_password_file(path: Path) -> str:
 
 
 async def open_event_log(
-    database: Path | str, password_file: Path | None = None, *, create: bool = True
+    database: Path | str,
+    password_file: Path | None = None,
+    *,
+    create: bool = True,
+    check_integrity: bool = False,
 ) -> EventStore:
-    """Open the log at `database` (a path or a postgresql:// DSN)."""
+    """Open the log at `database` (a path or a postgresql:// DSN); with `check_integrity`,
+    refuse (CorruptLogError) a file SQLite finds damaged anywhere, before anything reads or
+    appends to it."""
     password = read_password_file(password_file) if password_file is not None else None
-    return await EventStore.open(database, password=password, create=create)
+    store = await EventStore.open(database, password=password, create=create)
+    if check_integrity:
+        try:
+            await store.check_integrity()
+        except BaseException:
+            await store.close()
+            raise
+    return store
+
+
+async def open_log_to_read(database: Path | str, password_file: Path | None = None) -> EventStore:
+    """Open an existing log only to read it (audit, verify-log): an SQLite file is never
+    written, migrated or switched to WAL (see `SqliteEventStore.open_read_only`)."""
+    if is_postgres(str(database)):
+        return await open_event_log(database, password_file, create=False)
+    return await SqliteEventStore.open_read_only(str(database))
 
 
 async def open_configured_log(config: Config) -> EventStore:
-    """Open the log named by the configuration's `database`."""
-    return await open_event_log(config.database, config.database_password_file)
+    """Open the log named by the configuration's `database`, to act on it: its integrity is
+    checked first (a damaged page anywhere is refused before the daemon acts or appends)."""
+    return await open_event_log(
+        config.database, config.database_password_file, check_integrity=True
+    )

@@ -213,6 +213,11 @@ class EventStore(abc.ABC):
         create: bool,
     ) -> EventStore: ...
 
+    async def check_integrity(self) -> None:
+        """Check the storage itself before acting on the log (CorruptLogError if damaged).
+        SQLite checks every page of its file; a database server checks its own pages."""
+        self._ensure_open("checking the log's integrity")
+
     def _start_writer(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name=f"eventstore-writer {self}")
 

@@ -25,7 +25,11 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import sqlite3
+import tempfile
+import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -175,6 +179,68 @@ def _check_path(path: str, *, create: bool) -> None:
         )
 
 
+def _check_readable(path: str) -> None:
+    """What a read-only open needs: an existing, readable, non-empty file."""
+    if not os.path.exists(path):
+        raise EventStoreError(f"{path}: no such event log")
+    if os.path.isdir(path):
+        raise EventStoreError(f"{path}: is a directory, not an event log file")
+    if not os.access(path, os.R_OK):
+        raise EventStoreError(f"{path}: the event log file is not readable")
+    wal = path + "-wal"
+    if os.path.getsize(path) == 0 and (not os.path.exists(wal) or os.path.getsize(wal) == 0):
+        raise CorruptLogError(f"{path}: the event log file is empty (truncated?)")
+
+
+def _read_only_uri(path: str) -> str:
+    return "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+
+
+def _inspect_read_only(path: str) -> tuple[bool, bool]:
+    """(schema current, in WAL mode) of the log at `path`, read without writing anything.
+
+    Refuses, still without writing, what is not an event log (EventStoreError) and a layout
+    newer than this program (SchemaTooNewError)."""
+    try:
+        db = sqlite3.connect(_read_only_uri(path), uri=True)
+        try:
+            app_id = int(db.execute("PRAGMA application_id").fetchone()[0])
+            user_version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            mode = str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            tables = sorted(
+                str(r[0])
+                for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            )
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise translate(exc, path, "opening read-only") from None
+    if app_id != APPLICATION_ID and not (app_id == 0 and user_version in (1, 2) and tables):
+        raise EventStoreError(
+            f"{path}: is an SQLite database but not an event log "
+            f"(application_id {app_id}, tables {tables}); left untouched"
+        )
+    if user_version > CURRENT_VERSION:
+        raise SchemaTooNewError(path, user_version, CURRENT_VERSION)
+    return user_version == CURRENT_VERSION, mode == "wal"
+
+
+def _copy_read_only(path: str, copy: str) -> None:
+    """A consistent copy of the log at `path` (SQLite's backup), the source only read."""
+    try:
+        source = sqlite3.connect(_read_only_uri(path), uri=True)
+        try:
+            target = sqlite3.connect(copy)
+            try:
+                source.backup(target)
+            finally:
+                target.close()
+        finally:
+            source.close()
+    except sqlite3.Error as exc:
+        raise translate(exc, path, "copying to read it") from None
+
+
 class SqliteEventStore(EventStore):
     """The event log in one SQLite file. Open with `await EventStore.open(path)`."""
 
@@ -199,8 +265,70 @@ class SqliteEventStore(EventStore):
         self._head_hash = GENESIS
         self._head_unsure = False  # a write was cancelled mid-flight: _settle before the next use
         self._term_seen = 0  # the newest leadership term this connection has seen
+        self._cleanup = ""  # a directory to remove at close (open_read_only's copy)
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def open_read_only(
+        cls, path: str, *, clock: Callable[[], float] = time.time
+    ) -> SqliteEventStore:
+        """Open an existing log only to read it (audit, verify-log): nothing is written to
+        the file, ever. A file that is not an event log is refused before anything else (not
+        switched to WAL); a log of an older layout, or not in WAL mode, is read from a migrated
+        copy in a temporary directory (removed at close), never migrated in place."""
+        _check_readable(path)
+        current, wal = await asyncio.to_thread(_inspect_read_only, path)
+        if current and wal:
+            try:
+                db = await aiosqlite.connect(
+                    _read_only_uri(path), uri=True, isolation_level=None, check_same_thread=False
+                )
+            except sqlite3.Error as exc:
+                raise translate(exc, path, "opening read-only") from None
+            store = cls(db, path, clock)
+            try:
+                await db.execute("PRAGMA busy_timeout=5000")
+                await store._load_head()
+            except sqlite3.Error as exc:
+                await db.close()
+                raise translate(exc, path, "reading the head of the log") from None
+            store._start_writer()
+            return store
+        where = tempfile.mkdtemp(prefix="vpsie-rebalancer-read-")
+        try:
+            copy = os.path.join(where, "events.db")
+            await asyncio.to_thread(_copy_read_only, path, copy)
+            opened = await cls._open(
+                copy, synchronous="NORMAL", clock=clock, password=None, create=False
+            )
+        except BaseException:
+            shutil.rmtree(where, ignore_errors=True)
+            raise
+        assert isinstance(opened, SqliteEventStore)
+        opened._cleanup = where
+        return opened
+
+    async def check_integrity(self) -> None:
+        """SQLite's own check of every page of the file (`PRAGMA quick_check`): the recovery
+        reads only the snapshot and the tail, so damage in the middle would otherwise go
+        unseen until an audit. CorruptLogError naming the first problems."""
+        self._ensure_open("checking the file's integrity")
+        async with self._lock:
+            try:
+                rows = await self._db.execute_fetchall("PRAGMA quick_check")
+            except sqlite3.Error as exc:
+                raise CorruptLogError(
+                    f"{self._path}: the file is damaged ({exc}); do not append to it: run "
+                    "verify-log, and restore it from a backup"
+                ) from None
+        problems = [str(r[0]) for r in rows]
+        if problems != ["ok"]:
+            shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
+            raise CorruptLogError(
+                f"{self._path}: the file is damaged ({shown}); do not append to it: run "
+                "verify-log, and restore it from a backup"
+            )
 
     @classmethod
     async def _open(
@@ -239,6 +367,9 @@ class SqliteEventStore(EventStore):
             await self._db.close()
         except sqlite3.Error as exc:
             raise translate(exc, self._path, "closing") from None
+        finally:
+            if self._cleanup:  # the migrated copy a read-only open made
+                shutil.rmtree(self._cleanup, ignore_errors=True)
 
     async def _prepare(self, synchronous: str) -> None:
         doing = "opening"

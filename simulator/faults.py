@@ -14,6 +14,8 @@ Both simulated services (VPSie and Kubernetes) run every request through
 - world-level faults that the worlds read themselves: worker hostnames that never turn Ready
   (`never_ready`) and `namespace/selector` pairs whose pods can never be evicted
   (`eviction_blocked`);
+- a listing that lags (`listing_lag_s`, scenario `listingLagSeconds`): a worker added shows
+  in VPSie's listings only that many simulated seconds after the add;
 - a foreign actor (`act_after`, from Python only): another client's action run right after a
   matching request was handled and before its answer leaves, so what the client read is
   already stale when it arrives (an operator who cordons between our read and our write).
@@ -97,6 +99,9 @@ class FaultConfig:
     down: list[DownWindow] = field(default_factory=list)
     never_ready: set[str] = field(default_factory=set)  # worker hostnames (globs)
     eviction_blocked: set[str] = field(default_factory=set)  # "namespace/selector"
+    # A listing that lags: a worker added appears in the cluster's and groups' listings only
+    # this many simulated seconds after the add (its VM boots on its own schedule meanwhile).
+    listing_lag_s: float = 0.0
     origin: float | None = None  # simulated time the world started; set by the first middleware
     _down_now: set[str] = field(default_factory=set)
     _used: dict[int, int] = field(default_factory=dict)
@@ -167,7 +172,7 @@ class FaultConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str = "faults") -> FaultConfig:
         """Build from the scenario's `faults:` mapping; ValueError names the bad key."""
-        known = {"rules", "down", "neverReady", "evictionBlocked"}
+        known = {"rules", "down", "neverReady", "evictionBlocked", "listingLagSeconds"}
         _reject_unknown(data, known, where)
         config = cls()
         for i, raw in enumerate(_as_list(data.get("rules", []), f"{where}.rules")):
@@ -189,6 +194,10 @@ class FaultConfig:
             if "/" not in item:
                 raise ValueError(f"{where}.evictionBlocked[{i}]: expected 'namespace/selector'")
         config.eviction_blocked.update(blocked)
+        lag = _number(data.get("listingLagSeconds", 0), f"{where}.listingLagSeconds")
+        if lag < 0:
+            raise ValueError(f"{where}.listingLagSeconds: must not be negative")
+        config.listing_lag_s = lag
         return config
 
 

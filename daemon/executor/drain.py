@@ -375,7 +375,7 @@ class Drainer:
     async def _evict_all(self) -> None:
         rt = self.rt
         timeout = rt.spec.drain_timeout_s
-        deadline = rt.monotonic() + timeout - rt.since(self.rid, ev.DrainStarted)
+        deadline = rt.monotonic() + timeout - rt.acting_since(self.rid, ev.DrainStarted)
         low, high = rt.ctx.eviction_backoff_s
         backoff = low
         attempts: Counter[str] = Counter()
@@ -460,7 +460,7 @@ class Drainer:
         rt = self.rt
         r = rt.replacement(self.rid)
         timeout = rt.spec.drain_timeout_s
-        deadline = rt.monotonic() + timeout - rt.since(self.rid, ev.NodeDrained)
+        deadline = rt.monotonic() + timeout - rt.acting_since(self.rid, ev.NodeDrained)
         namespaces = {ref.partition("/")[0] for ref in r.drain_pods}
         while True:
             everything = await rt.call(

@@ -164,6 +164,11 @@ class ExecutionContext:
     # The node group's rule for pods with local storage, as the planner applied it.
     skip_local_storage: bool = True
     claims: WorkerClaims = PROCESS_CLAIMS
+    # Told of an add whose worker the listing did not show in time (the intent, the target's
+    # (cpu, ram MB), why), before its outcome is recorded: the service keeps looking for it.
+    on_unaccounted: (
+        Callable[[ev.WorkerAddRequested, tuple[int, int], str], Awaitable[None]] | None
+    ) = None
     # Awaited before every call and every retry wait: raises when this daemon may not act
     # (it lost the lead); None when nothing else could lead (tests of the executor alone).
     fence: Callable[[], Awaitable[None]] | None = None
@@ -216,6 +221,11 @@ class Runtime:
             return max(0.0, self.ctx.clock.now() - datetime.fromisoformat(at).timestamp())
         except ValueError:
             return 0.0
+
+    def acting_since(self, rid: str, event_type: type[ev.Event]) -> float:
+        """The part of a step's timeout already used: seconds a daemon was acting on `rid`
+        since `event_type`, downtime left out (`PlanJournal.acting_s`)."""
+        return self.journal.acting_s(rid, event_type, self.ctx.clock.now())
 
     def forward_only(self, rid: str) -> bool:
         """Past the point of no return: the old worker is being deleted, or the old node is

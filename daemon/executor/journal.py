@@ -27,6 +27,7 @@ import asyncio
 import copy
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import TypeVar
 
 from eventstore import EventStore, NewEvent
@@ -55,6 +56,9 @@ class PlanJournal:
         # (replacement id, event type) -> its latest such event, for deadlines and baselines
         # that must survive restarts (the fold keeps only the latest update of a replacement).
         self._last: dict[tuple[str, str], ev.ReplacementEvent] = {}
+        # Per replacement, every event's (leadership term, type, at), in order: how long the
+        # daemon was acting on a step, downtime left out (`acting_s`).
+        self._history: dict[str, list[tuple[int, str, str]]] = {}
 
     def __repr__(self) -> str:
         state = self._fold.plans.get(self._plan_id)
@@ -72,10 +76,11 @@ class PlanJournal:
         records = await self._store.read_stream(self._stream)
         self._fold = FoldState(keep_finished=True)
         self._last = {}
+        self._history = {}
         for recorded in records:
             change = apply(self._fold, recorded)
             if change is not None:
-                self._remember(change.event)
+                self._remember(change.event, recorded.term)
 
     async def reload(self) -> None:
         """Fold the stream again from the log (someone else appended to it)."""
@@ -135,13 +140,42 @@ class PlanJournal:
             self._fold = candidate
             state = candidate.plans[self._plan_id]
             for event in events:
-                self._remember(event)
+                self._remember(event, self._term or 0)
             for event in events:
                 self._notify(state, event)
 
-    def _remember(self, event: ev.Event) -> None:
+    def _remember(self, event: ev.Event, term: int) -> None:
         if isinstance(event, ev.ReplacementEvent):
             self._last[(event.replacement_id, type(event).type_name())] = event
+            self._history.setdefault(event.replacement_id, []).append(
+                (term, type(event).type_name(), event.at)
+            )
+
+    def acting_s(self, replacement_id: str, event_type: type[ev.Event], now: float) -> float:
+        """Seconds this replacement's step has been worked on since `event_type` was last
+        recorded for it (0 if never), counting only time a daemon was acting on it: within
+        each leadership term, from the first to the last event of the replacement recorded in
+        it (and, in this daemon's own term, on to `now`). The time between a term's last event
+        and the next term (the daemon down, or another waiting for the Lease) is not counted:
+        a restart after a long outage does not time out a step that was making progress.
+        Without leadership terms (term 0 throughout) this is the time since the event."""
+        history = self._history.get(replacement_id, [])
+        name = event_type.type_name()
+        start = next((i for i in range(len(history) - 1, -1, -1) if history[i][1] == name), None)
+        if start is None:
+            return 0.0
+        try:
+            times = [(term, datetime.fromisoformat(at).timestamp()) for term, _, at in history]
+        except ValueError:
+            return 0.0
+        used = 0.0
+        for (term_a, at_a), (term_b, at_b) in zip(times[start:], times[start + 1 :], strict=False):
+            if term_a == term_b:
+                used += max(0.0, at_b - at_a)
+        last_term, last_at = times[-1]
+        if last_term == (self._term or 0):
+            used += max(0.0, now - last_at)
+        return used
 
     def last(self, replacement_id: str, event_type: type[E]) -> E | None:
         """The latest `event_type` recorded for a replacement, or None."""

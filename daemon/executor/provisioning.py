@@ -302,10 +302,21 @@ async def _add_once(rt: Runtime, rid: str, group_id: int, deadline: float) -> Te
             f"VPSie accepted a worker for group {group_id} but none appeared within "
             f"{rt.ctx.worker_visible_s:g} s"
         )
+        await unaccounted(rt, intent, reason)
         await _add_failed(rt, rid, reason, permanent=True)
         raise StepFailed(reason)
+    await unaccounted(rt, intent, f"add_worker: {temporary} (it may have reached VPSie)")
     await _add_failed(rt, rid, f"add_worker: {temporary}", permanent=False)
     return temporary
+
+
+async def unaccounted(rt: Runtime, intent: ev.WorkerAddRequested, reason: str) -> None:
+    """An add whose worker the listing did not show: tell the service (which looks for it
+    at every later round), before the add is recorded as failed."""
+    if rt.ctx.on_unaccounted is None:
+        return
+    shape = await _target_shape(rt, intent.group_id)
+    await rt.ctx.on_unaccounted(intent, shape, reason)
 
 
 async def _add_failed(rt: Runtime, rid: str, reason: str, *, permanent: bool) -> None:
@@ -333,10 +344,11 @@ def match_node(nodes: list[NodeInfo], hostname: str, ips: tuple[str, ...]) -> No
 async def wait_joined(rt: Runtime, rid: str) -> None:
     """JOINING -> READY: the new worker's Node Ready within provision_timeout_s.
 
-    The timeout counts from `WorkerAdded` in the log, so restarts do not extend it."""
+    The timeout counts from `WorkerAdded` in the log, so restarts do not extend it; time no
+    daemon was acting (down, or waiting for the Lease) is not counted."""
     r = rt.replacement(rid)
     timeout = rt.spec.provision_timeout_s
-    waited_before = rt.since(rid, ev.WorkerAdded)
+    waited_before = rt.acting_since(rid, ev.WorkerAdded)
     started = rt.monotonic() - waited_before
     deadline = started + timeout
     while True:

@@ -35,6 +35,7 @@ from daemon.executor.provisioning import (
     park,
     settle_add,
     settle_group,
+    unaccounted,
     worker_gone,
 )
 from statemachine import events as ev
@@ -73,6 +74,7 @@ async def reconcile_one(rt: Runtime, rid: str) -> str:
             except AmbiguousWorker as exc:
                 await park(rt, rid, exc.reason)
                 return exc.reason
+            await unaccounted(rt, intent, f"{NOT_MADE}: not listed after the restart")
             await rt.record(ev.WorkerAddFailed(**base, at=rt.at(), reason=NOT_MADE))
             return f"no worker was added to group {group_id}"
         case ev.CordonRequested(node=name):

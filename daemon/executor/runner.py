@@ -68,6 +68,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_CONFLICTS = 5  # stream changed under the runner this many times in one run: give up
+# Who a pause for a closed maintenance window is recorded as; the service resumes the plans
+# it paused when the next window opens (a person's pause waits for a person).
+WINDOW_PAUSER = "maintenance-window"
 
 _RS = ReplacementStatus
 _PS = PlanStatus
@@ -75,6 +78,11 @@ _PS = PlanStatus
 log = logging.getLogger(__name__)
 
 Work = Callable[[str], Awaitable[None]]
+
+
+def _window_closed(check: CheckResult) -> bool:
+    """The timing check failed: no maintenance window is open now."""
+    return check.name == "timing"
 
 
 def _vpsie_busy(check: CheckResult) -> bool:
@@ -297,6 +305,9 @@ class PlanRunner:
         if failed and all(_vpsie_busy(c) for c in failed):
             await self._wait_for_vpsie(step, failed)
             return
+        if failed and all(_window_closed(c) for c in failed):
+            await self._pause_for_window(step, checks, failed)
+            raise Interrupted("outside the maintenance windows")
         reasons = tuple(f"{c.name}: {c.message}" for c in failed)
         await self._journal.record(
             ev.SafetyChecksRun(
@@ -311,6 +322,48 @@ class PlanRunner:
         if failed:
             await self._start_rollback(f"safety checks failed before {step}: {'; '.join(reasons)}")
             raise Interrupted("safety checks failed")
+
+    async def _pause_for_window(
+        self, step: str, checks: Sequence[CheckResult], failed: Sequence[CheckResult]
+    ) -> None:
+        """No maintenance window is open: pause, never roll back. Replacements past the point
+        of no return (drained, their pods confirmed elsewhere) finish forward first: deleting
+        an empty worker disrupts nothing. Everything else stays as recorded until the service
+        resumes the plan when the next window opens (`WINDOW_PAUSER`)."""
+        reasons = tuple(f"{c.name}: {c.message}" for c in failed)
+        await self._journal.record(
+            ev.SafetyChecksRun(
+                plan_id=self._journal.plan_id,
+                at=self._at(),
+                checks=tuple(checks),
+                action=Action.POSTPONE,
+                reasons=reasons,
+                step=step,
+            )
+        )
+        forward = [
+            rid
+            for rid in self._open(list(self.state.replacements))
+            if self._forward.forward_only(rid)
+        ]
+        if forward:
+            log.info(
+                "plan %s: outside the maintenance windows; %d replacement(s) past their drain "
+                "finish first",
+                self._journal.plan_id,
+                len(forward),
+                extra={"plan_id": self._journal.plan_id},
+            )
+            await self._together(forward, self._terminate, self.state.spec.max_concurrent)
+        if self.state.status is _PS.EXECUTING:
+            await self._journal.record(
+                ev.PlanPaused(
+                    plan_id=self._journal.plan_id,
+                    at=self._at(),
+                    by=WINDOW_PAUSER,
+                    reason=f"before {step}: {failed[0].message}",
+                )
+            )
 
     async def _wait_for_vpsie(self, step: str, failed: Sequence[CheckResult]) -> None:
         """The VPSie cluster is locked or being upgraded: no time to replace nodes, and no
@@ -389,6 +442,10 @@ class PlanRunner:
                 await self._together(todo, self._provision, len(everything))
                 await self._together(self._open(todo), self._cordon, len(everything))
                 await self._soak(self._open(todo))
+                left = self._open(todo)
+                if left and all(self.state.replacements[r].status is _RS.CORDONED for r in left):
+                    # The drains are the disruption: they start inside a window, or wait.
+                    await self._checkpoint("blue-green drains")
                 await self._together(self._open(todo), self._drain, spec.max_concurrent)
                 await self._together(self._open(todo), self._terminate, spec.max_concurrent)
 

@@ -59,6 +59,9 @@ class PlanControl:
                 for name, v in sorted(self._ctx.groups.items())
             },
             "disagreements": list(self._ctx.world_notes),
+            "unaccounted_workers": (
+                list(self._ctx.unaccounted.last) if self._ctx.unaccounted is not None else []
+            ),
         }
 
     def _waiting(self, group: str, after_analysis: dict[str, Any] | None) -> dict[str, Any] | None:

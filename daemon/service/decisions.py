@@ -25,7 +25,7 @@ from daemon.service.recovery import Quarantines, Recovered
 from daemon.service.runners import Runners
 from daemon.service.snapshot import SnapshotError, gather_snapshot
 from daemon.service.state import ServiceContext, Tracked
-from daemon.service.waiting import analysis_waiting, world_waiting
+from daemon.service.waiting import analysis_waiting, paused_for_window, world_waiting
 from planner import NodeGroupPolicy, analyze, make_plan
 from statemachine import events as ev
 from statemachine.machines import PlanStatus
@@ -101,9 +101,10 @@ class Decisions:
                 self._ctx.set_status()
             case PlanStatus.AWAITING_APPROVAL | PlanStatus.PAUSED:
                 log.info(
-                    "plan %s is %s; it waits for a person",
+                    "plan %s is %s; it waits for %s",
                     state.plan_id,
                     state.status.value,
+                    "the next maintenance window" if paused_for_window(state) else "a person",
                     extra={"plan_id": state.plan_id},
                 )
             case _:

@@ -48,6 +48,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from adapters.errors import AdapterError
 from adapters.kubernetes import KubeClient
 from adapters.metrics import Metrics
 from adapters.systemd_notify import Notifier
@@ -73,6 +74,7 @@ from daemon.service.recovery import (
 from daemon.service.reporter import Regarding, Reporter
 from daemon.service.runners import Runners
 from daemon.service.state import ServiceContext, Tracked, WorldWrapper
+from daemon.service.unaccounted import LOOK_EVERY_S, Unaccounted
 from eventstore import EventStore, EventStoreError, FencedError
 
 log = logging.getLogger(__name__)
@@ -130,6 +132,7 @@ class Service:
         self._lease_duration_s = lease_duration_s
         self._stopping = asyncio.Event()
         self._elector: LeaderElector | None = None
+        self._control_server: ControlServer | None = None
         self._exit_code = 0
         self._fenced_term: int | None = None
 
@@ -154,8 +157,16 @@ class Service:
             self._ctx.wake.set()
 
     def request_reload(self) -> None:
-        """SIGHUP: read the configuration again now (leader or standby)."""
+        """SIGHUP: read the configuration and the control token again now (leader or
+        standby). A token file that became unusable keeps the old token (logged)."""
         self._reload()
+        if self._control_server is not None:
+            try:
+                self._control_server.reload_token()
+            except (OSError, ValueError) as exc:
+                log.error("control token not reloaded, keeping the old one: %s", exc)
+            else:
+                log.info("control token reloaded")
         self._ctx.wake.set()
 
     async def run(self) -> int:
@@ -239,6 +250,7 @@ class Service:
             pages=LogPages(self._ctx.event_store()),
         )
         self.control_address = await control.start()
+        self._control_server = control
         if self._on_listening is not None:
             self._on_listening(self.control_address)
         reporter_task = asyncio.create_task(reporter.run())
@@ -333,6 +345,7 @@ class Service:
         # read below is the last word of every earlier leader.
         ctx.term = await ctx.event_store().acquire_term(elector.identity)
         log.info("leading with term %d", ctx.term)
+        ctx.unaccounted = Unaccounted(ctx.event_store(), ctx.term)
         try:
             return await self._lead_term(elector)
         except FencedError as exc:
@@ -366,10 +379,16 @@ class Service:
                     await self._decisions.analyse(policy)
                     self._analysed.add(policy.name)
                 await self._until_idle(elector)
+            if self._acting(elector):
+                await self._look_for_unaccounted()
             return self._acting(elector) or self._stopping.is_set()
         next_snapshot = ctx.clock.monotonic() + SNAPSHOT_EVERY_S
+        next_look = 0.0
         while self._acting(elector):
             now = ctx.clock.monotonic()
+            if now >= next_look:
+                next_look = now + LOOK_EVERY_S
+                await self._look_for_unaccounted()
             for policy in self.config.node_groups:
                 view = ctx.group(policy.name)
                 if now >= view.next_analysis_mono:
@@ -381,14 +400,16 @@ class Service:
                 next_snapshot = now + SNAPSHOT_EVERY_S
                 await self._write_snapshot()
             restart = self._runners.revive()
+            reopen = await self._runners.reopen_windows()
             ctx.set_status()
             self.metrics.set_plans_without_runner(len(self._runners.without_runner()))
             due = min(
                 (v.next_analysis_mono for v in ctx.groups.values()),
                 default=now + self.config.analysis_interval_s,
             )
-            if restart is not None:
-                due = min(due, restart)
+            for at in (restart, reopen, next_look):
+                if at is not None:
+                    due = min(due, at)
             ctx.wake.clear()
             await _first(
                 ctx.clock.sleep(max(0.0, min(due, next_snapshot) - ctx.clock.monotonic())),
@@ -396,6 +417,18 @@ class Service:
                 elector.lost.wait(),
             )
         return self._stopping.is_set()
+
+    async def _look_for_unaccounted(self) -> None:
+        """Look for the workers of adds no plan accounts for (unaccounted.py); an API that
+        does not answer is tried again at the next round."""
+        ctx = self._ctx
+        if ctx.unaccounted is None:
+            return
+        cloud, _ = ctx.ports()
+        try:
+            await ctx.unaccounted.look(cloud, ctx.logged_sizes(), ctx.now())
+        except (AdapterError, OSError) as exc:
+            log.warning("could not look for unaccounted workers now: %s", exc)
 
     def _acting(self, elector: LeaderElector) -> bool:
         return not self._stopping.is_set() and not elector.lost.is_set()

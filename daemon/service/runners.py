@@ -22,14 +22,23 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from daemon.executor.journal import PlanJournal, Subscriber
-from daemon.executor.runner import ExecutionContext, PlanRunner, WorldUnavailable
+from daemon.executor.runner import (
+    WINDOW_PAUSER,
+    ExecutionContext,
+    InvalidRequest,
+    PlanRunner,
+    WorldUnavailable,
+)
 from daemon.service.fencing import FencedCloud, FencedCluster
 from daemon.service.leadership import NotLeading
 from daemon.service.recheck import recheck_live
 from daemon.service.state import ServiceContext, Tracked
+from daemon.service.waiting import paused_for_window
 from eventstore import FencedError
+from planner.windows import window_state
 from statemachine import events as ev
 from statemachine.fold import PlanState
 from statemachine.machines import PlanStatus
@@ -107,6 +116,7 @@ class Runners:
             eviction_backoff_s=(1.0, 5.0),
             recheck=self._recheck,
             skip_local_storage=self._ctx.policy(node_group).skip_nodes_with_local_storage,
+            on_unaccounted=self._ctx.unaccounted.note if self._ctx.unaccounted else None,
         )
 
     async def _recheck(self, state: PlanState) -> Sequence[CheckResult]:
@@ -223,6 +233,36 @@ class Runners:
                 self.start(tracked)
             else:
                 upcoming.append(at)
+        return min(upcoming, default=None)
+
+    async def reopen_windows(self) -> float | None:
+        """Resume the plans the executor paused for a closed maintenance window whose next
+        window is open now; returns when (monotonic) the next of the others opens, or None.
+        A plan a person paused is left to a person."""
+        now = self._ctx.clock.now()
+        instant = datetime.fromtimestamp(now, tz=UTC)
+        upcoming: list[float] = []
+        for tracked in list(self._ctx.plans.values()):
+            state = tracked.journal.state
+            if not paused_for_window(state):
+                continue
+            windows = self._ctx.policy(state.spec.node_group).maintenance_windows
+            found = window_state(windows, instant)
+            if not found.open_now:
+                if found.next_start is not None:
+                    wait = max(0.0, found.next_start.timestamp() - now)
+                    upcoming.append(self._ctx.clock.monotonic() + wait)
+                continue
+            log.info(
+                "plan %s: a maintenance window is open; resuming it",
+                state.plan_id,
+                extra={"plan_id": state.plan_id},
+            )
+            try:
+                await self.runner(tracked).resume(WINDOW_PAUSER)
+            except InvalidRequest:  # resumed or cancelled meanwhile
+                continue
+            self.start(tracked)
         return min(upcoming, default=None)
 
     def without_runner(self) -> list[Tracked]:

@@ -30,6 +30,7 @@ from daemon.ports import Clock, Cloud, Cluster
 from daemon.service.fencing import Guard
 from daemon.service.recovery import Quarantines
 from daemon.service.reporter import Reporter
+from daemon.service.unaccounted import Unaccounted
 from eventstore import EventStore
 from planner import NodeGroupPolicy
 from statemachine.fold import PlanState
@@ -103,6 +104,8 @@ class ServiceContext:
         self.guard: Guard | None = None
         self.quarantines = Quarantines()  # as last read from the log (blocks node groups)
         self.reporter: Reporter | None = None
+        # Adds whose worker no plan accounts for (unaccounted.py); made when leading.
+        self.unaccounted: Unaccounted | None = None
         # Workers our plans added, by the log at recovery: identifier -> size id.
         self.recovered_sizes: dict[str, int] = {}
         # What the last analysis found that does not add up (daemon/service/accounting.py).

@@ -4,6 +4,8 @@
 
     approval    a plan awaits a person's approve or reject
     resume      a plan was paused by a person
+    window      a plan was paused at a safe point when no maintenance window was open; it
+                resumes by itself when the next opens
     cooldown    the last plan finished less than cooldownPeriod ago (until when)
     window      outside the maintenance windows (until the next opens)
     world       the last analysis could not read VPSie or Kubernetes (the next try)
@@ -18,6 +20,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from daemon.executor.runner import WINDOW_PAUSER
 from statemachine.fold import PlanState
 from statemachine.machines import PlanStatus
 from statemachine.plan import CheckResult, CheckStatus
@@ -32,6 +35,19 @@ def _short(instant: str) -> str:
     return re.sub(r"\.\d+", "", instant).replace("T", " ")
 
 
+def paused_by(state: PlanState) -> str:
+    """Who recorded the plan's last pause ("" if never paused)."""
+    for _, kind, by, _ in reversed(state.reasons):
+        if kind == "PlanPaused":
+            return by
+    return ""
+
+
+def paused_for_window(state: PlanState) -> bool:
+    """Paused by the executor because no maintenance window was open (resumes by itself)."""
+    return state.status is PlanStatus.PAUSED and paused_by(state) == WINDOW_PAUSER
+
+
 def plan_waiting(plan: PlanState) -> dict[str, Any] | None:
     """What a plan in flight waits for (a person), or None when it is working."""
     if plan.status is PlanStatus.AWAITING_APPROVAL:
@@ -41,10 +57,15 @@ def plan_waiting(plan: PlanState) -> dict[str, Any] | None:
             f"a person to approve or reject plan {plan.plan_id} ({why}): "
             f"vpsie-rebalancer approve {plan.plan_id}",
         )
+    if plan.status is PlanStatus.PAUSED and paused_for_window(plan):
+        return _waiting(
+            "window",
+            f"the next maintenance window, when plan {plan.plan_id} resumes by itself",
+        )
     if plan.status is PlanStatus.PAUSED:
         return _waiting(
-            "resume", f"a person to resume plan {plan.plan_id}: vpsie-rebalancer resume "
-            f"{plan.plan_id}"
+            "resume",
+            f"a person to resume plan {plan.plan_id}: vpsie-rebalancer resume {plan.plan_id}",
         )
     return None
 
@@ -83,7 +104,6 @@ def analysis_waiting(
 def world_waiting(problem: str, next_analysis_at: str) -> dict[str, Any]:
     return _waiting(
         "world",
-        f"VPSie and Kubernetes to be readable ({problem}); next try at "
-        f"{_short(next_analysis_at)}",
+        f"VPSie and Kubernetes to be readable ({problem}); next try at {_short(next_analysis_at)}",
         next_analysis_at,
     )

@@ -63,7 +63,11 @@ function notice(text, isError) {
 }
 
 async function getJSON(path) {
-  const resp = await fetch(path, { headers: { Accept: "application/json" }, cache: "no-store" });
+  // The token too when there is one: off loopback, the daemon answers reads only with it.
+  const headers = { Accept: "application/json" };
+  const t = token();
+  if (t) headers.Authorization = `Bearer ${t}`;
+  const resp = await fetch(path, { headers, cache: "no-store" });
   const body = await resp.json();
   if (!resp.ok) throw new Error(body.error || `HTTP ${resp.status}`);
   return body;

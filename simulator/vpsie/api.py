@@ -201,17 +201,18 @@ async def _offers(request: web.Request) -> web.Response:
 async def _clusters(request: web.Request) -> web.Response:
     state = _state(request)
     c = state.cluster
+    listed = state.listed_workers()
     item = {
         "identifier": c.identifier,
         "cluster_name": c.name,
         "nickname": c.name,
         "kube_version": c.kube_version,
-        "count": len(state.workers) + 1,
+        "count": len(listed) + 1,
         "managerCount": 1,
-        "slaveCount": len(state.workers),
-        "cpu": sum(state.size(state.group(w.group_id).size_id).cpu for w in state.workers),
-        "ram": sum(state.size(state.group(w.group_id).size_id).ram_mb for w in state.workers),
-        "price": float(sum(_monthly(state, w) for w in state.workers)),
+        "slaveCount": len(listed),
+        "cpu": sum(state.size(state.group(w.group_id).size_id).cpu for w in listed),
+        "ram": sum(state.size(state.group(w.group_id).size_id).ram_mb for w in listed),
+        "price": float(sum(_monthly(state, w) for w in listed)),
         "lock": 1 if state.lock else 0,
         "upgrade_version": state.upgrade_version or None,
         "created_on": "2025-06-01T10:00:00Z",
@@ -288,9 +289,9 @@ async def _cluster(request: web.Request) -> web.Response:
         "cluster_name": c.name,
         "nickname": c.name,
         "kube_version": c.kube_version,
-        "count": len(state.workers) + 1,
+        "count": len(state.listed_workers()) + 1,
         "created_on": "2025-06-01T10:00:00Z",
-        "nodes": [master, *(_node(state, w) for w in state.workers)],
+        "nodes": [master, *(_node(state, w) for w in state.listed_workers())],
     }
     return _ok(data)
 

@@ -107,6 +107,7 @@ class SimWorker:
     group_id: int
     status: str  # provisioning | running
     created_on: str
+    listed_from: float = 0.0  # simulated time from which the listings show it (a lagging one)
 
     @property
     def listed_hostname(self) -> str:
@@ -240,7 +241,13 @@ class VpsieState:
         raise VpsieError(404, f"Node group {group_id} not found")
 
     def workers_of(self, group_id: int) -> list[SimWorker]:
-        return [w for w in self.workers if w.group_id == group_id]
+        return [w for w in self.listed_workers() if w.group_id == group_id]
+
+    def listed_workers(self) -> list[SimWorker]:
+        """The workers the API's listings show now: all, except those a lagging listing does
+        not show yet (`FaultConfig.listing_lag_s`). `workers` is the account's truth."""
+        now = self.clock.now()
+        return [w for w in self.workers if w.listed_from <= now]
 
     def worker(self, identifier: str) -> SimWorker | None:
         return next((w for w in self.workers if w.identifier == identifier), None)
@@ -290,6 +297,7 @@ class VpsieState:
             group_id=group.id,
             status="provisioning",
             created_on=self.timestamp(),
+            listed_from=self.clock.now() + self.faults.listing_lag_s,
         )
         self.workers.append(worker)
         if booted:

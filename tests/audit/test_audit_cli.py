@@ -215,3 +215,50 @@ def test_a_corrupt_file_is_refused_without_a_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("audit: ") and str(garbage) in result.stderr
+
+
+def _fingerprint(path: Path) -> tuple[bytes, list[str]]:
+    """The file's bytes, and which side files exist beside it."""
+    side = sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name + "-"))
+    return path.read_bytes(), side
+
+
+@pytest.mark.parametrize("command", ["audit", "verify-log"])
+def test_an_old_layout_is_read_from_a_copy_never_migrated_in_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """Adversary: a person auditing a log an older release wrote (a backup, say); migrating it
+    in place would change the evidence and make it unreadable to that release."""
+    from eventstore.schema import CURRENT_VERSION
+    from tests.eventstore.test_file_integrity import build_v1_file
+
+    path = tmp_path / "old.db"
+    build_v1_file(path, extra=3)
+    before = _fingerprint(path)
+    _code, out, err = run(capsys, command, "--db", str(path))
+    assert _fingerprint(path) == before
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 1 < CURRENT_VERSION
+    assert "Traceback" not in err
+    if command == "verify-log":  # it read the events (this file's are not of our types)
+        assert "seq 1 (stream 'plan-a', type 'Planned')" in err, (out, err)
+
+
+@pytest.mark.parametrize("command", ["audit", "verify-log"])
+def test_a_foreign_sqlite_file_is_refused_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """Adversary: a mistyped path naming another program's SQLite database (rollback journal
+    mode); switching it to WAL before refusing it would break that program's expectations."""
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT)")
+        raw.execute("INSERT INTO things (name) VALUES ('kept')")
+    before = _fingerprint(path)
+    code, _out, err = run(capsys, command, "--db", str(path))
+    assert code != 0
+    assert "not an event log" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert _fingerprint(path) == before
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "delete"

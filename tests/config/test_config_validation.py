@@ -273,3 +273,14 @@ def test_secrets_are_never_read_into_the_config(tmp_path: Path) -> None:
     cfg = load_config(f)
     assert cfg.vpsie_credentials == secret
     assert "s3cr3t" not in repr(cfg)
+
+
+def test_listen_off_loopback_needs_a_token_file() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(BASE + 'listen = "0.0.0.0:8470"\n' + GROUP, source="/etc/vr/config.toml")
+    assert "token_file" in str(caught.value) and "listen" in str(caught.value)
+    cfg = parse_config(
+        BASE + 'listen = "0.0.0.0:8470"\ntoken_file = "/etc/vr/token"\n' + GROUP,
+        source="/etc/vr/config.toml",
+    )
+    assert str(cfg.listen) == "0.0.0.0:8470"

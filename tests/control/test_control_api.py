@@ -197,3 +197,33 @@ def test_addresses_parse_or_say_why() -> None:
     for bad in ("localhost", "unix:relative", "http://h:1/path", "h:99999"):
         with pytest.raises(ValueError, match="control address"):
             parse_address(bad)
+
+
+async def test_off_loopback_reads_need_the_token(token_file: tuple[str, Path]) -> None:
+    """Adversary: another host on the network, reading status and metrics (plan ids, node
+    names, the fleet) from a daemon told to listen on every interface."""
+    token, path = token_file
+    target = FakeTarget(plans={"p-wait": "awaiting_approval"})
+    server = ControlServer(target, listen="0.0.0.0:0", readiness=Readiness(), token_file=path)
+    address = await server.start()
+    here = parse_address(f"127.0.0.1:{address.port}")
+    try:
+        async with aiohttp.ClientSession() as s:
+            for route in ("/v1/status", "/metrics"):
+                async with s.get(f"{here}{route}") as resp:
+                    assert resp.status == 401, route
+                async with s.get(f"{here}{route}", headers={"Authorization": "Bearer x"}) as resp:
+                    assert resp.status == 403, route
+            async with s.get(f"{here}/healthz") as resp:
+                assert resp.status == 200
+        client = ControlClient(address, token=token)
+        assert (await client.status())["plans"][0]["plan_id"] == "p-wait"
+    finally:
+        await server.stop()
+
+
+async def test_off_loopback_without_a_token_file_is_refused() -> None:
+    """Adversary: another host on the network; without a token it could read everything."""
+    server = ControlServer(FakeTarget(), listen="0.0.0.0:0", readiness=Readiness())
+    with pytest.raises(ValueError, match="not a loopback address"):
+        await server.start()

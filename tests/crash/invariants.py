@@ -11,6 +11,7 @@ each a sentence naming the plan, node or worker concerned. bench/crash.py prints
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -99,7 +100,11 @@ def check(
     report: dict[str, Any] | None,
     min_nodes: int | None = None,
     min_healthy_percent: int | None = None,
+    foreign: Mapping[str, Decimal] | None = None,
 ) -> Verdict:
+    """`foreign`: workers another actor added (the adversary's), with their monthly price: not
+    ours to account for, except one a plan replaced (its removal is that plan's saving)."""
+    foreign = foreign or {}
     v = Verdict(events=len(log.order))
     before = reh.before
     plans = log.state.plans
@@ -121,7 +126,7 @@ def check(
         if isinstance(event, ev.WorkerAddRequested):
             add_intents += 1
     for wid, worker in after.workers.items():
-        if wid in before.workers:
+        if wid in before.workers or wid in foreign:
             continue
         if wid not in added:
             v.add(INVARIANTS[1], f"worker {worker.hostname} ({wid}) exists but no plan recorded it")
@@ -132,7 +137,11 @@ def check(
                 INVARIANTS[1],
                 f"worker {worker.hostname} added by {added[wid]} is not a Ready node",
             )
-    created = {w for w in reh.sampler.workers_seen | set(after.workers) if w not in before.workers}
+    created = {
+        w
+        for w in reh.sampler.workers_seen | set(after.workers)
+        if w not in before.workers and w not in foreign
+    }
     if len(created) > add_intents:
         v.add(
             INVARIANTS[1],
@@ -213,7 +222,19 @@ def check(
                 f"plan {pid} reports {plan.realised_monthly_saving}, its replacements "
                 f"{from_replacements}",
             )
-    actual = before.monthly_cost() - after.monthly_cost()
+    theirs = sum((w.monthly for wid, w in after.workers.items() if wid in foreign), Decimal(0))
+    replaced_theirs = sum(
+        (
+            foreign[r_spec.old_worker]
+            for plan in plans.values()
+            for r_spec in plan.spec.replacements
+            if r_spec.old_worker in foreign
+            and r_spec.old_worker not in after.workers
+            and plan.replacements[r_spec.replacement_id].status is ReplacementStatus.DONE
+        ),
+        Decimal(0),
+    )
+    actual = before.monthly_cost() + replaced_theirs - (after.monthly_cost() - theirs)
     v.saving = actual
     if reported != actual:
         v.add(

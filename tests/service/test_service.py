@@ -154,11 +154,19 @@ async def test_reject_and_sighup_keeps_a_good_config_and_takes_a_new_one(tmp_pat
         )
         daemon.signal(signal.SIGHUP)
         await daemon.until("the new configuration taken", _logged(daemon, "configuration reloaded"))
+        # The token rotated (adversary: whoever still holds the old one): SIGHUP reads it again.
+        (reh.dir / "control.token").write_text("rotated-control-token-0c41d2\n")
+        daemon.signal(signal.SIGHUP)
+        await daemon.until("the new token taken", _logged(daemon, "control token reloaded"))
+        approve = f"/v1/plans/{waiting['plan_id']}/approve"
+        old_token, _ = await daemon.call("POST", approve)
+        new_token, _ = await daemon.call("POST", approve, token="rotated-control-token-0c41d2")
         exit_code = await daemon.stop()
         after = await reh.reader.picture()
         log = await read_log(reh.db_path)
 
     assert again == 409
+    assert (old_token, new_token) == (403, 409)  # refused; allowed (then refused by state)
     assert alive["leader"] is True
     assert log.state.plans[waiting["plan_id"]].status.value == "rejected"
     assert after.workers.keys() == reh.before.workers.keys()

@@ -36,6 +36,7 @@ class Witnessed:
     kube: Witness
     vpsie: Witness
     vpsie_proxy: KubeProxy
+    kube_proxy: KubeProxy | None = None
 
     def again(self, identity: str) -> DaemonProcess:
         """Another process with the same configuration (a restart after a SIGKILL)."""
@@ -93,7 +94,7 @@ async def witnessed_daemon(reh: Rehearsal, identity: str) -> AsyncIterator[Witne
         config = reh.dir / f"config-{identity}.toml"
         config.write_text(text)
         daemon = DaemonProcess(reh, identity=identity, config=config, socket_path=socket)
-        yield Witnessed(daemon, config, socket, kube.witness, vpsie.witness, vpsie)
+        yield Witnessed(daemon, config, socket, kube.witness, vpsie.witness, vpsie, kube)
 
 
 async def terms_in_order(db: Path) -> list[str]:

@@ -257,3 +257,25 @@ async def _until(check: Any, attempts: int = 500) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the simulated world never reached the expected state")
+
+
+async def test_a_lagging_listing_shows_a_worker_only_after_the_lag(
+    api: Api, sim: RunningSimulator
+) -> None:
+    sim.faults.listing_lag_s = 300
+    _, groups = await api.call("GET", f"/k8s/node/groups/byClusterId/{api.cluster}")
+    group = groups["data"][0]
+    _, before = await api.call("GET", f"/k8s/cluster/byId/{api.cluster}")
+    known = {n["identifier"] for n in before["data"]["nodes"]}
+    status, answer = await api.call(
+        "POST", f"/k8s/cluster/byId/{api.cluster}/add/slave/group/{group['id']}"
+    )
+    assert status == 200 and answer["error"] is False
+    added = [w for w in sim.vpsie.workers if w.identifier not in known]
+    assert len(added) == 1  # in the account (billed) ...
+    _, cluster = await api.call("GET", f"/k8s/cluster/byId/{api.cluster}")
+    assert {n["identifier"] for n in cluster["data"]["nodes"]} == known  # ... but not listed
+    await _until(lambda: sim.kube.node(added[0].hostname) is not None)  # it joins meanwhile
+    await sim.clock.sleep(300)
+    _, cluster = await api.call("GET", f"/k8s/cluster/byId/{api.cluster}")
+    assert added[0].identifier in {n["identifier"] for n in cluster["data"]["nodes"]}
