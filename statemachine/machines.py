@@ -188,7 +188,8 @@ REPAIR_TRANSITIONS: tuple[Row, ...] = (
     ("NodeDeleteRequested", (_R.DRAINED,), "="),
     ("NodeDeleted", (_R.DRAINED,), "="),
     ("NodeDeleteFailed", (_R.DRAINED,), "="),
-    ("ReplacementCompleted", (_R.DRAINED,), _R.DONE),
+    # From terminated when the Node object is gone already (nothing to cordon or empty).
+    ("ReplacementCompleted", (_R.TERMINATED, _R.DRAINED), _R.DONE),
     # Before the lost worker's delete, a repair can be undone (the worker it added removed).
     ("ReplacementRollbackStarted", _REPAIR_BEFORE_LOSS, _R.ROLLING_BACK),
     *(row for row in REPLACEMENT_TRANSITIONS if row[1] == (_R.ROLLING_BACK,)),
