@@ -71,6 +71,7 @@ from daemon.service.recovery import (
     write_snapshot,
 )
 from daemon.service.reporter import Regarding, Reporter
+from daemon.service.repairs import Repairs
 from daemon.service.runners import Runners
 from daemon.service.state import ServiceContext, Tracked, WorldWrapper
 from eventstore import EventStore, EventStoreError, FencedError
@@ -117,8 +118,13 @@ class Service:
             datacenter=datacenter,
         )
         self._runners = Runners(self._ctx, observers, on_fenced=self._fenced)
-        self._decisions = Decisions(self._ctx, self._runners)
-        self.control = PlanControl(self._ctx, self._runners, is_leader=self._is_leader)
+        self._repairs = Repairs(self._ctx, self._runners)
+        self._decisions = Decisions(
+            self._ctx, self._runners, rebalancing_blocked=self._repairs.blocks_rebalancing
+        )
+        self.control = PlanControl(
+            self._ctx, self._runners, is_leader=self._is_leader, repairs=self._repairs
+        )
         self.readiness = Readiness()
         self._once = once
         self._wrap_world = wrap_world
@@ -355,6 +361,7 @@ class Service:
         if self._once:
             await self._until_idle(elector)
             if self._acting(elector):
+                await self._repairs.check()
                 for policy in self.config.node_groups:
                     if not self._acting(elector):
                         break
@@ -362,8 +369,14 @@ class Service:
                 await self._until_idle(elector)
             return self._acting(elector) or self._stopping.is_set()
         next_snapshot = ctx.clock.monotonic() + SNAPSHOT_EVERY_S
+        next_health = ctx.clock.monotonic()
         while self._acting(elector):
             now = ctx.clock.monotonic()
+            if now >= next_health:
+                next_health = now + self.config.repair_check_interval_s
+                await self._repairs.check()
+                if not self._acting(elector):
+                    break
             for policy in self.config.node_groups:
                 view = ctx.group(policy.name)
                 if now >= view.next_analysis_mono:
@@ -383,6 +396,7 @@ class Service:
             )
             if restart is not None:
                 due = min(due, restart)
+            due = min(due, next_health)
             ctx.wake.clear()
             await _first(
                 ctx.clock.sleep(max(0.0, min(due, next_snapshot) - ctx.clock.monotonic())),
