@@ -113,7 +113,6 @@ class Repairs:
         ctx = self._ctx
         cloud, cluster = ctx.ports()
         now = ctx.clock.now()
-        self.view.checked_at = rfc3339(now)
         try:
             gathered = await gather_snapshot(
                 cloud,
@@ -124,6 +123,7 @@ class Repairs:
                 logged_sizes=ctx.logged_sizes(),
             )
         except SnapshotError as exc:
+            self.view.checked_at = rfc3339(now)
             self.view.problem = f"no repair: {exc}"
             self.view.health = None
             log.warning("node health: %s", self.view.problem)
@@ -138,6 +138,7 @@ class Repairs:
             handled=frozenset(handled),
         )
         self.view.health = health
+        self.view.checked_at = rfc3339(now)
         for group in health.groups:
             await self._group(group, handled, gathered.snapshot)
 
