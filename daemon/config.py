@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from planner.health import DEFAULT_CLUSTER_LIMIT
 from planner.policy import (
     WEEKDAYS,
     ConditionRule,
@@ -105,7 +106,7 @@ class Config:
     # Node repair, cluster-wide (per group: NodeGroupPolicy.repair): how often health is
     # looked at, and the stop when too many managed nodes are unhealthy at once.
     repair_check_interval_s: float = 30.0
-    repair_max_unhealthy: Limit = Limit(value=50, percent=True)
+    repair_max_unhealthy: Limit = DEFAULT_CLUSTER_LIMIT
 
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -605,7 +606,7 @@ def parse_config(text: str, *, source: str | Path = "<config>") -> Config:
     listen = r.opt(raw, "", "listen", _listen(r), _listen(r)(DEFAULT_LISTEN))
     token_file: Path | None = r.opt(raw, "", "token_file", r.path, None)
     interval = r.opt(raw, "", "analysis_interval", _duration(1), 300.0)
-    repair_interval, repair_limit = 30.0, Limit(value=50, percent=True)
+    repair_interval, repair_limit = 30.0, DEFAULT_CLUSTER_LIMIT
     raw_repair = raw.get("repair", {})
     if not isinstance(raw_repair, dict):
         r.bad("repair", f"expected a table, got {_kind(raw_repair)}")

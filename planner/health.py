@@ -10,14 +10,13 @@ plan whose opportunity is `repair`, run by the same executor and machines as a r
 
 Signals (each with its own toleration, `RepairPolicy`):
 
-| signal | seen when | counted from |
-|---|---|---|
-| ready-false | Ready=False | Ready's lastTransitionTime |
-| ready-unknown | Ready=Unknown (the kubelet stopped reporting) | Ready's lastTransitionTime |
-| worker-gone | not Ready, and VPSie lists no worker of the node's hostname or addresses | Ready's lastTransitionTime |
-| worker-stopped | not Ready, and VPSie lists the worker with a stopped/suspended status | Ready's lastTransitionTime |
-| never-ready | never Ready since it registered | the Node's creation |
-| condition | a condition the user listed has the listed status | that condition's lastTransitionTime |
+- ready-false: Ready=False;
+- ready-unknown: Ready=Unknown (the kubelet stopped reporting);
+- worker-gone: not Ready, and VPSie lists no worker of the node's hostname or addresses;
+- worker-stopped: not Ready, and VPSie lists the worker with a stopped/suspended status;
+  (these four count from Ready's lastTransitionTime)
+- never-ready: never Ready since it registered (counted from the Node's creation);
+- condition: a condition the user listed has the listed status (from its lastTransitionTime).
 
 A node with several signals is reported with the one due soonest.
 
@@ -335,6 +334,17 @@ def assess(
         cluster_allowed=allowed,
         blocked=blocked,
     )
+
+
+def outlook(u: Unhealthy, group: GroupHealth) -> str:
+    """What will happen to an unhealthy node, and when (for status and Events)."""
+    if not group.enabled:
+        return "nothing: repair is switched off for this group"
+    if group.blocked:
+        return f"nothing while blocked: {group.blocked}"
+    when = "now" if u.due else f"at {u.due_at}"
+    verb = "reported (dry run), not repaired" if group.dry_run else "repaired"
+    return f"{verb} {when}"
 
 
 def _target(u: Unhealthy, group_sizes: Sequence[int]) -> tuple[int | None, str]:

@@ -70,8 +70,8 @@ from daemon.service.recovery import (
     recover,
     write_snapshot,
 )
-from daemon.service.reporter import Regarding, Reporter
 from daemon.service.repairs import Repairs
+from daemon.service.reporter import Regarding, Reporter
 from daemon.service.runners import Runners
 from daemon.service.state import ServiceContext, Tracked, WorldWrapper
 from eventstore import EventStore, EventStoreError, FencedError

@@ -31,7 +31,14 @@ from daemon.clock import rfc3339
 from daemon.service.runners import Runners
 from daemon.service.snapshot import SnapshotError, gather_snapshot
 from daemon.service.state import ServiceContext, Tracked
-from planner.health import ClusterHealth, GroupHealth, Unhealthy, assess, make_repair_plan
+from planner.health import (
+    ClusterHealth,
+    GroupHealth,
+    Unhealthy,
+    assess,
+    make_repair_plan,
+    outlook,
+)
 from statemachine import events as ev
 from statemachine.machines import REPLACEMENT_TERMINAL, PlanStatus
 from statemachine.plan import Opportunity
@@ -78,17 +85,6 @@ def _block_code(text: str) -> str:
     if "switched off" in text:
         return "disabled"
     return "group-limit"
-
-
-def outlook(u: Unhealthy, group: GroupHealth) -> str:
-    """What will happen to an unhealthy node, and when (for status and Events)."""
-    if not group.enabled:
-        return "nothing: repair is switched off for this group"
-    if group.blocked:
-        return f"nothing while blocked: {group.blocked}"
-    when = "now" if u.due else f"at {u.due_at}"
-    verb = "reported (dry run), not repaired" if group.dry_run else "repaired"
-    return f"{verb} {when}"
 
 
 class Repairs:

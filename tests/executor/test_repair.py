@@ -73,7 +73,7 @@ async def _check_repaired(world: World, spec: PlanSpec, state_status: PlanStatus
 
 @pytest.mark.parametrize("kind", ["stop", "vanish", "kubelet"])
 async def test_a_lost_worker_is_replaced(world: World, kind: str) -> None:
-    identifier, hostname = world.initial[1]
+    _identifier, hostname = world.initial[1]
     world.sim.vpsie.lose_worker(hostname, kind)
     spec = repair_spec(world, f"repair-{kind}", 1, gone=kind == "vanish")
     journal = await world.started(spec)

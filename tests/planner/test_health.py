@@ -40,9 +40,9 @@ def world(
     statuses: dict[str, str] | None = None,
 ) -> ClusterSnapshot:
     sick_nodes = sick_nodes or {}
+    healthy: dict[str, object] = {"created_at": CREATED, "conditions": ready()}
     nodes = [
-        node(f"n{i}", LARGE, **sick_nodes.get(f"n{i}", {"created_at": CREATED, "conditions": ready()}))
-        for i in range(n)
+        node(f"n{i}", LARGE, **sick_nodes.get(f"n{i}", healthy)) for i in range(n)
     ]
     snap = cluster(nodes, [])
     workers = tuple(

@@ -83,8 +83,11 @@ def test_no_rollback_once_the_lost_worker_is_being_deleted() -> None:
 
 def test_a_loss_must_name_the_planned_node_and_worker() -> None:
     removal = SPEC.replacements[1]  # no new size: straight from planned
-    state = _fold(HISTORY[:1] + [ev.PlanApproved(plan_id="rp", at="t", by="policy"),
-                                 ev.PlanExecutionStarted(plan_id="rp", at="t")])
+    started = [
+        ev.PlanApproved(plan_id="rp", at="t", by="policy"),
+        ev.PlanExecutionStarted(plan_id="rp", at="t"),
+    ]
+    state = _fold([*HISTORY[:1], *started])
     wrong = ev.WorkerLossConfirmed(**_base("rp-r2"), node="other", worker_identifier="w")
     with pytest.raises(IllegalTransition, match="not this repair's lost node"):
         apply_event(state, wrong, stream="plan-rp", seq=99, version=4)
