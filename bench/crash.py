@@ -6,8 +6,9 @@ Repeats the crash suite's rehearsal (tests/crash): a simulated world, the real d
 separate process killing itself at seeded random points (`VPSIE_REBALANCER_CRASH_AT=N` or
 `N:after-call`, N drawn from 1..--max-n), restarted until a run finishes; five kinds of world
 in turn, a fresh one each time, until at least --kills kills happened: rolling, surge and
-blue-green plans that complete, and two that must roll back (api pods that can never be
-evicted, under rolling; a new worker that never turns Ready, under surge).
+blue-green plans that complete, two that must roll back (api pods that can never be
+evicted, under rolling; a new worker that never turns Ready, under surge), and three repair
+worlds (a worker stopped, one vanished, a kubelet silent: the repair killed at every step).
 After each world the invariants of ARCHITECTURE.md are checked (tests/crash/invariants.py).
 Prints, per invariant, how many violations were found (target: zero), the kills per strategy,
 the plan outcomes and the time taken.
@@ -40,16 +41,19 @@ sys.path.insert(0, str(ROOT))
 from tests.crash.invariants import INVARIANTS, check, read_log  # noqa: E402
 from tests.crash.rehearsal import rehearsal, scenario_text  # noqa: E402
 from tests.crash.test_crash_kills import API_NEVER_EVICTABLE, kill_until_done  # noqa: E402
+from tests.crash.test_repair_kills import REPAIR_CONFIG, REPAIR_WORLDS  # noqa: E402
 from tests.service.two_daemons import take_over_until_done, terms_in_order  # noqa: E402
 
 NEW_WORKER_NEVER_READY = '  faults:\n    neverReady: ["rh-*-0006"]\n'
-# (label, strategy, faults): plans that complete, and plans that must roll back.
+# (label, strategy, faults): plans that complete, and plans that must roll back; repair worlds
+# (the provider loses a worker at once; no rebalance is worth it, so each run repairs).
 WORLDS = (
     ("rolling", "rolling", ""),
     ("surge", "surge", ""),
     ("blue-green", "blue-green", ""),
     ("rolling/pdb-stuck", "rolling", API_NEVER_EVICTABLE),
     ("surge/never-ready", "surge", NEW_WORKER_NEVER_READY),
+    *REPAIR_WORLDS,
 )
 
 
@@ -88,6 +92,7 @@ async def bench(
                 batch_size=2,
                 drain_timeout="120s",
                 provision_timeout="300s",
+                extra=REPAIR_CONFIG if label.startswith("repair/") else "",
             )
             extra: dict[str, list[str]] = {}
             if second_daemon:

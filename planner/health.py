@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
-from planner.inventory import WorkerMatch, group_nodes, map_workers
+from planner.inventory import WorkerMatch, group_nodes, map_workers, unlisted_node_size
 from planner.policy import Limit, NodeGroupPolicy, RepairPolicy
 from planner.windows import parse_instant, rfc3339
 from statemachine.plan import (
@@ -50,6 +50,7 @@ from statemachine.plan import (
 )
 from statemachine.world import (
     CONTROL_PLANE_LABELS,
+    NODEGROUP_LABEL,
     SIZE_LABEL,
     ClusterSnapshot,
     NodeInfo,
@@ -206,13 +207,30 @@ def _signals(
     return found
 
 
-def _size_of(node: NodeInfo, match: WorkerMatch | None) -> int:
+def _members(
+    snapshot: ClusterSnapshot, group: str, matches: Mapping[str, WorkerMatch]
+) -> list[NodeInfo]:
+    """The group's nodes as the planner sees them, plus unlabelled nodes whose worker VPSie no
+    longer lists but whose size belongs to the VPSie group of that name (a vanished worker
+    takes with it the only link the planner has)."""
+    found = {n.name: n for n in group_nodes(snapshot, group, dict(matches))}
+    by_id = {g.id: g for g in snapshot.vpsie_groups}
+    for node in snapshot.nodes:
+        if node.name in found or node.name in matches or NODEGROUP_LABEL in node.labels:
+            continue
+        _, gid = unlisted_node_size(snapshot, node)
+        if gid is not None and by_id[gid].name == group:
+            found[node.name] = node
+    return sorted(found.values(), key=lambda n: n.name)
+
+
+def _size_of(snapshot: ClusterSnapshot, node: NodeInfo, match: WorkerMatch | None) -> int:
     if match is not None and match.size_id:
         return match.size_id
     try:
-        return int(node.labels.get(SIZE_LABEL, "0"))
+        return int(node.labels.get(SIZE_LABEL, "0")) or unlisted_node_size(snapshot, node)[0]
     except ValueError:
-        return 0
+        return unlisted_node_size(snapshot, node)[0]
 
 
 def assess_group(
@@ -230,7 +248,7 @@ def assess_group(
     matches = dict(workers) if workers is not None else map_workers(snapshot)
     nodes = [
         n
-        for n in group_nodes(snapshot, policy.name, matches)
+        for n in _members(snapshot, policy.name, matches)
         if not any(label in n.labels for label in CONTROL_PLANE_LABELS)
     ]
     by_host, ips = _worker_index(snapshot.workers)
@@ -254,7 +272,7 @@ def assess_group(
                 since=rfc3339(start),
                 due_at=rfc3339(due_at),
                 due=due_at <= instant,
-                size_id=_size_of(node, match),
+                size_id=_size_of(snapshot, node, match),
             )
             if best is None or candidate.due_at < best.due_at:
                 best = candidate
@@ -376,11 +394,11 @@ def make_repair_plan(
     offers = {o.id: o for o in snapshot.offers}
     matches = map_workers(snapshot)
     lost = {u.node for u in health.unhealthy}
+    members = {n.name for n in _members(snapshot, policy.name, matches)}
     group_sizes = [
         m.size_id
         for name, m in sorted(matches.items())
-        if m.size_id and name not in lost
-        and name in {n.name for n in group_nodes(snapshot, policy.name, matches)}
+        if m.size_id and name not in lost and name in members
     ]
     reps: list[ReplacementSpec] = []
     notes: list[str] = []

@@ -12,7 +12,7 @@ import pytest
 from planner.health import Signal, assess, assess_group, make_repair_plan
 from planner.policy import ConditionRule, Limit, NodeGroupPolicy, RepairPolicy
 from statemachine.plan import Opportunity
-from statemachine.world import ClusterSnapshot, NodeCondition
+from statemachine.world import NODEGROUP_LABEL, ClusterSnapshot, NodeCondition
 from tests.planner.cluster_builder import LARGE, NOW, cluster, node
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -83,7 +83,8 @@ def test_unknown_has_its_own_toleration() -> None:
 def test_worker_gone_is_due_sooner_and_names_no_worker() -> None:
     snap = world(sick_nodes={"n3": sick("Unknown", "2026-11-26T11:58:00Z")}, gone=("n3",))
     (u,) = assess_group(snap, POLICY, now=NOW).to_repair
-    assert u.signal is Signal.WORKER_GONE and u.worker == "" and u.size_id == 0
+    # Its size from its capacity, the one VPSie group size it matches (the worker is gone).
+    assert u.signal is Signal.WORKER_GONE and u.worker == "" and u.size_id == LARGE.id
 
 
 def test_worker_stopped_status_is_a_signal() -> None:
@@ -194,10 +195,32 @@ def test_repair_plan_replaces_with_the_same_size_and_says_why() -> None:
     assert spec.opportunity is Opportunity.REPAIR
     (r,) = spec.replacements
     assert r.old_node == "n1" and r.old_worker == "" and r.new_size_id == LARGE.id
-    assert any("most common size" in reason for reason in spec.action_reasons)
     assert "worker-gone" in r.reason and spec.batches == ((r.replacement_id,),)
     again = make_repair_plan(snap, POLICY, h, now=NOW)
     assert again == spec  # deterministic
     no_add = replace(POLICY, repair=RepairPolicy(add_first=False))
     spec = make_repair_plan(snap, no_add, assess_group(snap, no_add, now=NOW), now=NOW)
     assert spec is not None and spec.replacements[0].new_size_id is None
+
+
+def test_size_unknown_falls_back_to_the_groups_common_size() -> None:
+    base = world(sick_nodes={"n1": sick("False", "2026-11-26T11:00:00Z")}, gone=("n1",))
+    h = assess_group(base, POLICY, now=NOW)
+    unknown = replace(h, to_repair=(replace(h.to_repair[0], size_id=0),))
+    spec = make_repair_plan(base, POLICY, unknown, now=NOW)
+    assert spec is not None and spec.replacements[0].new_size_id == LARGE.id
+    assert any("most common size" in reason for reason in spec.action_reasons)
+
+
+def test_a_node_whose_worker_vanished_still_belongs_to_its_group() -> None:
+    """Unlabelled nodes belong to a group through their worker; a vanished worker's node is
+    placed by its capacity, so its loss is not missed."""
+    snap = world(sick_nodes={"n2": sick("Unknown", "2026-11-26T11:00:00Z")}, gone=("n2",))
+    unlabelled = tuple(
+        replace(n, labels={k: v for k, v in n.labels.items() if k != NODEGROUP_LABEL})
+        for n in snap.nodes
+    )
+    snap = replace(snap, nodes=unlabelled)
+    policy = replace(POLICY, name=f"vpsie-{LARGE.id}")
+    h = assess_group(snap, policy, now=NOW)
+    assert h.nodes == 6 and [u.node for u in h.to_repair] == ["n2"]
