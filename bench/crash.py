@@ -13,6 +13,10 @@ After each world the invariants of ARCHITECTURE.md are checked (tests/crash/inva
 Prints, per invariant, how many violations were found (target: zero), the kills per strategy,
 the plan outcomes and the time taken.
 
+    python bench/crash.py --only repair/ [--kills 100]
+
+only the worlds whose label starts with the prefix (here the three repair worlds).
+
     python bench/crash.py --second-daemon [--kills 500]
 
 The two-daemon mode: in each world two long-running daemons share one event log, each behind
@@ -65,8 +69,17 @@ TWO_DAEMON_INVARIANTS = (
 
 
 async def bench(
-    kills_wanted: int, seed: int, speed: float, max_n: int, keep: bool, second_daemon: bool
+    kills_wanted: int,
+    seed: int,
+    speed: float,
+    max_n: int,
+    keep: bool,
+    second_daemon: bool,
+    only: str = "",
 ) -> int:
+    worlds_run = tuple(w for w in WORLDS if w[0].startswith(only))
+    if not worlds_run:
+        raise SystemExit(f"no world's label starts with {only!r}: {[w[0] for w in WORLDS]}")
     rng = random.Random(seed)
     invariants = INVARIANTS + (TWO_DAEMON_INVARIANTS if second_daemon else ())
     violations: Counter[str] = Counter({name: 0 for name in invariants})
@@ -79,7 +92,7 @@ async def bench(
     started = time.perf_counter()
     base = Path(tempfile.mkdtemp(prefix="bench-crash-"))
     while sum(kills_by.values()) < kills_wanted:
-        label, strategy, faults = WORLDS[worlds % len(WORLDS)]
+        label, strategy, faults = worlds_run[worlds % len(worlds_run)]
         world_seed = rng.getrandbits(32)
         directory = base / f"world-{worlds:03d}-{label.replace('/', '-')}"
         scenario = scenario_text(faults=faults)
@@ -172,9 +185,15 @@ def main() -> int:
         action="store_true",
         help="two daemons on one log; the leader killed or stalled past its lease, in turn",
     )
+    parser.add_argument(
+        "--only", default="", help="only the worlds whose label starts with this (e.g. repair/)"
+    )
     args = parser.parse_args()
     return asyncio.run(
-        bench(args.kills, args.seed, args.speed, args.max_n, args.keep, args.second_daemon)
+        bench(
+            args.kills, args.seed, args.speed, args.max_n, args.keep, args.second_daemon,
+            args.only,
+        )
     )
 
 
