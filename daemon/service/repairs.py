@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from daemon.clock import rfc3339
@@ -40,12 +41,16 @@ from planner.health import (
     outlook,
 )
 from statemachine import events as ev
-from statemachine.machines import REPLACEMENT_TERMINAL, PlanStatus
+from statemachine.machines import REPLACEMENT_TERMINAL, PlanStatus, ReplacementStatus
 from statemachine.plan import Opportunity
 
 log = logging.getLogger(__name__)
 
 APPROVER = "repair"
+# A repair that rolled back (its new worker never turned Ready, say) is tried again for that
+# node only after this long, so a broken size or quota does not add and delete workers in a
+# loop. A repair that failed (needs a person) is not tried again by this process.
+RETRY_AFTER_S = 900.0
 
 
 @dataclass(slots=True)
@@ -58,6 +63,7 @@ class RepairView:
     reported: set[tuple[str, str, str]] = field(default_factory=set)  # (group, node, signal)
     blocks: set[tuple[str, str]] = field(default_factory=set)  # (group, reason)
     cancelled: set[str] = field(default_factory=set)  # rebalance plans this cancelled
+    held: dict[str, str] = field(default_factory=dict)  # node -> why it is not repaired again
 
 
 def _handled(ctx: ServiceContext) -> dict[str, Tracked]:
@@ -75,6 +81,33 @@ def _handled(ctx: ServiceContext) -> dict[str, Tracked]:
             if r.new_hostname:
                 found.setdefault(r.new_hostname.lower(), tracked)
     return found
+
+
+def _held(ctx: ServiceContext, now: float) -> dict[str, str]:
+    """Nodes whose last repair by this process failed or rolled back too recently: why."""
+    held: dict[str, str] = {}
+    for state in ctx.finished.values():
+        if state.spec.opportunity is not Opportunity.REPAIR:
+            continue
+        for spec in state.spec.replacements:
+            r = state.replacements[spec.replacement_id]
+            if r.status is ReplacementStatus.FAILED:
+                held[spec.old_node] = (
+                    f"its repair {state.plan_id} failed ({r.failure_reason}); a person must "
+                    "look (restart the daemon to let it try again)"
+                )
+            elif r.status is ReplacementStatus.ROLLED_BACK and r.finished_at:
+                again = _seconds(r.finished_at) + RETRY_AFTER_S
+                if again > now:
+                    held[spec.old_node] = (
+                        f"its repair {state.plan_id} rolled back ({r.rollback_reason}); tried "
+                        f"again at {rfc3339(again)}"
+                    )
+    return held
+
+
+def _seconds(at: str) -> float:
+    return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
 
 
 def _block_code(text: str) -> str:
@@ -126,12 +159,13 @@ class Repairs:
             return
         self.view.problem = ""
         handled = _handled(ctx)
+        self.view.held = _held(ctx, now)
         health = assess(
             gathered.snapshot,
             ctx.config.node_groups,
             now=rfc3339(now),
             cluster_limit=ctx.config.repair_max_unhealthy,
-            handled=frozenset(handled),
+            handled=frozenset(handled) | frozenset(self.view.held),
         )
         self.view.health = health
         self.view.checked_at = rfc3339(now)
@@ -146,13 +180,14 @@ class Repairs:
         for u in group.unhealthy:
             if (group.group, u.node, u.signal.value) in self.view.reported:
                 continue
+            what = self.view.held.get(u.node) or outlook(u, group)
             log.warning(
                 "node %s of group %s is unhealthy (%s: %s) since %s; %s",
-                u.node, group.group, u.signal.value, u.detail, u.since, outlook(u, group),
+                u.node, group.group, u.signal.value, u.detail, u.since, what,
                 extra={"node_group": group.group},
             )
             if reporter is not None:
-                reporter.node_unhealthy(u, outlook(u, group))
+                reporter.node_unhealthy(u, what)
         # A node seen healthy again is forgotten: named again at once if it is lost later.
         self.view.reported = {k for k in self.view.reported if k[0] != group.group} | current
         if group.blocked and group.due:
@@ -238,7 +273,7 @@ class Repairs:
                             "since": u.since,
                             "due_at": u.due_at,
                             "due": u.due,
-                            "outlook": outlook(u, g),
+                            "outlook": self.view.held.get(u.node) or outlook(u, g),
                         }
                         for u in g.unhealthy
                     ],

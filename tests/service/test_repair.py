@@ -248,3 +248,30 @@ async def test_a_node_lost_during_a_rebalance(tmp_path: Path, which: str) -> Non
         nodes = await reh.reader.nodes()
         assert not [n for n, v in nodes.items() if v.unschedulable]
         assert await daemon.stop() == 0
+
+
+async def test_dry_run_reports_and_does_nothing(tmp_path: Path) -> None:
+    """Adversary: the provider stops a worker of a group whose repair is in dry run. It is
+    named unhealthy (status, Event) with what would be done; nothing is added or deleted."""
+    async with rehearsal(tmp_path, scenario=scenario_text(workers=4), fork=False) as reh:
+        repair_config(reh)
+        reh.write_config(reh.config_path.read_text() + "dryRun = true\n")
+        daemon = DaemonProcess(reh, identity="a")
+        await daemon.start()
+        await daemon.until("the daemon leads", lambda: _leads(daemon))
+        before = set(hostnames(reh))
+        victim = sorted(before)[0]
+        reh.sim.vpsie.lose_worker(victim, "stop")
+
+        async def due() -> bool:
+            group = await group_health(daemon)
+            return any(u["due"] for u in group.get("unhealthy", []))
+
+        await daemon.until("the lost node due", due, timeout_s=30)
+        await reh.settle(200)
+        (u,) = (await group_health(daemon))["unhealthy"]
+        assert u["node"] == victim and "dry run" in u["outlook"]
+        assert set(hostnames(reh)) == before and victim in await ready_nodes(reh)
+        assert await events(reh, "NodeRepairStarted") == []
+        assert any("dry run" in e["note"] for e in await events(reh, "NodeUnhealthy"))
+        assert await daemon.stop() == 0
