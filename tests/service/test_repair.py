@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from daemon.audit import list_plans, plan_report
+from eventstore import EventStore
 from simulator.faults import FaultRule
 from statemachine.machines import PlanStatus
 from tests.crash.invariants import read_log
@@ -105,6 +107,18 @@ async def test_one_of_six_stops_and_is_replaced(tmp_path: Path) -> None:
         code, audit = await daemon.call("GET", "/v1/status")
         assert code == 200 and audit["plans"] == []
         assert await daemon.stop() == 0
+        # The audit names the repair and why.
+        store = await EventStore.open(reh.db_path)
+        try:
+            rows, problems = await list_plans(store)
+            (row,) = [r for r in rows if r.plan_id.startswith("repair-")]
+            report = await plan_report(store, row.plan_id)
+        finally:
+            await store.close()
+        assert problems == [] and report.opportunity == "repair" and report.replaced == 1
+        (decision,) = report.decisions
+        assert any("repair (worker-stopped): VPSie lists worker" in r for r in decision.reasons)
+        assert any(e.event == "PodDeleted" for e in report.timeline)
 
 
 async def _leads(daemon: DaemonProcess) -> bool:
