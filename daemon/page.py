@@ -182,8 +182,10 @@ class LogPages:
         for plan in self._fold.state.plans.values():
             by_group.setdefault(plan.spec.node_group, []).append(plan)
         live_groups: dict[str, Any] = (live or {}).get("node_groups") or {}
+        repair: dict[str, Any] = (live or {}).get("repair") or {}
+        repair_groups: dict[str, Any] = repair.get("node_groups") or {}
         groups = []
-        for name in sorted(by_group.keys() | live_groups.keys()):
+        for name in sorted(by_group.keys() | live_groups.keys() | repair_groups.keys()):
             plans = sorted(by_group.get(name, []), key=lambda p: p.proposed_at, reverse=True)
             running = [p for p in plans if not p.terminal]
             current = running[0] if running else (plans[0] if plans else None)
@@ -195,6 +197,9 @@ class LogPages:
                         plan_summary(p) for p in plans if p is not current
                     ][:RECENT_PLANS],
                     "daemon": live_groups.get(name),
+                    # Node health from the running daemon (docs/repair.md): unhealthy nodes,
+                    # since when, the signal, what will happen; why repair is blocked.
+                    "repair": repair_groups.get(name),
                 }
             )
         return {
