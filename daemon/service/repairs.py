@@ -88,6 +88,15 @@ def _held(ctx: ServiceContext, now: float) -> dict[str, str]:
     held: dict[str, str] = {}
     for state in ctx.finished.values():
         if state.spec.opportunity is not Opportunity.REPAIR:
+            # A rebalance deleted this node's worker on purpose; a Node left behind (its delete
+            # failed) is a leftover to delete, not a lost node to replace.
+            for spec in state.spec.replacements:
+                r = state.replacements[spec.replacement_id]
+                if r.old_deleted and not r.old_node_deleted:
+                    held[spec.old_node] = (
+                        f"its worker was deleted by plan {state.plan_id}; the Node object is a "
+                        "leftover (delete it), not a lost node"
+                    )
             continue
         for spec in state.spec.replacements:
             r = state.replacements[spec.replacement_id]
