@@ -156,7 +156,23 @@ def _signals(
         since = since or node.created_at
         status = ready.status if ready is not None else "Unknown"
         reason = f" ({ready.reason})" if ready is not None and ready.reason else ""
-        if status == "False":
+        created = _instant(node.created_at)
+        changed = _instant(ready.last_transition) if ready is not None else None
+        # Never Ready: its Ready condition has not changed since the Node registered. Such a
+        # node is judged by the startup timeout, not by the NotReady tolerations.
+        never = created is not None and (
+            changed is None or changed - created <= timedelta(seconds=5)
+        )
+        if never:
+            found.append(
+                (
+                    Signal.NEVER_READY,
+                    "never became Ready since it registered",
+                    node.created_at,
+                    policy.startup_s,
+                )
+            )
+        elif status == "False":
             found.append((Signal.READY_FALSE, f"Ready=False{reason}", since, policy.ready_false_s))
         else:
             found.append(
@@ -179,18 +195,6 @@ def _signals(
                     f"{worker.status!r}",
                     since,
                     policy.worker_stopped_s,
-                )
-            )
-        created = _instant(node.created_at)
-        changed = _instant(ready.last_transition) if ready is not None else None
-        # Never Ready: its Ready condition has not changed since the Node registered.
-        if created is not None and (changed is None or changed - created <= timedelta(seconds=5)):
-            found.append(
-                (
-                    Signal.NEVER_READY,
-                    "never became Ready since it registered",
-                    node.created_at,
-                    policy.startup_s,
                 )
             )
     for rule in policy.conditions:

@@ -108,9 +108,13 @@ def test_never_ready_counts_from_creation() -> None:
             NodeCondition(type="Ready", status="False", last_transition="2026-11-26T11:40:00Z"),
         ),
     }
-    policy = replace(POLICY, repair=RepairPolicy(startup_s=900, ready_false_s=7200))
+    policy = replace(POLICY, repair=RepairPolicy(startup_s=900, ready_false_s=60))
     (u,) = assess_group(world(sick_nodes={"n5": fields}), policy, now=NOW).to_repair
     assert u.signal is Signal.NEVER_READY and u.since == "2026-11-26T11:40:00Z"
+    # The startup timeout, not the (shorter) NotReady toleration, judges a node still joining.
+    late = replace(POLICY, repair=RepairPolicy(startup_s=3600, ready_false_s=60))
+    (u,) = assess_group(world(sick_nodes={"n5": fields}), late, now=NOW).unhealthy
+    assert u.signal is Signal.NEVER_READY and not u.due
 
 
 def test_user_listed_condition() -> None:

@@ -289,3 +289,27 @@ async def test_dry_run_reports_and_does_nothing(tmp_path: Path) -> None:
         assert await events(reh, "NodeRepairStarted") == []
         assert any("dry run" in e["note"] for e in await events(reh, "NodeUnhealthy"))
         assert await daemon.stop() == 0
+
+
+async def test_a_worker_that_never_joins_is_replaced(tmp_path: Path) -> None:
+    """Adversary: the provider boots a worker whose kubelet never turns Ready (its Node
+    registers NotReady and stays so). After the startup timeout it is replaced like a lost
+    node: its worker deleted, a new one Ready, the Node object gone."""
+    faults = '  faults:\n    neverReady: ["rh-general-0002"]\n'
+    scenario = scenario_text(workers=4, faults=faults)
+    async with rehearsal(tmp_path, scenario=scenario, fork=False) as reh:
+        repair_config(reh, unknown="30m", stopped="30m")
+        reh.write_config(reh.config_path.read_text() + 'startupTimeout = "90s"\n')
+        reh.sim.faults.never_ready.clear()  # only the scenario's worker; its replacement boots
+        daemon = DaemonProcess(reh, identity="a")
+        await daemon.start()
+        stuck = "rh-general-0002"
+
+        async def replaced() -> bool:
+            nodes = await ready_nodes(reh)
+            return stuck not in nodes and len(nodes) == 4 and all(nodes.values())
+
+        await daemon.until("the never-Ready node replaced", replaced, timeout_s=60)
+        assert stuck not in hostnames(reh) and len(hostnames(reh)) == 4
+        assert await metric(daemon, "nodes_repaired_total", reason="never-ready") == 1
+        assert await daemon.stop() == 0
