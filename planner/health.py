@@ -244,9 +244,12 @@ def assess_group(
     now: datetime | str,
     handled: frozenset[str] = frozenset(),
     workers: Mapping[str, WorkerMatch] | None = None,
+    expected: frozenset[str] = frozenset(),
 ) -> GroupHealth:
     """The group's unhealthy nodes and what may be done about them now. `handled`: nodes a
-    plan in flight already takes care of (never repaired twice; still counted)."""
+    plan in flight already takes care of (never repaired twice; still counted). `expected`:
+    nodes whose worker one of our rebalances deleted on purpose (their NotReady is no loss:
+    neither reported nor counted)."""
     instant = parse_instant(now)
     rp = policy.repair
     matches = dict(workers) if workers is not None else map_workers(snapshot)
@@ -259,6 +262,8 @@ def assess_group(
     by_id = {w.identifier: w for w in snapshot.workers if w.identifier}
     found: list[Unhealthy] = []
     for node in nodes:
+        if node.name in expected:
+            continue
         match = matches.get(node.name)
         worker = by_id.get(match.worker) if match is not None and match.worker else None
         if worker is None and match is not None:
@@ -315,6 +320,7 @@ def assess(
     now: datetime | str,
     cluster_limit: Limit = DEFAULT_CLUSTER_LIMIT,
     handled: frozenset[str] = frozenset(),
+    expected: frozenset[str] = frozenset(),
 ) -> ClusterHealth:
     """Every group, then the cluster-wide stop over all of them."""
     if not snapshot.api_reachable:
@@ -334,7 +340,8 @@ def assess(
         )
     matches = map_workers(snapshot)
     groups = [
-        assess_group(snapshot, p, now=now, handled=handled, workers=matches) for p in policies
+        assess_group(snapshot, p, now=now, handled=handled, workers=matches, expected=expected)
+        for p in policies
     ]
     total = sum(g.nodes for g in groups)
     unhealthy = sum(len(g.unhealthy) for g in groups)

@@ -83,6 +83,24 @@ def _handled(ctx: ServiceContext) -> dict[str, Tracked]:
     return found
 
 
+def _expected(ctx: ServiceContext) -> frozenset[str]:
+    """Nodes a rebalance (in flight or finished in this process) took down on purpose: its old
+    nodes once their worker's delete was asked for, its own new nodes while it removes them."""
+    found: set[str] = set()
+    states = [t.journal.state for t in ctx.plans.values()] + list(ctx.finished.values())
+    for state in states:
+        if state.spec.opportunity is Opportunity.REPAIR:
+            continue
+        for spec in state.spec.replacements:
+            r = state.replacements[spec.replacement_id]
+            if r.old_deleted or r.status in (ReplacementStatus.TERMINATING,
+                                             ReplacementStatus.TERMINATED):
+                found.add(spec.old_node)
+            if r.new_deleted or (r.status is ReplacementStatus.ROLLING_BACK and r.new_worker):
+                found.update(n for n in (r.new_node, r.new_hostname.lower()) if n)
+    return frozenset(found)
+
+
 def _held(ctx: ServiceContext, now: float) -> dict[str, str]:
     """Nodes whose last repair by this process failed or rolled back too recently: why."""
     held: dict[str, str] = {}
@@ -175,6 +193,7 @@ class Repairs:
             now=rfc3339(now),
             cluster_limit=ctx.config.repair_max_unhealthy,
             handled=frozenset(handled) | frozenset(self.view.held),
+            expected=_expected(ctx),
         )
         self.view.health = health
         self.view.checked_at = rfc3339(now)
