@@ -29,7 +29,9 @@ workerGoneAfter = "0s"
 
 
 def _loss(kind: str, worker: str) -> str:
-    return f"  faults:\n    losses:\n      - {{kind: {kind}, worker: \"{worker}\", at: 0}}\n"
+    # At 8 s: after the Node has been Ready a while (a Node lost within seconds of registering
+    # counts as never Ready), before the rehearsal starts the daemon (15 s).
+    return f"  faults:\n    losses:\n      - {{kind: {kind}, worker: \"{worker}\", at: 8}}\n"
 
 
 REPAIR_WORLDS = (
