@@ -231,6 +231,19 @@ class Repairs:
         self.view.blocks = {b for b in self.view.blocks if b[0] != group.group}
         if group.dry_run:
             return
+        quarantined = ctx.quarantines.blocks(group.group)
+        if quarantined is not None and group.to_repair:
+            key = (group.group, f"quarantined {quarantined.plan_id}")
+            if key not in self.view.blocks:
+                self.view.blocks.add(key)
+                why = (f"plan {quarantined.plan_id} is quarantined ({quarantined.problem}); "
+                       "no repair until a person clears it")
+                ctx.metrics.repair_blocked(group.group, "quarantined")
+                log.warning("node group %s: repair blocked: %s", group.group, why,
+                            extra={"node_group": group.group})
+                if ctx.reporter is not None:
+                    ctx.reporter.repair_blocked(group.group, why)
+            return
         for u in group.due:
             tracked = handled.get(u.node)
             if tracked is not None:
