@@ -1,7 +1,8 @@
 """Node repair in the running service: look at node health, repair what the provider lost.
 
 Every `[repair] check_interval` (30 s by default, apart from the analysis interval: a lost
-node should not wait five minutes to be noticed), the leader takes one snapshot, asks
+node should not wait five minutes to be noticed), the leader reads the Nodes and VPSie's
+workers and groups (no pods; a full snapshot only before a repair), asks
 `planner.health.assess` which nodes of each group show a signal and whether the blast-radius
 limits allow repairing them, and then, per group:
 
@@ -43,6 +44,7 @@ from planner.health import (
 from statemachine import events as ev
 from statemachine.machines import REPLACEMENT_TERMINAL, PlanStatus, ReplacementStatus
 from statemachine.plan import Opportunity
+from statemachine.world import ClusterSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -165,19 +167,36 @@ class Repairs:
         return ""
 
     async def check(self) -> None:
-        """One health round over every node group."""
+        """One health round over every node group: a light read (Nodes, workers, groups);
+        a full snapshot only when a repair is to be planned."""
         ctx = self._ctx
         cloud, cluster = ctx.ports()
         now = ctx.clock.now()
         try:
-            gathered = await gather_snapshot(
-                cloud,
-                cluster,
-                cluster_identifier=ctx.config.cluster,
-                now=now,
-                datacenter=ctx.datacenter,
-                logged_sizes=ctx.logged_sizes(),
-            )
+            snapshot = (
+                await gather_snapshot(
+                    cloud,
+                    cluster,
+                    cluster_identifier=ctx.config.cluster,
+                    now=now,
+                    datacenter=ctx.datacenter,
+                    logged_sizes=ctx.logged_sizes(),
+                    nodes_only=True,
+                )
+            ).snapshot
+            health = self._assess(snapshot, now)
+            if any(g.to_repair and not g.dry_run for g in health.groups):
+                snapshot = (
+                    await gather_snapshot(
+                        cloud,
+                        cluster,
+                        cluster_identifier=ctx.config.cluster,
+                        now=now,
+                        datacenter=ctx.datacenter,
+                        logged_sizes=ctx.logged_sizes(),
+                    )
+                ).snapshot
+                health = self._assess(snapshot, now)
         except SnapshotError as exc:
             self.view.checked_at = rfc3339(now)
             self.view.problem = f"no repair: {exc}"
@@ -185,22 +204,27 @@ class Repairs:
             log.warning("node health: %s", self.view.problem)
             return
         self.view.problem = ""
+        self.view.health = health
+        self.view.checked_at = rfc3339(now)
         handled = _handled(ctx)
+        for group in health.groups:
+            await self._group(group, handled, snapshot)
+
+    def _assess(self, snapshot: ClusterSnapshot, now: float) -> ClusterHealth:
+        ctx = self._ctx
         self.view.held = _held(ctx, now)
-        health = assess(
-            gathered.snapshot,
+        return assess(
+            snapshot,
             ctx.config.node_groups,
             now=rfc3339(now),
             cluster_limit=ctx.config.repair_max_unhealthy,
-            handled=frozenset(handled) | frozenset(self.view.held),
+            handled=frozenset(_handled(ctx)) | frozenset(self.view.held),
             expected=_expected(ctx),
         )
-        self.view.health = health
-        self.view.checked_at = rfc3339(now)
-        for group in health.groups:
-            await self._group(group, handled, gathered.snapshot)
 
-    async def _group(self, group: GroupHealth, handled: dict[str, Tracked], snapshot: Any) -> None:
+    async def _group(
+        self, group: GroupHealth, handled: dict[str, Tracked], snapshot: ClusterSnapshot
+    ) -> None:
         ctx = self._ctx
         ctx.metrics.set_unhealthy(group.group, len(group.unhealthy))
         reporter = ctx.reporter
