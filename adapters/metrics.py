@@ -181,9 +181,34 @@ class Metrics:
             "for a person after repeated failures).",
             (),
         )
+        self.nodes_repaired = counter(
+            "nodes_repaired_total",
+            "Lost nodes the rebalancer replaced (repairs completed), by signal.",
+            ("node_group", "reason"),
+        )
+        self.repairs_blocked = counter(
+            "repairs_blocked_total",
+            "Times repair of a group was found blocked (too many unhealthy, API unreadable); "
+            "counted once per distinct block.",
+            ("node_group", "reason"),
+        )
+        self.unhealthy_nodes = gauge(
+            "unhealthy_nodes",
+            "Nodes of the group showing a repair signal now (due or within their toleration).",
+            ng,
+        )
         self.leader.set(0)
         self._states_seen: set[str] = set()
         self._exclusions_seen: dict[str, set[str]] = {}
+
+    def node_repaired(self, node_group: str, reason: str) -> None:
+        self.nodes_repaired.labels(node_group=node_group, reason=reason).inc()
+
+    def repair_blocked(self, node_group: str, reason: str) -> None:
+        self.repairs_blocked.labels(node_group=node_group, reason=reason).inc()
+
+    def set_unhealthy(self, node_group: str, count: int) -> None:
+        self.unhealthy_nodes.labels(node_group=node_group).set(count)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""

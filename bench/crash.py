@@ -6,11 +6,16 @@ Repeats the crash suite's rehearsal (tests/crash): a simulated world, the real d
 separate process killing itself at seeded random points (`VPSIE_REBALANCER_CRASH_AT=N` or
 `N:after-call`, N drawn from 1..--max-n), restarted until a run finishes; five kinds of world
 in turn, a fresh one each time, until at least --kills kills happened: rolling, surge and
-blue-green plans that complete, and two that must roll back (api pods that can never be
-evicted, under rolling; a new worker that never turns Ready, under surge).
+blue-green plans that complete, two that must roll back (api pods that can never be
+evicted, under rolling; a new worker that never turns Ready, under surge), and three repair
+worlds (a worker stopped, one vanished, a kubelet silent: the repair killed at every step).
 After each world the invariants of ARCHITECTURE.md are checked (tests/crash/invariants.py).
 Prints, per invariant, how many violations were found (target: zero), the kills per strategy,
 the plan outcomes and the time taken.
+
+    python bench/crash.py --only repair/ [--kills 100]
+
+only the worlds whose label starts with the prefix (here the three repair worlds).
 
     python bench/crash.py --second-daemon [--kills 500]
 
@@ -54,16 +59,19 @@ from tests.crash.adversary import Adversary  # noqa: E402
 from tests.crash.invariants import INVARIANTS, check, read_log  # noqa: E402
 from tests.crash.rehearsal import rehearsal, scenario_text  # noqa: E402
 from tests.crash.test_crash_kills import API_NEVER_EVICTABLE, kill_until_done  # noqa: E402
+from tests.crash.test_repair_kills import REPAIR_CONFIG, REPAIR_WORLDS  # noqa: E402
 from tests.service.two_daemons import take_over_until_done, terms_in_order  # noqa: E402
 
 NEW_WORKER_NEVER_READY = '  faults:\n    neverReady: ["rh-*-0006"]\n'
-# (label, strategy, faults): plans that complete, and plans that must roll back.
+# (label, strategy, faults): plans that complete, and plans that must roll back; repair worlds
+# (the provider loses a worker at once; no rebalance is worth it, so each run repairs).
 WORLDS = (
     ("rolling", "rolling", ""),
     ("surge", "surge", ""),
     ("blue-green", "blue-green", ""),
     ("rolling/pdb-stuck", "rolling", API_NEVER_EVICTABLE),
     ("surge/never-ready", "surge", NEW_WORKER_NEVER_READY),
+    *REPAIR_WORLDS,
 )
 
 
@@ -88,7 +96,11 @@ async def bench(
     keep: bool,
     second_daemon: bool,
     adversarial: bool = False,
+    only: str = "",
 ) -> int:
+    worlds_run = tuple(w for w in WORLDS if w[0].startswith(only))
+    if not worlds_run:
+        raise SystemExit(f"no world's label starts with {only!r}: {[w[0] for w in WORLDS]}")
     rng = random.Random(seed)
     invariants = INVARIANTS + (TWO_DAEMON_INVARIANTS if second_daemon else ())
     invariants += ADVERSARY_INVARIANTS if adversarial else ()
@@ -104,7 +116,7 @@ async def bench(
     started = time.perf_counter()
     base = Path(tempfile.mkdtemp(prefix="bench-crash-"))
     while sum(kills_by.values()) < kills_wanted:
-        label, strategy, faults = WORLDS[worlds % len(WORLDS)]
+        label, strategy, faults = worlds_run[worlds % len(worlds_run)]
         world_seed = rng.getrandbits(32)
         directory = base / f"world-{worlds:03d}-{label.replace('/', '-')}"
         scenario = scenario_text(faults=faults)
@@ -117,6 +129,7 @@ async def bench(
                 batch_size=2,
                 drain_timeout="120s",
                 provision_timeout="300s",
+                extra=REPAIR_CONFIG if label.startswith("repair/") else "",
             )
             extra: dict[str, list[str]] = {}
             adversary = Adversary(reh, random.Random(world_seed ^ 0x5EED)) if adversarial else None
@@ -223,6 +236,9 @@ def main() -> int:
         action="store_true",
         help="a second actor adds/deletes workers, cordons/uncordons nodes, annotates pods",
     )
+    parser.add_argument(
+        "--only", default="", help="only the worlds whose label starts with this (e.g. repair/)"
+    )
     args = parser.parse_args()
     return asyncio.run(
         bench(
@@ -233,6 +249,7 @@ def main() -> int:
             args.keep,
             args.second_daemon,
             args.adversary,
+            args.only,
         )
     )
 

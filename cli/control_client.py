@@ -238,6 +238,23 @@ def waiting_line(name: str, group: dict[str, Any]) -> str:
     return f"node group {name}: " + (f"last analysis {last}: {decision}" if last else decision)
 
 
+def repair_lines(repair: dict[str, Any]) -> list[str]:
+    """Node repair in `status`: each unhealthy node (since when, the signal, what will happen
+    and when), each block with its numbers, or why health could not be looked at."""
+    lines: list[str] = []
+    if repair.get("problem"):
+        lines.append(f"repair: {repair['problem']}")
+    for name, group in sorted((repair.get("node_groups") or {}).items()):
+        if group.get("blocked") and group.get("unhealthy"):
+            lines.append(f"repair blocked in node group {name}: {group['blocked']}")
+        for u in group.get("unhealthy") or []:
+            lines.append(
+                f"unhealthy: node {u.get('node')} ({name}) {u.get('signal')} since "
+                f"{u.get('since')}: {u.get('detail')}; {u.get('outlook')}"
+            )
+    return lines
+
+
 def format_status(status: dict[str, Any], *, colour: bool = False) -> str:
     """What `status` prints: the daemon's role, what each node group waits for (the next
     analysis, a maintenance window, an approval, a cooldown), then one line per plan in flight.
@@ -298,6 +315,7 @@ def format_status(status: dict[str, Any], *, colour: bool = False) -> str:
                 + (f": one of {', '.join(u['candidates'])}" if u.get("candidates") else "")
                 + "); looked for every minute"
             )
+    lines.extend(repair_lines(status.get("repair") or {}))
     waiting = [p.get("plan_id") for p in plans if p.get("state") == "awaiting_approval"]
     if waiting:
         lines.append(

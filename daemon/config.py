@@ -27,7 +27,15 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from planner.policy import WEEKDAYS, MaintenanceWindow, NodeGroupPolicy
+from planner.health import DEFAULT_CLUSTER_LIMIT
+from planner.policy import (
+    WEEKDAYS,
+    ConditionRule,
+    Limit,
+    MaintenanceWindow,
+    NodeGroupPolicy,
+    RepairPolicy,
+)
 from statemachine.plan import Strategy
 
 __all__ = [
@@ -96,6 +104,10 @@ class Config:
     token_file: Path | None
     analysis_interval_s: float
     node_groups: tuple[NodeGroupPolicy, ...]
+    # Node repair, cluster-wide (per group: NodeGroupPolicy.repair): how often health is
+    # looked at, and the stop when too many managed nodes are unhealthy at once.
+    repair_check_interval_s: float = 30.0
+    repair_max_unhealthy: Limit = DEFAULT_CLUSTER_LIMIT
 
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -349,7 +361,23 @@ _TOP_KEYS = (
     "token_file",
     "analysis_interval",
     "node_groups",
+    "repair",
 )
+_REPAIR_TOP_KEYS = ("check_interval", "max_unhealthy")
+_REPAIR_KEYS = (
+    "enabled",
+    "dryRun",
+    "addFirst",
+    "readyFalseAfter",
+    "readyUnknownAfter",
+    "workerGoneAfter",
+    "workerStoppedAfter",
+    "startupTimeout",
+    "conditions",
+    "stoppedStatuses",
+    "maxUnhealthy",
+)
+_CONDITION_KEYS = ("type", "status", "after")
 _GROUP_KEYS = (
     "name",
     "strategy",
@@ -372,6 +400,7 @@ _GROUP_KEYS = (
     "headroomPercent",
     "provisionEstimate",
     "drainEstimate",
+    "repair",
 )
 _WINDOW_KEYS = ("start", "end", "days", "timeZone")
 _DAY_ALIASES = {d: d for d in WEEKDAYS} | {d[:3]: d for d in WEEKDAYS}
@@ -400,6 +429,84 @@ def _window(r: _Reader, raw: Any, where: str) -> MaintenanceWindow | None:
         return None
     ordered = tuple(d for d in WEEKDAYS if d in days)
     return MaintenanceWindow(start=start, end=end, days=ordered, timezone=zone)
+
+
+def _limit(value: Any) -> Limit:
+    """A count (`3`) or a percentage (`"40%"`) of nodes."""
+    if isinstance(value, bool):
+        raise TypeError(f'expected a count like 3 or a percentage like "40%", got {_kind(value)}')
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"must be at least 0, got {value}")
+        return Limit(value=value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d{1,3})\s*%\s*", value)
+        if m is None or int(m.group(1)) > 100:
+            raise ValueError(f'expected a percentage between "0%" and "100%", got {value!r}')
+        return Limit(value=int(m.group(1)), percent=True)
+    raise TypeError(f'expected a count like 3 or a percentage like "40%", got {_kind(value)}')
+
+
+def _statuses(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise TypeError("expected an array of VPSie status names (strings)")
+    return tuple(v.strip().lower() for v in value)
+
+
+def _condition_rule(r: _Reader, raw: Any, where: str) -> ConditionRule | None:
+    if not isinstance(raw, dict):
+        r.bad(where, f"expected a table with type, status, after; got {_kind(raw)}")
+        return None
+    r.known(raw, where, _CONDITION_KEYS)
+    type_ = r.req(raw, where, "type", _string)
+    status = r.opt(raw, where, "status", _condition_status, "True")
+    after = r.opt(raw, where, "after", _duration(0), 300.0)
+    if type_ is None:
+        return None
+    if type_ == "Ready":
+        r.bad(_join(where, "type"), "Ready has its own tolerations (readyFalseAfter, "
+              "readyUnknownAfter); list other conditions here")
+        return None
+    return ConditionRule(type=type_, status=status, after_s=after)
+
+
+def _condition_status(value: Any) -> str:
+    text = _string(value)
+    if text not in ("True", "False", "Unknown"):
+        raise ValueError(f'expected "True", "False" or "Unknown", got {text!r}')
+    return text
+
+
+def _repair(r: _Reader, raw: Any, where: str) -> RepairPolicy:
+    d = RepairPolicy()
+    if not isinstance(raw, dict):
+        r.bad(where, f"expected a table, got {_kind(raw)}")
+        return d
+    r.known(raw, where, _REPAIR_KEYS)
+    rules: list[ConditionRule] = []
+    raw_rules = raw.get("conditions", [])
+    if not isinstance(raw_rules, list):
+        r.bad(_join(where, "conditions"), f"expected an array of tables, got {_kind(raw_rules)}")
+    else:
+        for i, c in enumerate(raw_rules):
+            rule = _condition_rule(r, c, f"{where}.conditions[{i}]")
+            if rule is not None:
+                rules.append(rule)
+    return RepairPolicy(
+        enabled=r.opt(raw, where, "enabled", _bool, d.enabled),
+        dry_run=r.opt(raw, where, "dryRun", _bool, d.dry_run),
+        add_first=r.opt(raw, where, "addFirst", _bool, d.add_first),
+        ready_false_s=r.opt(raw, where, "readyFalseAfter", _duration(0), d.ready_false_s),
+        ready_unknown_s=r.opt(raw, where, "readyUnknownAfter", _duration(0), d.ready_unknown_s),
+        worker_gone_s=r.opt(raw, where, "workerGoneAfter", _duration(0), d.worker_gone_s),
+        worker_stopped_s=r.opt(
+            raw, where, "workerStoppedAfter", _duration(0), d.worker_stopped_s
+        ),
+        startup_s=r.opt(raw, where, "startupTimeout", _duration(1), d.startup_s),
+        conditions=tuple(rules),
+        stopped_statuses=r.opt(raw, where, "stoppedStatuses", _statuses, d.stopped_statuses),
+        max_unhealthy=r.opt(raw, where, "maxUnhealthy", _limit, d.max_unhealthy),
+    )
 
 
 def _strategy(value: Any) -> Strategy:
@@ -485,6 +592,7 @@ def _group(r: _Reader, raw: Any, where: str, cluster: str) -> NodeGroupPolicy | 
             raw, where, "provisionEstimate", _duration(0), d.provision_estimate_s
         ),
         drain_estimate_s=r.opt(raw, where, "drainEstimate", _duration(0), d.drain_estimate_s),
+        repair=_repair(r, raw["repair"], _join(where, "repair")) if "repair" in raw else d.repair,
     )
     return policy if len(r.problems) == before else None
 
@@ -515,6 +623,14 @@ def parse_config(text: str, *, source: str | Path = "<config>") -> Config:
             "loopback, status and metrics are read only with the token)",
         )
     interval = r.opt(raw, "", "analysis_interval", _duration(1), 300.0)
+    repair_interval, repair_limit = 30.0, DEFAULT_CLUSTER_LIMIT
+    raw_repair = raw.get("repair", {})
+    if not isinstance(raw_repair, dict):
+        r.bad("repair", f"expected a table, got {_kind(raw_repair)}")
+    else:
+        r.known(raw_repair, "repair", _REPAIR_TOP_KEYS)
+        repair_interval = r.opt(raw_repair, "repair", "check_interval", _duration(1), 30.0)
+        repair_limit = r.opt(raw_repair, "repair", "max_unhealthy", _limit, repair_limit)
     groups: list[NodeGroupPolicy] = []
     raw_groups = raw.get("node_groups")
     if raw_groups is None:
@@ -549,6 +665,8 @@ def parse_config(text: str, *, source: str | Path = "<config>") -> Config:
         token_file=token_file,
         analysis_interval_s=interval,
         node_groups=tuple(groups),
+        repair_check_interval_s=repair_interval,
+        repair_max_unhealthy=repair_limit,
     )
 
 

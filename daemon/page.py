@@ -182,8 +182,10 @@ class LogPages:
         for plan in self._fold.state.plans.values():
             by_group.setdefault(plan.spec.node_group, []).append(plan)
         live_groups: dict[str, Any] = (live or {}).get("node_groups") or {}
+        repair: dict[str, Any] = (live or {}).get("repair") or {}
+        repair_groups: dict[str, Any] = repair.get("node_groups") or {}
         groups = []
-        for name in sorted(by_group.keys() | live_groups.keys()):
+        for name in sorted(by_group.keys() | live_groups.keys() | repair_groups.keys()):
             plans = sorted(by_group.get(name, []), key=lambda p: p.proposed_at, reverse=True)
             # The plan in flight; else the last one that changed nodes (a later proposal closed
             # at once, a postponement for the cooldown say, goes with the earlier plans); else
@@ -200,6 +202,9 @@ class LogPages:
                         plan_summary(p) for p in plans if p is not current
                     ][:RECENT_PLANS],
                     "daemon": live_groups.get(name),
+                    # Node health from the running daemon (docs/repair.md): unhealthy nodes,
+                    # since when, the signal, what will happen; why repair is blocked.
+                    "repair": repair_groups.get(name),
                 }
             )
         return {

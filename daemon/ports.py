@@ -122,6 +122,12 @@ class Cluster(Protocol):
         """Raises EvictionBlocked on 429; NotFound when the pod is already gone."""
         ...
 
+    async def delete_pod(self, namespace: str, name: str, *, uid: str = "") -> bool:
+        """Delete a pod at once (grace period 0: for pods of a node whose worker is gone, no
+        kubelet is left to finish a graceful delete); only the pod with `uid` when given
+        (Conflict otherwise). False when it was already gone."""
+        ...
+
     async def emit_event(
         self,
         *,

@@ -210,6 +210,16 @@ class _Sizes:
         return 0, "", f"sizes {listed} all have {shape}: the worker's size is ambiguous"
 
 
+def unlisted_node_size(snapshot: ClusterSnapshot, node: NodeInfo) -> tuple[int, int | None]:
+    """(size id, VPSie group id) of a node VPSie lists no worker for (its worker vanished):
+    our size label, else the one size of the cluster's groups its capacity matches; (0, None)
+    when neither tells."""
+    sizes = _Sizes(snapshot)
+    size_id, _, _ = sizes.of(node, VpsieWorker(identifier=""))
+    group = sizes.groups_by_size.get(size_id)
+    return size_id, group.id if group is not None else None
+
+
 def group_nodes(
     snapshot: ClusterSnapshot, group: str, workers: dict[str, WorkerMatch]
 ) -> list[NodeInfo]:

@@ -12,8 +12,10 @@ Both simulated services (VPSie and Kubernetes) run every request through
 - down windows: the service answers 503 from simulated second `start` to `end` after the world
   started, or while `set_down(service, True)` holds;
 - world-level faults that the worlds read themselves: worker hostnames that never turn Ready
-  (`never_ready`) and `namespace/selector` pairs whose pods can never be evicted
-  (`eviction_blocked`);
+  (`never_ready`), `namespace/selector` pairs whose pods can never be evicted
+  (`eviction_blocked`), and workers the provider loses at a simulated second (`losses`: one
+  that stops, one that vanishes from the listing, a kubelet that stops reporting while its VM
+  runs; see `WorkerLoss`);
 - a listing that lags (`listing_lag_s`, scenario `listingLagSeconds`): a worker added shows
   in VPSie's listings only that many simulated seconds after the add;
 - a foreign actor (`act_after`, from Python only): another client's action run right after a
@@ -37,6 +39,23 @@ from aiohttp.typedefs import Handler, Middleware
 from simulator.clock import SimClock
 
 SERVICES = ("vpsie", "kubernetes")
+
+
+LOSS_KINDS = ("stop", "suspend", "vanish", "kubelet")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerLoss:
+    """The provider loses a worker `at` simulated seconds after the world started.
+
+    `worker` is a hostname glob (Node names, lower case) or `#N`, the N-th worker (from 1) of
+    the listing. Kinds: `stop` (VPSie lists it `stopped`, its Node turns Ready=Unknown),
+    `suspend` (the same, listed `suspended`), `vanish` (gone from VPSie's listing, Node
+    Unknown), `kubelet` (the VM runs and is listed `running`; the Node turns Unknown)."""
+
+    kind: str
+    worker: str
+    at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +117,7 @@ class FaultConfig:
     rules: list[FaultRule] = field(default_factory=list)
     down: list[DownWindow] = field(default_factory=list)
     never_ready: set[str] = field(default_factory=set)  # worker hostnames (globs)
+    losses: list[WorkerLoss] = field(default_factory=list)
     eviction_blocked: set[str] = field(default_factory=set)  # "namespace/selector"
     # A listing that lags: a worker added appears in the cluster's and groups' listings only
     # this many simulated seconds after the add (its VM boots on its own schedule meanwhile).
@@ -172,7 +192,7 @@ class FaultConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str = "faults") -> FaultConfig:
         """Build from the scenario's `faults:` mapping; ValueError names the bad key."""
-        known = {"rules", "down", "neverReady", "evictionBlocked", "listingLagSeconds"}
+        known = {"rules", "down", "neverReady", "evictionBlocked", "listingLagSeconds", "losses"}
         _reject_unknown(data, known, where)
         config = cls()
         for i, raw in enumerate(_as_list(data.get("rules", []), f"{where}.rules")):
@@ -189,6 +209,21 @@ class FaultConfig:
                 raise ValueError(f"{here}.end: must be after start ({start})")
             config.down.append(DownWindow(service=service, start=start, end=end))
         config.never_ready.update(_strings(data.get("neverReady", []), f"{where}.neverReady"))
+        for i, raw in enumerate(_as_list(data.get("losses", []), f"{where}.losses")):
+            here = f"{where}.losses[{i}]"
+            if not isinstance(raw, Mapping):
+                raise ValueError(f"{here}: expected a mapping with kind, worker, at")
+            _reject_unknown(raw, {"kind", "worker", "at"}, here)
+            kind = raw.get("kind")
+            if kind not in LOSS_KINDS:
+                raise ValueError(f"{here}.kind: {kind!r} is not one of {', '.join(LOSS_KINDS)}")
+            worker = raw.get("worker")
+            if not isinstance(worker, str) or not worker:
+                raise ValueError(f"{here}.worker: expected a hostname glob or #N")
+            at = raw.get("at", 0)
+            if isinstance(at, bool) or not isinstance(at, int | float) or at < 0:
+                raise ValueError(f"{here}.at: expected seconds >= 0")
+            config.losses.append(WorkerLoss(kind=kind, worker=worker, at=float(at)))
         blocked = _strings(data.get("evictionBlocked", []), f"{where}.evictionBlocked")
         for i, item in enumerate(blocked):
             if "/" not in item:

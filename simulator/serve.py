@@ -15,6 +15,8 @@ Tests that only need VPSie use `simulator.vpsie.server` directly.
 
 from __future__ import annotations
 
+import functools
+import logging
 import random
 import secrets
 import time
@@ -39,6 +41,8 @@ from simulator.vpsie.server import (
     write_vpsie_credentials,
 )
 from simulator.vpsie.state import VpsieState
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +70,13 @@ def write_kubeconfig(path: Path, *, url: str, token: str, name: str) -> None:
         "preferences": {},
     }
     write_private(path, yaml.safe_dump(config, sort_keys=False))
+
+
+def _lose(vpsie: VpsieState, worker: str, kind: str) -> None:
+    try:
+        vpsie.lose_worker(worker, kind)
+    except KeyError:
+        _log.warning("scenario loss %s of worker %s: no such worker", kind, worker)
 
 
 @asynccontextmanager
@@ -102,6 +113,8 @@ async def start_simulator(
     vpsie = build_vpsie_state(
         loaded, clock=clock, rng=random.Random(rng.getrandbits(64)), nodes=kube
     )
+    for loss in loaded.faults.losses:
+        clock.call_later(loss.at, functools.partial(_lose, vpsie, loss.worker, loss.kind))
     kube_token = secrets.token_urlsafe(24)
     kube_faults = fault_middleware(
         "kubernetes", loaded.faults, clock, random.Random(rng.getrandbits(64))

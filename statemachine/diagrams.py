@@ -1,4 +1,4 @@
-"""Mermaid diagrams of the two machines, generated from the built `transitions` machines.
+"""Mermaid diagrams of the machines, generated from the built `transitions` machines.
 
 `python -m statemachine.diagrams` rewrites docs/machines.md; `--check` exits 1 when the
 committed file differs from what the code says (a test runs the same comparison), so the
@@ -17,6 +17,7 @@ from statemachine.machines import (
     PLAN_TERMINAL,
     REPLACEMENT_TERMINAL,
     plan_machine,
+    repair_machine,
     replacement_machine,
 )
 
@@ -63,6 +64,8 @@ def render() -> str:
     for title, machine, terminal in (
         ("Plan", plan_machine(), PLAN_TERMINAL),
         ("Node replacement", replacement_machine(), REPLACEMENT_TERMINAL),
+        ("Node repair (a plan whose opportunity is `repair`)", repair_machine(),
+         REPLACEMENT_TERMINAL),
     ):
         diagram, loops = mermaid(machine, frozenset(terminal))
         parts += [f"## {title}", "", diagram, ""]

@@ -432,6 +432,49 @@ class NodeDeleteFailed(ReplacementEvent):
     reason: str
 
 
+# --- repair: the lost node ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerLossConfirmed(ReplacementEvent):
+    """Repair: VPSie's listing has no worker for the lost node (by identifier, hostname or
+    address): it is gone without our delete. An observation, made by listing."""
+
+    node: str
+    worker_identifier: str = ""  # the identifier the plan knew, "" when it knew none
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutOfServiceTaintRequested(ReplacementEvent):
+    """Intent: taint the lost node `node.kubernetes.io/out-of-service=nodeshutdown:NoExecute`
+    (its worker is confirmed gone), so that Kubernetes detaches its volumes and lets its pods
+    go."""
+
+    node: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeTaintedOutOfService(ReplacementEvent):
+    node: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodDeleteRequested(ReplacementEvent):
+    """Intent: delete a pod of a node whose worker is confirmed gone (an eviction needs a
+    kubelet to finish it; there is none). `uid` makes the delete hit only that pod."""
+
+    namespace: str
+    pod: str
+    uid: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodDeleted(ReplacementEvent):
+    namespace: str
+    pod: str
+    already_gone: bool = False
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UncordonRequested(ReplacementEvent):
     node: str
@@ -508,6 +551,11 @@ REPLACEMENT_EVENTS: tuple[type[ReplacementEvent], ...] = (
     NodeDeleteFailed,
     UncordonRequested,
     NodeUncordoned,
+    WorkerLossConfirmed,
+    OutOfServiceTaintRequested,
+    NodeTaintedOutOfService,
+    PodDeleteRequested,
+    PodDeleted,
     ReplacementRollbackStarted,
     ReplacementRolledBack,
     ReplacementCompleted,
@@ -528,6 +576,8 @@ INTENT_OUTCOMES: dict[type[Event], tuple[type[Event], ...]] = {
     NodePrepareRequested: (NodePrepared,),
     NodeDeleteRequested: (NodeDeleted, NodeDeleteFailed),
     UncordonRequested: (NodeUncordoned,),
+    OutOfServiceTaintRequested: (NodeTaintedOutOfService,),
+    PodDeleteRequested: (PodDeleted,),
 }
 OUTCOME_OF: dict[type[Event], type[Event]] = {
     outcome: intent for intent, outcomes in INTENT_OUTCOMES.items() for outcome in outcomes

@@ -26,13 +26,14 @@ from statemachine.machines import (
     PLAN_NEXT,
     PLAN_RUNNING,
     PLAN_TERMINAL,
+    REPAIR_NEXT,
     REPLACEMENT_NEXT,
     REPLACEMENT_TERMINAL,
     IllegalTransition,
     PlanStatus,
     ReplacementStatus,
 )
-from statemachine.plan import PlanSpec, ReplacementSpec
+from statemachine.plan import Opportunity, PlanSpec, ReplacementSpec
 
 # Bump when the encoded shape of FoldState changes; an older snapshot is then ignored (the
 # log is refolded), never misread.
@@ -77,6 +78,7 @@ class ReplacementState:
     old_node_deleted: bool = False
     new_node_deleted: bool = False
     prepared: bool = False  # the new Node got the old one's labels and taints
+    out_of_service: bool = False  # repair: the lost Node carries the out-of-service taint
     # The last intent with no outcome yet: what recovery must reconcile with the world.
     pending_intent: ev.Event | None = None
     last_error: str = ""
@@ -333,6 +335,9 @@ def _apply_plan(
 _REPLACEMENT_NEXT = {
     (ReplacementStatus(s), t): ReplacementStatus(d) for (s, t), d in REPLACEMENT_NEXT.items()
 }
+_REPAIR_NEXT = {
+    (ReplacementStatus(s), t): ReplacementStatus(d) for (s, t), d in REPAIR_NEXT.items()
+}
 _PLAN_NEXT = {(PlanStatus(s), t): PlanStatus(d) for (s, t), d in PLAN_NEXT.items()}
 
 Guard = Callable[[ReplacementState, ReplacementSpec, Any], str | None]
@@ -354,6 +359,10 @@ def _same_target(intent: ev.Event, outcome: ev.Event) -> bool:
             return intent.node == outcome.node
         case ev.NodePrepareRequested(), ev.NodePrepared():
             return intent.node == outcome.node
+        case ev.OutOfServiceTaintRequested(), ev.NodeTaintedOutOfService():
+            return intent.node == outcome.node
+        case ev.PodDeleteRequested(), ev.PodDeleted():
+            return (intent.namespace, intent.pod) == (outcome.namespace, outcome.pod)
         case _:
             return True
 
@@ -383,6 +392,10 @@ def _added_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
 
 def _delete_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
     worker, rolling_back = e.worker_identifier, r.status is ReplacementStatus.ROLLING_BACK
+    if r.status is ReplacementStatus.PLANNED and s.new_size_id is not None:
+        return "the replacement node is not ready"
+    if e.role == "old" and not worker:
+        return "no worker identifier to delete"
     if e.role == "old" and (worker != s.old_worker or rolling_back):
         return f"{worker} is not the worker to replace"
     if e.role == "new" and (not r.new_worker or worker != r.new_worker or not rolling_back):
@@ -402,6 +415,18 @@ def _node_delete_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str |
     return None
 
 
+def _loss_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
+    if r.status is ReplacementStatus.PLANNED and s.new_size_id is not None:
+        return "the replacement node is not ready"
+    if e.node != s.old_node or e.worker_identifier != s.old_worker:
+        return f"{e.node} ({e.worker_identifier or 'no worker'}) is not this repair's lost node"
+    return None
+
+
+def _taint_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
+    return None if e.node == s.old_node else f"{e.node} is not this repair's lost node"
+
+
 def _prepare_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
     return None if e.node == r.new_node else f"{e.node} is not this replacement's new node"
 
@@ -419,6 +444,8 @@ _GUARDS: dict[type[ev.Event], Guard] = {
     ev.WorkerDeleteRequested: _delete_guard,
     ev.NodeDeleteRequested: _node_delete_guard,
     ev.NodePrepareRequested: _prepare_guard,
+    ev.WorkerLossConfirmed: _loss_guard,
+    ev.OutOfServiceTaintRequested: _taint_guard,
     ev.ReplacementCompleted: _settled_guard,
     ev.ReplacementRolledBack: _settled_guard,
 }
@@ -486,7 +513,22 @@ def _uncordoned(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
     r.cordoned_by_us = False
 
 
+def _loss_confirmed(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
+    r.old_deleted = True
+
+
+def _tainted(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
+    r.out_of_service = True
+
+
+def _pod_deleted(r: ReplacementState, s: ReplacementSpec, e: Any) -> None:
+    r.evicted = (*r.evicted, f"{e.namespace}/{e.pod}")
+
+
 _MUTATIONS: dict[type[ev.Event], Mutate] = {
+    ev.WorkerLossConfirmed: _loss_confirmed,
+    ev.NodeTaintedOutOfService: _tainted,
+    ev.PodDeleted: _pod_deleted,
     ev.NodeGroupCreated: _set("group_id", "group_id"),
     ev.WorkerAddRequested: _add_requested,
     ev.WorkerAdded: _worker_added,
@@ -523,7 +565,8 @@ def _apply_replacement(
     if plan.status not in PLAN_RUNNING:
         raise illegal(f"plan {plan.status}")
     before = r.status
-    dest = _REPLACEMENT_NEXT.get((before, cls.__name__))
+    table = _REPAIR_NEXT if plan.spec.opportunity is Opportunity.REPAIR else _REPLACEMENT_NEXT
+    dest = table.get((before, cls.__name__))
     if dest is None:
         raise illegal(before)
     spec = plan.spec_of(r.replacement_id)
@@ -630,7 +673,12 @@ def encode_state(state: FoldState) -> bytes:
 
 
 # Fields added after snapshots were first written: an older snapshot lacks them.
-_R_LATER_FIELDS = {"old_node_deleted": False, "new_node_deleted": False, "prepared": False}
+_R_LATER_FIELDS = {
+    "old_node_deleted": False,
+    "new_node_deleted": False,
+    "prepared": False,
+    "out_of_service": False,
+}
 
 
 def _replacement_from_plain(value: dict[str, Any]) -> ReplacementState:

@@ -47,8 +47,10 @@ def example_spec(
     consolidations: int = 0,
     strategy: Strategy = Strategy.ROLLING,
     created_at: str = "2026-01-05T02:00:00Z",
+    repair: bool = False,
 ) -> PlanSpec:
-    """A plausible plan: replace `replacements` nodes of size 3 by size 2, remove others."""
+    """A plausible plan: replace `replacements` nodes of size 3 by size 2, remove others.
+    With `repair`, a repair plan: the lost nodes replaced (the "removals" by nothing)."""
     specs: list[ReplacementSpec] = []
     for i in range(replacements + consolidations):
         consolidate = i >= replacements
@@ -73,7 +75,11 @@ def example_spec(
         node_group=node_group,
         strategy=strategy,
         created_at=created_at,
-        opportunity=Opportunity.CONSOLIDATE if consolidations else Opportunity.DOWNSIZE,
+        opportunity=(
+            Opportunity.REPAIR
+            if repair
+            else Opportunity.CONSOLIDATE if consolidations else Opportunity.DOWNSIZE
+        ),
         replacements=tuple(specs),
         batches=tuple((s.replacement_id,) for s in specs),
         max_concurrent=1,
@@ -145,8 +151,55 @@ def _outcomes(pid: str, at: str, r: ReplacementState, spec: ReplacementSpec) -> 
                 ev.NodeDeleted(**base, node=node, already_gone=False),
                 ev.NodeDeleteFailed(**base, node=node, reason="HTTP 503"),
             ]
+        case ev.OutOfServiceTaintRequested(node=node):
+            return [ev.NodeTaintedOutOfService(**base, node=node)]
+        case ev.PodDeleteRequested(namespace=ns, pod=pod):
+            return [ev.PodDeleted(**base, namespace=ns, pod=pod)]
         case _:
             return []
+
+
+def _repair_next(plan: PlanState, r: ReplacementState, at: str) -> list[ev.Event]:
+    """The repair machine's forward steps (provisioning and rollback as a replacement's)."""
+    pid, spec = plan.plan_id, _spec_of(plan, r)
+    base: dict[str, Any] = {"plan_id": pid, "at": at, "replacement_id": r.replacement_id}
+    S = ReplacementStatus
+    out: list[ev.Event] = []
+    match r.status:
+        case S.PLANNED if spec.new_size_id is None:
+            out.append(ev.WorkerLossConfirmed(
+                **base, node=spec.old_node, worker_identifier=spec.old_worker))
+            out.append(ev.WorkerDeleteRequested(
+                **base, worker_identifier=spec.old_worker, node=spec.old_node, role="old"))
+        case S.READY:
+            if not r.prepared:
+                out.append(ev.NodePrepareRequested(**base, node=r.new_node, labels={"a": "b"}))
+            out.append(ev.WorkerDeleteRequested(
+                **base, worker_identifier=spec.old_worker, node=spec.old_node, role="old"))
+            out.append(ev.WorkerLossConfirmed(
+                **base, node=spec.old_node, worker_identifier=spec.old_worker))
+        case S.TERMINATED:
+            out.append(ev.CordonRequested(**base, node=spec.old_node, prior_unschedulable=False))
+        case S.CORDONED:
+            if not r.out_of_service:
+                out.append(ev.OutOfServiceTaintRequested(**base, node=spec.old_node))
+            pods = (f"default/{spec.old_node}-app-1",)
+            out.append(ev.DrainStarted(**base, node=spec.old_node, pods=pods))
+        case S.DRAINING:
+            left = [p for p in r.drain_pods if p not in r.evicted]
+            if left:
+                ns, _, name = left[0].partition("/")
+                out.append(ev.PodDeleteRequested(**base, namespace=ns, pod=name, uid="u"))
+            else:
+                out.append(ev.NodeDrained(**base, node=spec.old_node))
+        case S.DRAINED:
+            if not r.old_node_deleted:
+                out.append(ev.NodeDeleteRequested(
+                    **base, node=spec.old_node, uid=f"uid-{spec.old_node}", role="old"))
+            out.append(ev.ReplacementCompleted(**base, monthly_saving=spec.monthly_saving))
+        case _:
+            return []
+    return out
 
 
 def _replacement_next(plan: PlanState, r: ReplacementState, at: str) -> list[ev.Event]:
@@ -157,7 +210,11 @@ def _replacement_next(plan: PlanState, r: ReplacementState, at: str) -> list[ev.
     if status in REPLACEMENT_TERMINAL:
         return []
     out: list[ev.Event] = _outcomes(pid, at, r, spec) if r.pending_intent else []
-    if not r.pending_intent:
+    repair = plan.spec.opportunity is Opportunity.REPAIR
+    forward = _repair_next(plan, r, at) if repair and not r.pending_intent else []
+    if forward:
+        out.extend(forward)
+    elif not r.pending_intent:
         match status:
             case S.PLANNED if spec.new_size_id is None:
                 out.append(
@@ -242,7 +299,12 @@ def _replacement_next(plan: PlanState, r: ReplacementState, at: str) -> list[ev.
                     out.append(ev.ReplacementRolledBack(**base))
             case _:
                 pass
-    if status not in (S.TERMINATING, S.TERMINATED, S.ROLLING_BACK):
+    undoable = (
+        status in (S.PLANNED, S.CREATING_GROUP, S.PROVISIONING, S.JOINING, S.READY)
+        if repair
+        else status not in (S.TERMINATING, S.TERMINATED, S.ROLLING_BACK)
+    )
+    if undoable:
         out.append(ev.ReplacementRollbackStarted(**base, reason="safety check failed"))
     out.append(ev.ReplacementFailed(**base, reason="needs a person"))
     return out

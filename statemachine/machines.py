@@ -1,4 +1,4 @@
-"""The two state machines: a plan, and one node replacement within it.
+"""The state machines: a plan, one node replacement within it, and one node repair.
 
 Each machine is one explicit table of (trigger, sources, dest); the triggers are event type
 names from `statemachine.events`, so "which event may follow which state" is written once.
@@ -6,6 +6,13 @@ names from `statemachine.events`, so "which event may follow which state" is wri
 triggers on), validation and the Mermaid diagrams (`python -m statemachine.diagrams`). The
 fold does not create a Machine per event: `PLAN_NEXT` / `REPLACEMENT_NEXT` are flat
 (state, trigger) -> dest lookups read out of the built machines once, at import.
+
+A repair (a plan whose opportunity is `repair`, planner/health.py) replaces a node the provider
+lost. Its machine shares the replacement's states and events but orders them for a dead node:
+the new worker first (as a replacement), then the lost worker deleted and confirmed gone by
+listing (or found gone: `WorkerLossConfirmed`), and only then the Node cordoned, tainted
+`node.kubernetes.io/out-of-service`, its pods deleted (their controllers recreate them), and
+the Node object deleted. Its point of no return is the lost worker's delete.
 
 A dest of "=" keeps the state (the event is recorded, e.g. a pod evicted while draining).
 A model is restored into a folded state with `restore`, which fires no callbacks.
@@ -155,6 +162,41 @@ REPLACEMENT_TRANSITIONS: tuple[Row, ...] = (
 )
 
 
+_REPAIR_BEFORE_LOSS = (_R.PLANNED, _R.CREATING_GROUP, _R.PROVISIONING, _R.JOINING, _R.READY)
+REPAIR_TRANSITIONS: tuple[Row, ...] = (
+    *(row for row in REPLACEMENT_TRANSITIONS if row[0] in (
+        "NodeGroupCreateRequested", "NodeGroupCreated", "NodeGroupCreateFailed",
+        "WorkerAddRequested", "WorkerAdded", "WorkerAddFailed", "NodeJoined",
+        "NodeJoinTimedOut", "NodePrepareRequested", "NodePrepared",
+    ) and row[1] != (_R.ROLLING_BACK,)),
+    # The lost worker: deleted and confirmed gone by listing, or already gone. Without a new
+    # worker to wait for (addFirst off), straight from planned.
+    ("WorkerDeleteRequested", (_R.PLANNED, _R.READY), _R.TERMINATING),
+    ("WorkerDeleted", (_R.TERMINATING,), _R.TERMINATED),
+    ("WorkerDeleteFailed", (_R.TERMINATING,), _R.READY),
+    ("WorkerLossConfirmed", (_R.PLANNED, _R.READY), _R.TERMINATED),
+    # Only a node whose worker is confirmed gone is cordoned and taken out of service.
+    ("CordonRequested", (_R.TERMINATED,), _R.CORDONING),
+    ("NodeCordoned", (_R.CORDONING,), _R.CORDONED),
+    ("CordonFailed", (_R.CORDONING,), _R.TERMINATED),
+    ("OutOfServiceTaintRequested", (_R.CORDONED,), "="),
+    ("NodeTaintedOutOfService", (_R.CORDONED,), "="),
+    ("DrainStarted", (_R.CORDONED,), _R.DRAINING),
+    ("PodDeleteRequested", (_R.DRAINING,), "="),
+    ("PodDeleted", (_R.DRAINING,), "="),
+    ("NodeDrained", (_R.DRAINING,), _R.DRAINED),
+    ("NodeDeleteRequested", (_R.DRAINED,), "="),
+    ("NodeDeleted", (_R.DRAINED,), "="),
+    ("NodeDeleteFailed", (_R.DRAINED,), "="),
+    # From terminated when the Node object is gone already (nothing to cordon or empty).
+    ("ReplacementCompleted", (_R.TERMINATED, _R.DRAINED), _R.DONE),
+    # Before the lost worker's delete, a repair can be undone (the worker it added removed).
+    ("ReplacementRollbackStarted", _REPAIR_BEFORE_LOSS, _R.ROLLING_BACK),
+    *(row for row in REPLACEMENT_TRANSITIONS if row[1] == (_R.ROLLING_BACK,)),
+    ("ReplacementFailed", _R_LIVE, _R.FAILED),
+)
+
+
 class IllegalTransition(Exception):
     """An event that its machine does not allow in the current state. Never applied."""
 
@@ -195,6 +237,10 @@ def replacement_machine(model: Any = None) -> Machine:
     )
 
 
+def repair_machine(model: Any = None) -> Machine:
+    return _machine(ReplacementStatus, REPAIR_TRANSITIONS, ReplacementStatus.PLANNED.value, model)
+
+
 def restore(machine: Machine, model: Any, state: str) -> None:
     """Put `model` into a folded `state` without firing any callback."""
     machine.set_state(state, model=model)
@@ -215,3 +261,4 @@ def _lookup(machine: Machine) -> dict[tuple[str, str], str]:
 
 PLAN_NEXT: dict[tuple[str, str], str] = _lookup(plan_machine())
 REPLACEMENT_NEXT: dict[tuple[str, str], str] = _lookup(replacement_machine())
+REPAIR_NEXT: dict[tuple[str, str], str] = _lookup(repair_machine())

@@ -41,6 +41,7 @@ class Opportunity(StrEnum):
     DOWNSIZE = "downsize"  # same node count, a smaller size
     RIGHT_SIZE = "right-size"  # a size that fits the pods better (may be fewer, larger nodes)
     CONSOLIDATE = "consolidate"  # fewer nodes of the same size
+    REPAIR = "repair"  # replace nodes the provider lost (planner/health.py, docs/repair.md)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -97,6 +97,17 @@ class LabelSelector:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NodeCondition:
+    """One entry of a Node's `status.conditions`: `status` is "True", "False" or "Unknown";
+    `last_transition` is RFC 3339 as the API gave it ("" when absent)."""
+
+    type: str
+    status: str
+    last_transition: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeInfo:
     name: str
     labels: dict[str, str] = field(default_factory=dict)
@@ -111,6 +122,11 @@ class NodeInfo:
     created_at: str = ""  # RFC 3339, as the API gave it
     resource_version: str = ""
     uid: str = ""  # metadata.uid: tells this Node from a later one of the same name
+    # Every condition the API listed (Ready and, e.g., node-problem-detector's), for repair.
+    conditions: tuple[NodeCondition, ...] = ()
+
+    def condition(self, type_: str) -> NodeCondition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

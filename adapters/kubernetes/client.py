@@ -510,6 +510,20 @@ class KubeClient:
             return False
         return True
 
+    async def delete_pod(self, namespace: str, name: str, *, uid: str = "") -> bool:
+        """Delete a pod with grace period 0; True when deleted now, False when already gone.
+        With `uid`, only that very pod (a precondition; Conflict for a later one)."""
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions",
+                                "gracePeriodSeconds": 0}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            await self._request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}",
+                                body=body)
+        except NotFound:
+            return False
+        return True
+
     # ----- eviction and events ---------------------------------------------------------------
 
     async def evict(self, namespace: str, name: str) -> None:

@@ -14,6 +14,7 @@ from statemachine.world import (
     LabelRequirement,
     LabelSelector,
     LeaseInfo,
+    NodeCondition,
     NodeGroupSpec,
     NodeInfo,
     PdbInfo,
@@ -52,6 +53,12 @@ def node_info(obj: dict[str, Any]) -> NodeInfo:
         created_at=meta.get("creationTimestamp") or "",
         resource_version=meta.get("resourceVersion") or "",
         uid=meta.get("uid") or "",
+        conditions=tuple(
+            NodeCondition(type=str(c.get("type") or ""), status=str(c.get("status") or "Unknown"),
+                          last_transition=str(c.get("lastTransitionTime") or ""),
+                          reason=str(c.get("reason") or ""))
+            for c in status.get("conditions") or [] if c.get("type")
+        ),
     )
 
 

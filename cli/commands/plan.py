@@ -65,6 +65,7 @@ async def _run(config_path: str, *, as_json: bool, record: bool) -> int:
     from daemon.service.snapshot import SnapshotError, gather_snapshot
     from eventstore import EventStoreError
     from planner import analyze, make_plan
+    from planner.health import assess, outlook
     from statemachine.events import to_json
 
     try:
@@ -105,6 +106,12 @@ async def _run(config_path: str, *, as_json: bool, record: bool) -> int:
             raise PlanCommandError(str(exc), EXIT_WORLD) from None
         except AdapterError as exc:
             raise PlanCommandError(str(exc), EXIT_WORLD) from None
+        health = assess(
+            gathered.snapshot,
+            config.node_groups,
+            now=rfc3339(now),
+            cluster_limit=config.repair_max_unhealthy,
+        )
         results: list[tuple[Analysis, PlanSpec | None]] = []
         for policy in config.node_groups:
             analysis = analyze(
@@ -127,11 +134,33 @@ async def _run(config_path: str, *, as_json: bool, record: bool) -> int:
             "problems": list(gathered.problems),
             "node_groups": [_analysis_json(a, s) for a, s in results],
             "recorded": record,
+            "unhealthy": [
+                {
+                    "node_group": g.group,
+                    "node": u.node,
+                    "signal": u.signal.value,
+                    "detail": u.detail,
+                    "since": u.since,
+                    "due_at": u.due_at,
+                    "outlook": outlook(u, g),
+                }
+                for g in health.groups
+                for u in g.unhealthy
+            ],
+            "repair_blocked": {g.group: g.blocked for g in health.groups if g.blocked},
         }
         sys.stdout.write(to_json(body).decode() + "\n")
     else:
         for problem in gathered.problems:
             print(f"warning: {problem}")
+        for g in health.groups:
+            if g.blocked and g.unhealthy:
+                print(f"repair blocked in node group {g.group}: {g.blocked}")
+            for u in g.unhealthy:
+                print(
+                    f"unhealthy: node {u.node} ({g.group}) {u.signal.value} since {u.since}: "
+                    f"{u.detail}; {outlook(u, g)}"
+                )
         for analysis, spec in results:
             print(_render(analysis, spec, recorded=record, db=str(config.database)))
     return 0

@@ -39,7 +39,7 @@ from daemon.ports import Clock, Cloud, Cluster
 from statemachine import events as ev
 from statemachine.fold import PlanState, ReplacementState
 from statemachine.machines import ReplacementStatus as _RS
-from statemachine.plan import CheckResult, PlanSpec, ReplacementSpec
+from statemachine.plan import CheckResult, Opportunity, PlanSpec, ReplacementSpec
 
 T = TypeVar("T")
 
@@ -227,6 +227,11 @@ class Runtime:
         since `event_type`, downtime left out (`PlanJournal.acting_s`)."""
         return self.journal.acting_s(rid, event_type, self.ctx.clock.now())
 
+    @property
+    def repairing(self) -> bool:
+        """Whether this plan is a repair (planner/health.py; the repair machine)."""
+        return self.spec.opportunity is Opportunity.REPAIR
+
     def forward_only(self, rid: str) -> bool:
         """Past the point of no return: the old worker is being deleted, or the old node is
         drained and its pods were confirmed running elsewhere. Rolling back from here would
@@ -235,6 +240,8 @@ class Runtime:
         status = self.replacement(rid).status
         if status in (_RS.TERMINATING, _RS.TERMINATED, _RS.DONE):
             return True
+        if self.repairing:  # a repair: once the lost worker's delete was asked for
+            return status in (_RS.CORDONING, _RS.CORDONED, _RS.DRAINING, _RS.DRAINED)
         return (
             status is _RS.DRAINED
             and self.journal.last_at(rid, ev.ReschedulingConfirmed) is not None

@@ -17,7 +17,11 @@ and its outcome recorded as found:
 - WorkerDeleteRequested: is the worker gone from the listing? WorkerDeleted, else
   WorkerDeleteFailed;
 - NodeDeleteRequested: is the Node of that uid gone? NodeDeleted, else NodeDeleteFailed;
-- UncordonRequested: NodeUncordoned (uncordoning it now if it still carries our mark).
+- UncordonRequested: NodeUncordoned (uncordoning it now if it still carries our mark);
+- OutOfServiceTaintRequested (repair): the taint applied again (idempotent),
+  NodeTaintedOutOfService;
+- PodDeleteRequested (repair): the pod deleted again (grace 0, uid precondition; gone is
+  fine), PodDeleted.
 
 A "not made" outcome lets the executor try the step again with a fresh intent; an add is
 never repeated before its intent is settled, so no intent ever gets two workers.
@@ -38,6 +42,7 @@ from daemon.executor.provisioning import (
     unaccounted,
     worker_gone,
 )
+from daemon.executor.repair import settle_pod_delete, settle_taint
 from statemachine import events as ev
 
 NOT_MADE = "not made before the restart"
@@ -131,6 +136,10 @@ async def reconcile_one(rt: Runtime, rid: str) -> str:
                 return f"node {name} is gone"
             await rt.record(ev.NodeDeleteFailed(**base, at=rt.at(), node=name, reason=NOT_MADE))
             return f"node {name} still exists"
+        case ev.OutOfServiceTaintRequested():
+            return await settle_taint(rt, rid, intent)
+        case ev.PodDeleteRequested():
+            return await settle_pod_delete(rt, rid, intent)
         case ev.UncordonRequested(node=name):
             await uncordon_ours(rt, name, deadline)  # only while it carries our mark
             await rt.record(ev.NodeUncordoned(**base, at=rt.at(), node=name))

@@ -25,6 +25,7 @@ from daemon.executor.drain import node_of_new_worker, uncordon, vacate_new_node
 from daemon.executor.execution import Runtime, StepFailed
 from daemon.executor.provisioning import delete_node_object, delete_worker, terminate
 from daemon.executor.reconcile import reconcile_pending
+from daemon.executor.repair import repair
 from statemachine import events as ev
 from statemachine.machines import PlanStatus, ReplacementStatus
 
@@ -41,6 +42,11 @@ async def roll_back_replacement(rt: Runtime, rid: str, reason: str) -> str | Non
         return None
     extra = {"plan_id": rt.plan_id}
     try:
+        if rt.forward_only(rid) and rt.repairing:
+            log.info("rollback of %s: the lost worker's delete was asked for; finishing the "
+                     "repair forward", rid, extra=extra)
+            await repair(rt, rid)
+            return None
         if rt.forward_only(rid):
             log.info("rollback of %s: past its drain, finishing it forward (deleting the old "
                      "worker %s)", rid, rt.spec_of(rid).old_worker, extra=extra)

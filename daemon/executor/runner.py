@@ -20,7 +20,11 @@ Strategies, as planned (`PlanSpec.strategy`, `batches`, `max_concurrent`):
 - surge: every new node first; if any fails to become Ready, nothing is drained and the plan
   rolls back; then batch by batch cordon -> drain -> delete;
 - blue-green: every new node, then every old node cordoned, `soak_s` of soak, drains, deletes;
-  a failure before the deletes rolls everything back.
+  a failure before the deletes rolls everything back;
+- a repair (opportunity `repair`): every lost node at once, each new worker -> lost worker
+  gone -> cordon and out-of-service taint -> pods deleted -> Node deleted
+  (daemon/executor/repair.py); no checks (the blast-radius limits were applied when it was
+  made).
 
 The safety checks run again before each batch that has not started, and when a run resumes
 work in flight; a failed check rolls the plan back. Nothing here reads the real clock or
@@ -49,6 +53,7 @@ from daemon.executor.execution import (
 from daemon.executor.journal import PlanJournal
 from daemon.executor.provisioning import provision, terminate
 from daemon.executor.reconcile import reconcile_pending
+from daemon.executor.repair import repair
 from daemon.executor.rollback import roll_back_plan, roll_back_replacement
 from eventstore import ConcurrencyError
 from statemachine import events as ev
@@ -228,7 +233,7 @@ class PlanRunner:
             return
         if self.state.status is _PS.EXECUTING:
             try:
-                if self._in_flight():
+                if self._in_flight() and not self._forward.repairing:
                     await self._checkpoint("resume")
                 await self._execute()
             except Interrupted:
@@ -412,6 +417,11 @@ class PlanRunner:
     async def _execute(self) -> None:
         spec = self.state.spec
         everything = [r.replacement_id for r in spec.replacements]
+        if self._forward.repairing:
+            # Repairs: every lost node at once (the blast-radius limits bounded how many when
+            # the plan was made); no rebalancing checks, no maintenance windows, no screening.
+            await self._together(self._open(everything), self._repair, len(everything))
+            return
         match spec.strategy:
             case Strategy.ROLLING:
                 for number, batch in enumerate(spec.batches, start=1):
@@ -538,6 +548,9 @@ class PlanRunner:
         await self._cordon(rid)
         await self._drain(rid)
         await self._terminate(rid)
+
+    async def _repair(self, rid: str) -> None:
+        await repair(self._forward, rid)
 
     async def _replace(self, rid: str) -> None:
         await self._provision(rid)

@@ -15,6 +15,7 @@ from typing import Any
 
 from daemon.control import ControlError
 from daemon.executor.runner import InvalidRequest
+from daemon.service.repairs import Repairs
 from daemon.service.runners import Runners
 from daemon.service.state import ServiceContext, Tracked
 from daemon.service.waiting import plan_waiting
@@ -29,11 +30,17 @@ class PlanControl:
     """The control API's `ControlTarget`: status, approve, reject, pause, resume, cancel."""
 
     def __init__(
-        self, ctx: ServiceContext, runners: Runners, *, is_leader: Callable[[], bool]
+        self,
+        ctx: ServiceContext,
+        runners: Runners,
+        *,
+        is_leader: Callable[[], bool],
+        repairs: Repairs | None = None,
     ) -> None:
         self._ctx = ctx
         self._runners = runners
         self._is_leader = is_leader
+        self._repairs = repairs
 
     def status(self) -> dict[str, Any]:
         plans = [
@@ -62,6 +69,7 @@ class PlanControl:
             "unaccounted_workers": (
                 list(self._ctx.unaccounted.last) if self._ctx.unaccounted is not None else []
             ),
+            "repair": self._repairs.status() if self._repairs is not None else None,
         }
 
     def _waiting(self, group: str, after_analysis: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 
 from daemon.clock import rfc3339
 from daemon.executor.journal import PlanJournal
@@ -38,9 +39,17 @@ log = logging.getLogger(__name__)
 class Decisions:
     """The analysis round and what a proposed (or recovered) plan becomes."""
 
-    def __init__(self, ctx: ServiceContext, runners: Runners) -> None:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        runners: Runners,
+        *,
+        rebalancing_blocked: Callable[[str], str] | None = None,
+    ) -> None:
         self._ctx = ctx
         self._runners = runners
+        # Why node repair holds new plans back in a group ("" when it does not): repairs.py.
+        self._rebalancing_blocked = rebalancing_blocked
 
     def remember_groups(self, recovered: Recovered) -> None:
         self._ctx.recovered_sizes = dict(recovered.state.workers)
@@ -136,6 +145,10 @@ class Decisions:
         if busy:
             state = busy[0].journal.state
             view.last_decision = f"plan {state.plan_id} is {state.status.value}"
+            return
+        held = self._rebalancing_blocked(policy.name) if self._rebalancing_blocked else ""
+        if held:
+            view.last_decision = f"no new plan: {held}"
             return
         now = self._ctx.clock.now()
         view.last_analysis_at = rfc3339(now)

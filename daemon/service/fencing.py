@@ -139,6 +139,10 @@ class FencedCluster:
         await self._guard()
         await self._inner.evict(namespace, name)
 
+    async def delete_pod(self, namespace: str, name: str, *, uid: str = "") -> bool:
+        await self._guard()
+        return await self._inner.delete_pod(namespace, name, uid=uid)
+
     async def emit_event(
         self,
         *,

@@ -71,6 +71,7 @@ from daemon.service.recovery import (
     recover,
     write_snapshot,
 )
+from daemon.service.repairs import Repairs
 from daemon.service.reporter import Regarding, Reporter
 from daemon.service.runners import Runners
 from daemon.service.state import ServiceContext, Tracked, WorldWrapper
@@ -119,8 +120,13 @@ class Service:
             datacenter=datacenter,
         )
         self._runners = Runners(self._ctx, observers, on_fenced=self._fenced)
-        self._decisions = Decisions(self._ctx, self._runners)
-        self.control = PlanControl(self._ctx, self._runners, is_leader=self._is_leader)
+        self._repairs = Repairs(self._ctx, self._runners)
+        self._decisions = Decisions(
+            self._ctx, self._runners, rebalancing_blocked=self._repairs.blocks_rebalancing
+        )
+        self.control = PlanControl(
+            self._ctx, self._runners, is_leader=self._is_leader, repairs=self._repairs
+        )
         self.readiness = Readiness()
         self._once = once
         # With `once`: the node groups this process has analysed. One round per group per
@@ -371,6 +377,7 @@ class Service:
         if self._once:
             await self._until_idle(elector)
             if self._acting(elector):
+                await self._repairs.check()
                 for policy in self.config.node_groups:
                     if not self._acting(elector):
                         break
@@ -384,11 +391,17 @@ class Service:
             return self._acting(elector) or self._stopping.is_set()
         next_snapshot = ctx.clock.monotonic() + SNAPSHOT_EVERY_S
         next_look = 0.0
+        next_health = ctx.clock.monotonic()
         while self._acting(elector):
             now = ctx.clock.monotonic()
             if now >= next_look:
                 next_look = now + LOOK_EVERY_S
                 await self._look_for_unaccounted()
+            if now >= next_health:
+                next_health = now + self.config.repair_check_interval_s
+                await self._repairs.check()
+                if not self._acting(elector):
+                    break
             for policy in self.config.node_groups:
                 view = ctx.group(policy.name)
                 if now >= view.next_analysis_mono:
@@ -407,7 +420,7 @@ class Service:
                 (v.next_analysis_mono for v in ctx.groups.values()),
                 default=now + self.config.analysis_interval_s,
             )
-            for at in (restart, reopen, next_look):
+            for at in (restart, reopen, next_look, next_health):
                 if at is not None:
                     due = min(due, at)
             ctx.wake.clear()

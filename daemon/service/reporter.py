@@ -18,10 +18,11 @@ from decimal import Decimal
 from adapters.errors import AdapterError
 from adapters.metrics import Metrics
 from daemon.ports import Cluster
+from planner.health import Unhealthy
 from statemachine import events as ev
 from statemachine.fold import PlanState
 from statemachine.machines import REPLACEMENT_TERMINAL, PlanStatus, ReplacementStatus
-from statemachine.plan import CheckResult, CheckStatus, Exclusion
+from statemachine.plan import CheckResult, CheckStatus, Exclusion, Opportunity
 from statemachine.world import NodeGroupSpec
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,12 @@ def _seconds_between(start: str, end: str) -> float | None:
 
 def _money(amount: Decimal) -> str:
     return f"${amount:,.2f}/month"
+
+
+def repair_signal(reason: str) -> str:
+    """The signal of a repair's reason, "repair (<signal>): ..." (see planner/health.py)."""
+    head, sep, _ = reason.partition("):")
+    return head.removeprefix("repair (") if sep and head.startswith("repair (") else "unknown"
 
 
 class Reporter:
@@ -130,6 +137,20 @@ class Reporter:
             "Warning",
         )
 
+    def node_unhealthy(self, u: Unhealthy, outlook: str) -> None:
+        """A node shows a repair signal (once per node and signal)."""
+        self._emit(
+            Regarding("Node", u.node),
+            "NodeUnhealthy",
+            f"node {u.node} is unhealthy ({u.signal.value}: {u.detail}) since {u.since}; "
+            f"{outlook}",
+            "Warning",
+        )
+
+    def repair_blocked(self, node_group: str, reason: str) -> None:
+        """Repair of a group stops (once per distinct reason)."""
+        self._emit(self._group(node_group), "NodeRepairBlocked", reason, "Warning")
+
     def _group(self, name: str) -> Regarding:
         return self._group_objects.get(name, self._fallback)
 
@@ -182,6 +203,16 @@ class Reporter:
         if state.plan_id not in self._batches_started:
             self._seed_batches(state)
         match event:
+            case ev.PlanProposed() if spec.opportunity is Opportunity.REPAIR:
+                for r in spec.replacements:
+                    self._emit(
+                        Regarding("Node", r.old_node),
+                        "NodeRepairStarted",
+                        f"Repairing node {r.old_node} (plan {spec.plan_id}): {r.reason}; "
+                        + (f"a {r.new_size_name or r.new_size_id} worker replaces it"
+                           if r.new_size_id is not None else "it is removed, not replaced"),
+                        "Warning",
+                    )
             case ev.PlanProposed():
                 self._metrics.plan_created(group, strategy)
                 self._checks(where, spec.checks)
@@ -299,6 +330,10 @@ class Reporter:
                 self._emit(old, "NodeFailed", f"Rolling back {spec.old_node}: {reason}", "Warning")
             case ev.ReplacementRolledBack():
                 self._metrics.node_failed(group)
+            case ev.ReplacementCompleted() if state.spec.opportunity is Opportunity.REPAIR:
+                self._metrics.node_repaired(group, repair_signal(spec.reason))
+                self._emit(old, "NodeRepaired", f"Node {spec.old_node} repaired: {spec.reason}"
+                           + (f"; replaced by {r.new_node}" if r.new_node else ""))
             case ev.ReplacementCompleted(monthly_saving=saving):
                 total = self._saved.get(group, Decimal(0)) + saving
                 self._saved[group] = total

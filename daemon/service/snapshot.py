@@ -65,10 +65,15 @@ async def gather_snapshot(
     now: float,
     datacenter: str = "",
     logged_sizes: Mapping[str, int] | None = None,
+    nodes_only: bool = False,
 ) -> Gathered:
     """Read both worlds at once. `datacenter` overrides the one VPSie names for the cluster.
-    `logged_sizes`: what our log recorded of the workers we added (identifier -> size id)."""
-    kube_task = asyncio.ensure_future(_read_kubernetes(cluster))
+    `logged_sizes`: what our log recorded of the workers we added (identifier -> size id).
+    `nodes_only`: of Kubernetes, only the Nodes (node health runs every `check_interval`;
+    listing every pod that often would cost a big cluster dearly)."""
+    kube_task = asyncio.ensure_future(
+        _read_nodes(cluster) if nodes_only else _read_kubernetes(cluster)
+    )
     try:
         clusters, groups, workers = await asyncio.gather(
             _cloud_call("the cluster list", cloud.list_clusters()),
@@ -122,6 +127,16 @@ def _offer_key(offer: SizeOffer) -> tuple[int, int]:
 def _group_datacenter(groups: list[VpsieNodeGroup]) -> str:
     found = sorted({g.datacenter_identifier for g in groups if g.datacenter_identifier})
     return found[0] if len(found) == 1 else ""
+
+
+async def _read_nodes(
+    cluster: Cluster,
+) -> tuple[list[NodeInfo], list[PodInfo], list[PdbInfo], list[NodeGroupSpec], str | None]:
+    try:
+        nodes = await cluster.list_nodes()
+    except AdapterError as exc:
+        return [], [], [], [], f"cannot read the Kubernetes API: {exc}"
+    return nodes, [], [], [], None
 
 
 async def _read_kubernetes(

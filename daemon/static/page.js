@@ -243,8 +243,20 @@ function renderRecent(group) {
     ])));
 }
 
+function repairLine(r) {
+  if (!r || (!r.unhealthy.length && !r.blocked)) return null;
+  return h("div", { class: "repair" },
+    r.blocked ? h("p", { class: "waiting", "data-repair": "blocked" },
+      `Repair blocked: ${r.blocked}`) : null,
+    r.unhealthy.length ? table(["unhealthy node", "signal", "since", "what happens"],
+      r.unhealthy.map((u) => [
+        h("td", { class: "mono" }, u.node), `${u.signal}: ${u.detail}`, time(u.since), u.outlook,
+      ]), "unhealthy") : null);
+}
+
 async function renderGroup(group, mutations) {
-  const children = [h("h2", {}, `node group ${group.name}`), daemonLine(group.daemon)];
+  const children = [h("h2", {}, `node group ${group.name}`), daemonLine(group.daemon),
+    repairLine(group.repair)];
   if (group.current) {
     const plan = await getJSON(`/v1/page/plans/${encodeURIComponent(group.current.plan_id)}`);
     children.push(renderPlan(plan, mutations));

@@ -49,6 +49,7 @@ TICK_S = 5.0
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
+UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
 UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
 
 
@@ -94,6 +95,8 @@ class KubeWorld:
         self._dirty_pdb_ns: set[str] = set()
         self._all_ds_dirty = False
         self._blocks: list[EvictionBlock] = []
+        # Nodes whose kubelet stopped reporting: nothing on them finishes a graceful delete.
+        self._dead: set[str] = set()
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._timers: set[asyncio.TimerHandle] = set()
@@ -185,11 +188,34 @@ class KubeWorld:
         node["status"]["conditions"] = [
             _condition("Ready", ready, "KubeletReady" if ready else "KubeletNotReady",
                        self.store.now())]
+        if ready:
+            self._dead.discard(name)
         taints = [t for t in node.get("spec", {}).get("taints") or []
                   if t.get("key") != NOT_READY_TAINT]
         if not ready:
             taints.append({"key": NOT_READY_TAINT, "effect": "NoSchedule"})
         node.setdefault("spec", {})["taints"] = taints
+        self.store.touch("/nodes", node)
+        self._all_ds_dirty = True
+        self._changed()
+
+    def set_node_unreachable(self, name: str) -> None:
+        """The kubelet stopped reporting: Ready=Unknown (reason NodeStatusUnknown) and the
+        `node.kubernetes.io/unreachable` NoSchedule taint, as the node lifecycle controller
+        sets them; its pods stay bound and keep their last status (no taint manager here)."""
+        node = self.store.get("/nodes", "", name)
+        if node is None:
+            raise KeyError(name)
+        now = self.store.now()
+        node["status"]["conditions"] = [
+            {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+             "message": "Kubelet stopped posting node status.", "lastTransitionTime": now}
+        ]
+        taints = [t for t in node.get("spec", {}).get("taints") or []
+                  if t.get("key") not in (NOT_READY_TAINT, UNREACHABLE_TAINT)]
+        taints.append({"key": UNREACHABLE_TAINT, "effect": "NoSchedule"})
+        node.setdefault("spec", {})["taints"] = taints
+        self._dead.add(name)
         self.store.touch("/nodes", node)
         self._all_ds_dirty = True
         self._changed()
@@ -679,6 +705,8 @@ class KubeWorld:
             self.store.touch("/pods", pod)
             self._pod_changed(pod)
             uid = meta["uid"]
+            if pod["spec"]["nodeName"] in self._dead:
+                return pod  # no kubelet to finish it: Terminating until forced or the Node goes
             self._later(min(float(grace), POD_STOP_S), lambda: self._finish_delete(ns, name, uid))
         return pod
 
@@ -817,6 +845,7 @@ class KubeWorld:
         key, meta = rt.key, obj["metadata"]
         if key == "/nodes":
             name = meta["name"]
+            self._dead.discard(name)
             slot = self._slots.pop(name, None)
             self._node_order = None
             self._cursor = 0

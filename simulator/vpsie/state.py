@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import itertools
 import random
 import secrets
@@ -50,6 +51,8 @@ class NodeRegistry(Protocol):
     def remove_node(self, name: str) -> None: ...
 
     def set_node_ready(self, name: str, ready: bool) -> None: ...
+
+    def set_node_unreachable(self, name: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -322,6 +325,33 @@ class VpsieState:
         elif self.nodes is not None:
             with contextlib.suppress(KeyError):  # someone deleted the Node already
                 self.nodes.set_node_ready(worker.hostname, False)
+
+    def lose_worker(self, worker: str, kind: str) -> SimWorker:
+        """The provider loses a worker (`WorkerLoss`: stop, suspend, vanish, kubelet).
+        `worker`: a hostname glob or `#N` (the N-th listed worker, from 1). KeyError when none
+        matches. Its Node turns Ready=Unknown: the kubelet stopped reporting (as the node
+        lifecycle controller shows a silent node); its pods stay bound to it."""
+        if worker.startswith("#") and worker[1:].isdigit():
+            index = int(worker[1:]) - 1
+            found = self.workers[index] if 0 <= index < len(self.workers) else None
+        else:
+            found = next((w for w in self.workers if fnmatch.fnmatchcase(w.hostname, worker)),
+                         None)
+        if found is None:
+            raise KeyError(worker)
+        if kind in ("stop", "suspend"):
+            found.status = "stopped" if kind == "stop" else "suspended"
+        elif kind == "vanish":
+            self.workers.remove(found)
+            boot = self._boots.pop(found.identifier, None)
+            if boot is not None:
+                boot.cancel()
+        elif kind != "kubelet":
+            raise ValueError(f"unknown worker loss {kind!r}")
+        if self.nodes is not None:
+            with contextlib.suppress(KeyError):
+                self.nodes.set_node_unreachable(found.hostname)
+        return found
 
     def stop(self) -> None:
         """Cancel pending boots (the world is going away)."""

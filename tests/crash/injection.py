@@ -218,6 +218,9 @@ class WatchedCluster(_Watched):
     async def evict(self, namespace: str, name: str) -> None:
         await self._effect("evict", self._inner.evict(namespace, name))
 
+    async def delete_pod(self, namespace: str, name: str, *, uid: str = "") -> bool:
+        return await self._effect("delete_pod", self._inner.delete_pod(namespace, name, uid=uid))
+
     async def emit_event(
         self,
         *,

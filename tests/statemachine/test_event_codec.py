@@ -10,14 +10,14 @@ import pytest
 
 from statemachine import events as ev
 from statemachine.histories import example_spec, walk
-from statemachine.machines import PLAN_NEXT, REPLACEMENT_NEXT
+from statemachine.machines import PLAN_NEXT, REPAIR_NEXT, REPLACEMENT_NEXT
 
 
 def _sample_events() -> list[ev.Event]:
     rng = random.Random(7)
     seen: dict[str, ev.Event] = {}
     for i in range(400):
-        spec = example_spec(f"p{i}", replacements=2, consolidations=i % 2)
+        spec = example_spec(f"p{i}", replacements=2, consolidations=i % 2, repair=i % 3 == 2)
 
         def choose(options: list[ev.Event]) -> ev.Event:
             return options[0] if rng.random() < 0.75 else rng.choice(options)
@@ -32,6 +32,7 @@ SAMPLES = _sample_events()
 
 def test_every_catalogued_type_is_a_trigger_and_every_trigger_is_catalogued() -> None:
     triggers = {t for _, t in PLAN_NEXT} | {t for _, t in REPLACEMENT_NEXT} | {"PlanProposed"}
+    triggers |= {t for _, t in REPAIR_NEXT}
     assert triggers == set(ev.CATALOGUE)
 
 
