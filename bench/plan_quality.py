@@ -164,7 +164,15 @@ def main() -> int:
                     ready=True,
                 )
             )
-            workers.append(VpsieWorker(identifier=f"vm-{i:03d}", hostname=name, group_id=1))
+            workers.append(
+                VpsieWorker(
+                    identifier=f"vm-{i:03d}",
+                    hostname=name,
+                    cpu=current.cpu,
+                    ram_mb=current.ram_mb,
+                    disk_gb=current.disk_gb,
+                )
+            )
             pods.append(
                 PodInfo(
                     namespace="kube-system",
