@@ -486,6 +486,8 @@ class _Choice:
 # Fleets tried against the batch-by-batch capacity check before the cheapest is kept anyway
 # (and rejected by that check).
 MAX_FLEETS_TRIED = 6
+# Groups of up to this many candidates let the column program choose which nodes stay.
+MAX_KEEPABLE = 200
 
 
 def _budget_exclusion(node: str, held: checks.BudgetPods) -> Exclusion | None:
@@ -542,19 +544,42 @@ def _searched_fleets(
     if not all(eligible(s, template) for s, _ in buckets):
         return []  # some pod may not run on a new node at all (labels, taints)
     sizes = [SizeRoom(offer=o, free=group.new_free(o)) for o in offers]
+    # Candidates of an allowed size may stay as they are, with what they hold: the column
+    # program weighs keeping each against replacing it (small groups; larger ones are sized
+    # as if every candidate were empty, then refitted around the nodes kept).
+    size_index = {o.id: i for i, o in enumerate(offers)}
+    keepable: list[tuple[int, Resources, list[tuple[Shape, int]]]] = []
+    keep_names: list[str] = []
+    if policy.fleet_solver and len(candidates) <= MAX_KEEPABLE:
+        for c in candidates:
+            if c.size_id in size_index:
+                b = group.bin_for(c.node)
+                room = Resources(cpu_millis=b.cpu, memory_bytes=b.mem, pods=b.pods)
+                held = [(s, n) for s, n, m in group.loads[c.node].load_shapes if m]
+                keepable.append((size_index[c.size_id], room, held))
+                keep_names.append(c.node)
     search = FleetSearch(
         buckets,
         sizes,
         floor=max(min_nodes - staying, 0),
         ceiling=_ceiling(len(candidates), staying, max_nodes),
         solver=policy.fleet_solver,
+        time_budget_s=policy.fleet_solver_budget_s,
+        keepable=keepable,
     )
     out: list[_FleetOption] = []
     for fleet in itertools.islice(search.fleets(), MAX_FLEETS_TRIED):
         layout: dict[int, list[dict[tuple[int, int], int]]] = {}
         for i, slots in fleet.layout:
             layout.setdefault(sizes[i].offer.id, []).append(dict(slots))
-        out.append(_fleet_option([(sizes[i].offer, n) for i, n in enumerate(fleet.counts)], layout))
+        option = _fleet_option([(sizes[i].offer, n) for i, n in enumerate(fleet.counts)], layout)
+        if fleet.keeps_chosen:
+            option = replace(
+                option,
+                keep=tuple(keep_names[i] for i, _ in fleet.kept),
+                keep_plans={keep_names[i]: dict(slots) for i, slots in fleet.kept},
+            )
+        out.append(option)
     return out
 
 
