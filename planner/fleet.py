@@ -478,7 +478,7 @@ class FleetSearch:
         for k, kind in enumerate(kinds):
             if kind.keep >= 0:
                 add(k, zero)  # kept with what it holds
-        for j, d in enumerate(self.demands):
+        for j in range(n_d):
             for k in range(len(kinds)):
                 most = self._most(j, kinds[k], fits[j][k])
                 if most:

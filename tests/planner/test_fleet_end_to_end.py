@@ -119,7 +119,7 @@ async def test_a_26_node_mixed_world_is_planned_as_a_mix_and_completed(tmp_path:
     deployments = (
         deployment("web", 40, "250m", "256Mi", "maxUnavailable: 10")
         + deployment("api", 60, "1000m", "512Mi", "maxUnavailable: 10")
-        + deployment("cache", 40, "200m", "3Gi", "maxUnavailable: 10")
+        + deployment("cache", 40, "200m", "2560Mi", "maxUnavailable: 10")
     )
     async with rehearsal(tmp_path, scenario=world(26, 303, deployments), speed=100) as reh:
         # Generous timeouts: on a loaded machine the daemon's own work takes simulated time.
