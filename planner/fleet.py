@@ -171,15 +171,13 @@ class FleetSearch:
             entry = merged.setdefault(key, [0, 0])
             entry[0] += count
             entry[1] += 1 if shape.exclusive else 0
+        ordered = sorted(merged.items(), key=lambda kv: (-kv[0][0], -kv[0][1], kv[0][2]))
         self.demands = [
-            _Demand(cpu=c, mem=m, count=n, cap=k if r else 0)
-            for (c, m, r), (n, k) in sorted(
-                merged.items(), key=lambda kv: (-kv[0][0], -kv[0][1], kv[0][2])
-            )
+            _Demand(cpu=c, mem=m, count=n, cap=k if r else 0) for (c, m, r), (n, k) in ordered
         ]
+        index = {key: j for j, (key, _) in enumerate(ordered)}
         self.fits = [[_fit(d, s.free) for s in self.sizes[: self.n_real]] for d in self.demands]
         # Candidates that may stay as they are: (size index, free room, pods held per demand).
-        index = {(d.cpu, d.mem, d.count if d.cap else 0): j for j, d in enumerate(self.demands)}
         bucket_count = {shape: count for shape, count in buckets}
         self.keepable: list[tuple[int, Resources, tuple[int, ...]]] = []
         for size, room, held in keepable:
@@ -506,6 +504,8 @@ class FleetSearch:
                     added = True
             if not added or time.perf_counter() - started > self.time_budget_s:
                 break
+        if len(self._lp_x) != len(columns) + n_d and self._master_lp(kinds, columns, big) is None:
+            return None  # the last round added patterns: the rounding needs their values
         found = self._master_ip(kinds, columns, big)
         self.solver_seconds += time.perf_counter() - started
         self.used_solver = True
