@@ -52,6 +52,9 @@ BEST_FIRST_NODES = 100
 COLUMN_ROUNDS = 60
 PRICING_NODES = 4000
 COLUMN_IP_NODES = 200
+# Groups of up to this many candidates are sized by the column program; in larger ones a node
+# is a small share of the fleet and the aggregated program's rounding costs little.
+COLUMN_MAX_NODES = 200
 # Above this share over the linear bound, the rounding of the used patterns is retried over
 # every pattern found.
 COLUMN_GAP = 0.01
@@ -499,8 +502,9 @@ class FleetSearch:
                     for j in range(n_d)
                     if pi[j] > 1e-9 and (most := self._most(j, kind, fits[j][k])) > 0
                 ]
-                value, extra = _best_pattern(items, self.demands, kind.room, n_d)
-                if value > threshold + 1e-6 * (1.0 + abs(threshold)) and add(k, extra):
+                enough = threshold + 1e-6 * (1.0 + abs(threshold))
+                value, extra = _best_pattern(items, self.demands, kind.room, n_d, enough)
+                if value > enough and add(k, extra):
                     added = True
             if not added or time.perf_counter() - started > self.time_budget_s:
                 break
@@ -576,7 +580,7 @@ class FleetSearch:
         for r, k in enumerate(limited):
             kind_duals[k] = marg[n_d + 2 + r]
         self.column_bound = float(result.fun or 0.0)
-        self._lp_x = [float(v) for v in result.x]
+        self._lp_x = [float(v) for v in result.x] if result.x is not None else []
         return pi, node_dual, kind_duals
 
     def _master_ip(
@@ -800,7 +804,7 @@ class FleetSearch:
         With the solver, the column program's fleet (whole-node patterns) comes first; the
         search's fleets follow as alternatives for when a batch order rules it out."""
         first: tuple[int, ...] | None = None
-        if self.solver:
+        if self.solver and self.ceiling <= COLUMN_MAX_NODES:
             columns = self.column_fleet()
             if columns is not None:
                 first = self._with_existing(columns.counts)
@@ -925,6 +929,7 @@ def _best_pattern(
     demands: Sequence[_Demand],
     room: Resources,
     n_d: int,
+    enough: float = float("inf"),
 ) -> tuple[float, tuple[int, ...]]:
     """The pods one node of `room` takes that are worth most: `items` are (value per pod,
     demand index, most pods of it). A depth-first branch and bound over the demands, densest
@@ -985,7 +990,18 @@ def _best_pattern(
             dfs(t + 1, c - a * cpu[t], m - a * mem[t], p - a, v + a * vals[t])
         cur[t] = 0
 
-    dfs(0, room.cpu_millis, room.memory_bytes, room.pods, 0.0)
+    # Greedy first (densest kind first, as many as fit): a good incumbent prunes the search,
+    # and when it is already worth more than `enough` the search is skipped.
+    c, m, p, v = room.cpu_millis, room.memory_bytes, room.pods, 0.0
+    for t in range(n):
+        a = min(ub[t], p, c // cpu[t] if cpu[t] else ub[t], m // mem[t] if mem[t] else ub[t])
+        a = max(a, 0)
+        cur[t] = a
+        c, m, p, v = c - a * cpu[t], m - a * mem[t], p - a, v + a * vals[t]
+    best_val, best = v, list(cur)
+    cur = [0] * n
+    if best_val <= enough:
+        dfs(0, room.cpu_millis, room.memory_bytes, room.pods, 0.0)
     pattern = [0] * n_d
     for t, it in enumerate(order):
         pattern[it[1]] = best[t]
