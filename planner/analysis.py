@@ -487,7 +487,7 @@ class _Choice:
 # (and rejected by that check).
 MAX_FLEETS_TRIED = 6
 # Groups of up to this many candidates let the column program choose which nodes stay.
-MAX_KEEPABLE = 200
+MAX_KEEPABLE = 100
 
 
 def _budget_exclusion(node: str, held: checks.BudgetPods) -> Exclusion | None:
@@ -551,7 +551,7 @@ def _searched_fleets(
     keepable: list[tuple[int, Resources, list[tuple[Shape, int]]]] = []
     keep_names: list[str] = []
     if policy.fleet_solver and len(candidates) <= MAX_KEEPABLE:
-        for c in candidates:
+        for c in sorted(candidates, key=lambda c: c.node):  # whatever order the snapshot has
             if c.size_id in size_index:
                 b = group.bin_for(c.node)
                 room = Resources(cpu_millis=b.cpu, memory_bytes=b.mem, pods=b.pods)

@@ -50,11 +50,18 @@ BEST_FIRST_NODES = 100
 # The column program: pricing rounds, branch-and-bound nodes per pattern search, and nodes of
 # the final integer program (counted, not timed: the same input gives the same fleet).
 COLUMN_ROUNDS = 60
-PRICING_NODES = 4000
+PRICING_NODES = 1500
 COLUMN_IP_NODES = 200
 # Groups of up to this many candidates are sized by the column program; in larger ones a node
 # is a small share of the fleet and the aggregated program's rounding costs little.
 COLUMN_MAX_NODES = 200
+# Candidates are weighed as nodes that may stay (with what they hold) when there are at most
+# this many kinds of pods and candidates: beyond, the integer program gets slow.
+KEEP_MAX_DEMANDS = 6
+KEEP_MAX_NODES = 100
+# The wall clock stops the column program only past this many time budgets (a runaway on a
+# starved machine); within it, the work done is counted and the result deterministic.
+COLUMN_SAFETY = 10
 # Above this share over the linear bound, the rounding of the used patterns is retried over
 # every pattern found.
 COLUMN_GAP = 0.01
@@ -183,6 +190,8 @@ class FleetSearch:
         # Candidates that may stay as they are: (size index, free room, pods held per demand).
         bucket_count = {shape: count for shape, count in buckets}
         self.keepable: list[tuple[int, Resources, tuple[int, ...]]] = []
+        if len(self.demands) > KEEP_MAX_DEMANDS or len(keepable) > KEEP_MAX_NODES:
+            keepable = ()  # too hard a program: sized as if empty, refitted by the caller
         for size, room, held in keepable:
             per = [0] * len(self.demands)
             for shape, count in held:
@@ -207,6 +216,7 @@ class FleetSearch:
         self.packings = 0
         self.column_bound = 0.0  # the column program's last linear bound (monthly price)
         self._lp_x: list[float] = []
+        self._lp_rc: list[float] = []  # reduced cost per column at the last linear program
         self._initial_columns = 0
 
     def cost(self, counts: Sequence[int]) -> Decimal:
@@ -506,8 +516,8 @@ class FleetSearch:
                 value, extra = _best_pattern(items, self.demands, kind.room, n_d, enough)
                 if value > enough and add(k, extra):
                     added = True
-            if not added or time.perf_counter() - started > self.time_budget_s:
-                break
+            if not added or time.perf_counter() - started > COLUMN_SAFETY * self.time_budget_s:
+                break  # rounds are counted; the clock only stops a runaway
         if len(self._lp_x) != len(columns) + n_d and self._master_lp(kinds, columns, big) is None:
             return None  # the last round added patterns: the rounding needs their values
         found = self._master_ip(kinds, columns, big)
@@ -581,6 +591,7 @@ class FleetSearch:
             kind_duals[k] = marg[n_d + 2 + r]
         self.column_bound = float(result.fun or 0.0)
         self._lp_x = [float(v) for v in result.x] if result.x is not None else []
+        self._lp_rc = [float(v) for v in cost - a.T @ np.array(marg)]
         return pi, node_dual, kind_duals
 
     def _master_ip(
@@ -594,9 +605,19 @@ class FleetSearch:
         base = [math.floor(v + 1e-9) for v in self._lp_x[:n_c]]
         found = self._integer_rest(kinds, columns, big, base, restricted=True)
         bound = self.column_bound
+        # No fleet costs less than the bound rounded up to a multiple of the prices' greatest
+        # common divisor (in cents).
+        step = 0
+        for kind in kinds:
+            step = math.gcd(step, int(kind.price * 100))
+        if step:
+            cents = math.ceil(round(bound * 100, 4) / step) * step
+            bound = max(bound, cents / 100)
         if found is None or self._price(kinds, found) > bound * (1 + COLUMN_GAP) + 1e-6:
-            # Rounding the used patterns alone leaves too much on the table: every pattern.
-            wider = self._integer_rest(kinds, columns, big, base, restricted=False)
+            # Rounding the used patterns alone leaves too much on the table: every pattern
+            # that could be in a cheaper fleet (its reduced cost below the gap left).
+            gap = (self._price(kinds, found) if found is not None else big) - self.column_bound
+            wider = self._integer_rest(kinds, columns, big, base, restricted=False, gap=gap)
             if wider is not None and (
                 found is None or self._price(kinds, wider) < self._price(kinds, found)
             ):
@@ -617,6 +638,7 @@ class FleetSearch:
         base: Sequence[int],
         *,
         restricted: bool,
+        gap: float = float("inf"),
     ) -> list[tuple[int, tuple[int, ...], int]] | None:
         a, b, cost, _ = self._master_rows(kinds, columns, big)
         n_c = len(columns)
@@ -627,8 +649,10 @@ class FleetSearch:
         integrality[:n_c] = 1
         # The patterns the linear program uses, and the simple ones it started from.
         upper = np.full(len(cost), np.inf)
-        for c in range(self._initial_columns if restricted else n_c, n_c):
-            if self._lp_x[c] <= 1e-9:
+        for c in range(n_c):
+            if self._lp_x[c] > 1e-9:
+                continue
+            if (restricted and c >= self._initial_columns) or self._lp_rc[c] > gap + 1e-6:
                 upper[c] = 0.0
         result = milp(
             c=cost,
@@ -636,7 +660,7 @@ class FleetSearch:
             bounds=Bounds(np.zeros(len(cost)), upper),
             constraints=[LinearConstraint(a, -np.inf, rest)],
             options={
-                "time_limit": max(self.time_budget_s, 0.05) * 4,
+                "time_limit": max(self.time_budget_s, 0.05) * COLUMN_SAFETY,
                 "node_limit": COLUMN_IP_NODES,
                 "mip_rel_gap": 0.01,
                 "presolve": True,
@@ -974,13 +998,13 @@ def _best_pattern(
 
     def dfs(t: int, c: int, m: int, p: int, v: float) -> None:
         nonlocal best_val, best, visited
+        visited += 1
         if v > best_val + 1e-12:
             best_val, best = v, list(cur)
         if t == n or visited >= PRICING_NODES:
             return
         if v + rest(t, c, m, p) <= best_val + 1e-12:
             return
-        visited += 1
         most = min(ub[t], p, c // cpu[t] if cpu[t] else ub[t], m // mem[t] if mem[t] else ub[t])
         tail = rest(t + 1, c, m, p)
         for a in range(max(most, 0), -1, -1):
