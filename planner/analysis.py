@@ -27,7 +27,7 @@ import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from planner import checks
@@ -35,6 +35,7 @@ from planner.fleet import FleetSearch, SizeRoom, describe
 from planner.inventory import (
     ALREADY_TARGET_SIZE,
     POD_DISRUPTION_BUDGET,
+    RECENTLY_ADDED,
     WorkerMatch,
     budgets_of_pods,
     counts_as_load,
@@ -73,6 +74,7 @@ from statemachine.plan import (
 from statemachine.world import (
     HOSTNAME_LABEL,
     NODEGROUP_LABEL,
+    SIZE_LABEL,
     VPSIE_NODE_LABEL,
     ClusterSnapshot,
     NodeInfo,
@@ -506,6 +508,37 @@ def _budget_exclusion(node: str, held: checks.BudgetPods) -> Exclusion | None:
                 ),
             )
     return None
+
+
+def _cooldown_exclusion(node: NodeInfo, now: datetime, cooldown_s: float) -> Exclusion | None:
+    """A node one of our plans added (it carries our size label) less than the cooldown ago
+    is not replaced again yet: no churn on a node a plan just chose. Its age is the Node's
+    creation time as the API gave it; a node whose creation time cannot be read is treated
+    as just added (we never act on what we could not read)."""
+    if SIZE_LABEL not in node.labels or cooldown_s <= 0:
+        return None
+    try:
+        created = parse_instant(node.created_at)
+    except ValueError:
+        return Exclusion(
+            node=node.name,
+            reason=RECENTLY_ADDED,
+            message=(
+                f"added by a plan (label {SIZE_LABEL}) at an unreadable time "
+                f"({node.created_at!r}): not replaced until that can be read"
+            ),
+        )
+    until = created + timedelta(seconds=cooldown_s)
+    if now >= until:
+        return None
+    return Exclusion(
+        node=node.name,
+        reason=RECENTLY_ADDED,
+        message=(
+            f"added by a plan at {rfc3339(created)}: not a candidate again before "
+            f"{rfc3339(until)} (cooldownPeriod)"
+        ),
+    )
 
 
 def _fleet_option(
@@ -950,6 +983,8 @@ def _analyze(
         if excl is None and doubly:
             refs = (f"{p.namespace}/{p.name}" for p in load.movable)
             excl = two_budgets(node, {r: doubly[r] for r in refs if r in doubly})
+        if excl is None:
+            excl = _cooldown_exclusion(node, instant, policy.cooldown_s)
         if excl is not None:
             exclusions.append(excl)
             continue
