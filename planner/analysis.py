@@ -1063,10 +1063,12 @@ def _analyze(
                 chosen = attempt
                 break
             first_failure = first_failure or attempt
+            example = attempt.outcome.example
             rejected.append(
                 f"{fleet.label} (${_money(fleet.cost)}/month): batch "
                 f"{attempt.outcome.failed_batch} would leave {attempt.outcome.unplaced_pods} "
                 f"pods unplaced in every batch order tried"
+                + (f" (e.g. a {example})" if example else "")
             )
         if chosen is None and not no_plan_reasons and first_failure is not None:
             chosen = first_failure  # the capacity check below fails and rejects it

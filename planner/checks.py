@@ -290,15 +290,21 @@ def simulate_batches(
     except in blue-green where every old node is cordoned, old nodes drained in later batches
     (whose pods, received ones included, move again when their turn comes).
     """
-    primary = Packer(bins=survivors, min_cpu=min_cpu, min_mem=min_mem, plans=True)
-    # New nodes may carry the fleet's planned content: pods go there first as planned, and
-    # only when neither that nor a later old node takes them, wherever they fit.
-    anywhere = Packer(bins=primary.bins, min_cpu=min_cpu, min_mem=min_mem)
     later: list[Bin] = []
     if strategy is not Strategy.BLUE_GREEN:
         for batch in reversed(old_by_batch):
             later.extend(reversed(batch))
-    secondary = Packer(bins=later, min_cpu=min_cpu, min_mem=min_mem)
+
+    def world() -> list[Bin]:
+        """The nodes topology spread counts: those that stay, the new ones, the old ones
+        not drained yet."""
+        return [*survivors, *later]
+
+    primary = Packer(bins=survivors, min_cpu=min_cpu, min_mem=min_mem, plans=True, world=world)
+    # New nodes may carry the fleet's planned content: pods go there first as planned, and
+    # only when neither that nor a later old node takes them, wherever they fit.
+    anywhere = Packer(bins=primary.bins, min_cpu=min_cpu, min_mem=min_mem, world=world)
+    secondary = Packer(bins=later, min_cpu=min_cpu, min_mem=min_mem, world=world)
     opened = 0
 
     def add_new(n: int) -> None:

@@ -115,9 +115,19 @@ class _Demand:
     mem: int
     count: int
     # At most this many per node (0: no limit). Replicas that repel each other on hostname
-    # are merged with others of the same requests and replica count: k such workloads allow k
-    # pods per node, and their replicas need as many nodes.
+    # (or spread over hostnames) are merged with others of the same requests and replica
+    # count: k such workloads allow k pods per node (each its maxSkew under a spread), and
+    # their replicas need as many nodes.
     cap: int
+
+
+def _per_node(shape: Shape) -> int:
+    """At most this many of the shape on one node (0: no limit): 1 for replicas that repel
+    each other on hostname; the smallest maxSkew of a hostname spread (exact while some node
+    of the group holds none of them, as when the fleet has more nodes than replicas)."""
+    if shape.exclusive:
+        return 1
+    return shape.spread_per_node
 
 
 def _fit(d: _Demand, room: Resources) -> int:
@@ -177,10 +187,11 @@ class FleetSearch:
         # (cpu, memory, replicas of an exclusive shape or 0) -> [pods, exclusive shapes]
         merged: dict[tuple[int, int, int], list[int]] = {}
         for shape, count in buckets:
-            key = (shape.cpu, shape.memory, count if shape.exclusive else 0)
+            limit = _per_node(shape)
+            key = (shape.cpu, shape.memory, count if limit else 0)
             entry = merged.setdefault(key, [0, 0])
             entry[0] += count
-            entry[1] += 1 if shape.exclusive else 0
+            entry[1] += limit
         ordered = sorted(merged.items(), key=lambda kv: (-kv[0][0], -kv[0][1], kv[0][2]))
         self.demands = [
             _Demand(cpu=c, mem=m, count=n, cap=k if r else 0) for (c, m, r), (n, k) in ordered
@@ -195,7 +206,7 @@ class FleetSearch:
         for size, room, held in keepable:
             per = [0] * len(self.demands)
             for shape, count in held:
-                key = (shape.cpu, shape.memory, bucket_count[shape] if shape.exclusive else 0)
+                key = (shape.cpu, shape.memory, bucket_count[shape] if _per_node(shape) else 0)
                 per[index[key]] += count
             self.keepable.append((size, room, tuple(per)))
         if self.existing:
