@@ -295,6 +295,17 @@ class _Group:
         self.template_class = self.book.node_class(self.labels, self.taints)
         self._new_free: dict[int, Resources] = {}
         self.offers = {o.id: o for o in snapshot.offers}
+        # The cluster's other nodes, for topology spread only (they take no pod in the
+        # simulation): needed only when some pod of the group spreads.
+        self.observers: list[Bin] = []
+        if any(p.topology_spread for p in load_pods):
+            others = [n for n in snapshot.nodes if n.name not in names]
+            bins = {n.name: self.book.bin(n.name, n.labels, n.taints, Resources()) for n in others}
+            for pod in snapshot.pods:
+                b = bins.get(pod.node_name)
+                if b is not None and pod.labels and counts_as_load(pod):
+                    b.add(self.book.shape(pod), 1, movable=False)
+            self.observers = [bins[n.name] for n in others]
 
     def bin_for(self, name: str) -> Bin:
         """The node as it is; one that is not Ready or is cordoned takes no new pods."""
@@ -508,6 +519,28 @@ def _budget_exclusion(node: str, held: checks.BudgetPods) -> Exclusion | None:
                 ),
             )
     return None
+
+
+def _why_no_new_node(
+    group: _Group, offers: Sequence[SizeOffer], candidates: Sequence[Candidate]
+) -> str:
+    """Names the first kind of pod that may not run on a new node at all (its labels and
+    taints are the group's template), with the rule that keeps it off."""
+    if not offers:
+        return ""
+    template = group.make_new_bin(offers[0], 0)
+    for shape, _ in group.movable_buckets([c.node for c in candidates]):
+        if eligible(shape, template):
+            continue
+        keys = [k for _, k, _ in shape.spread]
+        missing = [k for k in keys if k != HOSTNAME_LABEL and k not in template.labels]
+        if missing:
+            return (
+                f": a {shape.describe()} spreads over {missing[0]} (DoNotSchedule), a label "
+                f"new nodes would not carry (the group's nodes do not share one value of it)"
+            )
+        return f": a {shape.describe()} may not run on a new node (its selectors or tolerations)"
+    return ""
 
 
 def _cooldown_exclusion(node: NodeInfo, now: datetime, cooldown_s: float) -> Exclusion | None:
@@ -880,6 +913,7 @@ def _simulate(
         policy.strategy,
         min_cpu=min((s.cpu for s in shapes), default=0),
         min_mem=min((s.memory for s in shapes), default=0),
+        observers=group.observers,
     )
 
 
@@ -1036,7 +1070,8 @@ def _analyze(
     elif not candidates:
         no_plan_reasons.append("no node of the group can be replaced (see exclusions)")
     elif not choices:
-        no_plan_reasons.append("no allowed size can carry the group's pods")
+        no_new = _why_no_new_node(group, offers, candidates)
+        no_plan_reasons.append("no allowed size can carry the group's pods" + no_new)
     else:
         first_failure: _Choice | None = None
         for fleet in choices:

@@ -282,8 +282,12 @@ def simulate_batches(
     *,
     min_cpu: int,
     min_mem: int,
+    observers: Sequence[Bin] = (),
 ) -> CapacityOutcome:
     """Drain the batches in order and place each drained node's pods by first-fit decreasing.
+
+    `observers` are the cluster's other nodes: they take no pod here, but topology spread
+    counts their pods (a domain with none of a workload's pods limits every other).
 
     Receivers are, first, the nodes that stay (excluded and kept nodes) plus the new nodes that
     exist by then (rolling: those of this batch and earlier; surge and blue-green: all); then,
@@ -298,7 +302,7 @@ def simulate_batches(
     def world() -> list[Bin]:
         """The nodes topology spread counts: those that stay, the new ones, the old ones
         not drained yet."""
-        return [*survivors, *later]
+        return [*survivors, *later, *observers]
 
     primary = Packer(bins=survivors, min_cpu=min_cpu, min_mem=min_mem, plans=True, world=world)
     # New nodes may carry the fleet's planned content: pods go there first as planned, and
