@@ -744,12 +744,61 @@ def _below_threshold(
     return None
 
 
+ZONE_LABEL = "topology.kubernetes.io/zone"
+
+
+def _domains(group: _Group) -> dict[str, str]:
+    """Each group node's topology domain for removals: the value of the first (sorted)
+    non-hostname topology key the group's pods spread over, else of the zone label; nodes
+    without it are in no domain."""
+    keys = sorted(
+        {
+            k
+            for load in group.loads.values()
+            for shape, _, _ in load.load_shapes
+            for _, k, _ in shape.spread
+            if k != HOSTNAME_LABEL
+        }
+    )
+    key = keys[0] if keys else ZONE_LABEL
+    return {n.name: v for n in group.nodes if (v := n.labels.get(key)) is not None}
+
+
+def _removals(rest: Sequence[Candidate], n_remove: int, domains: dict[str, str]) -> list[str]:
+    """Which candidates to remove outright: one at a time from the topology domain that has
+    the most nodes left (ties: its name), the least utilised node of it first; candidates in
+    no domain, and any domain-less group, the least utilised first."""
+    emptiest = sorted(rest, key=lambda c: (c.utilisation_per_mille, c.pods, c.node))
+    if not any(c.node in domains for c in rest):
+        return [c.node for c in emptiest[:n_remove]]
+    left: dict[str, int] = {}
+    for d in domains.values():
+        left[d] = left.get(d, 0) + 1
+    pool = list(emptiest)
+    out: list[str] = []
+    while len(out) < n_remove and pool:
+        placed = [c for c in pool if c.node in domains]
+        if not placed:
+            out.extend(c.node for c in pool[: n_remove - len(out)])
+            break
+        top = max({domains[c.node] for c in placed}, key=lambda d: (left[d], d))
+        pick = next(c for c in placed if domains[c.node] == top)
+        out.append(pick.node)
+        pool.remove(pick)
+        left[top] -= 1
+    return out
+
+
 def _assign(
-    fleet: _FleetOption, candidates: Sequence[Candidate]
+    fleet: _FleetOption,
+    candidates: Sequence[Candidate],
+    domains: dict[str, str] | None = None,
 ) -> tuple[list[Candidate], list[ReplacementSpec]]:
     """Which candidates stay (already of a size the fleet has, most loaded first), which are
     removed (the least utilised), and which size replaces each of the others (the largest new
-    sizes replace the most loaded nodes)."""
+    sizes replace the most loaded nodes). When the group's nodes are in topology domains
+    (`_domains`), nodes leave from the most populated domain first: the same-size nodes not
+    kept, and the ones removed outright."""
     kept: list[Candidate] = []
     slots: list[SizeOffer] = []
     for offer, n in fleet.members:
@@ -759,15 +808,21 @@ def _assign(
         )
         if fleet.keep is not None:
             same = [c for c in same if c.node in fleet.keep]
+        elif domains and len(same) > n and any(c.node in domains for c in same):
+            # The ones not kept leave from the most populated topology domain first.
+            out = set(_removals(same, len(same) - n, domains))
+            same = [c for c in same if c.node not in out]
         kept.extend(same[:n])
         slots.extend([offer] * (n - min(n, len(same))))
     kept_names = {c.node for c in kept}
     rest = [c for c in candidates if c.node not in kept_names]
     n_remove = len(rest) - len(slots)
+    gone = set(_removals(rest, n_remove, domains or {}))
     by_emptiness = sorted(rest, key=lambda c: (c.utilisation_per_mille, c.pods, c.node))
-    removed = by_emptiness[:n_remove]
+    removed = [c for c in by_emptiness if c.node in gone]
     replaced = sorted(
-        by_emptiness[n_remove:], key=lambda c: (-c.utilisation_per_mille, -c.pods, c.node)
+        (c for c in rest if c.node not in gone),
+        key=lambda c: (-c.utilisation_per_mille, -c.pods, c.node),
     )
     slots.sort(key=lambda o: (-o.cpu, -o.ram_mb, -o.monthly_price, o.id))
     out: list[ReplacementSpec] = []
@@ -853,7 +908,7 @@ def _try_fleet(
 ) -> _Choice:
     """The fleet as replacements, in the first order whose batches all pass the capacity
     simulation (else the usual order, with its failure)."""
-    kept, reps = _assign(fleet, candidates)
+    kept, reps = _assign(fleet, candidates, _domains(group))
     first: _Choice | None = None
     for order in _orders(reps, candidates, group):
         outcome = _simulate(order, group, nodes, policy, fleet, kept)

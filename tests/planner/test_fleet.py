@@ -230,3 +230,29 @@ def test_the_simulation_keeps_a_zone_spread_within_its_skew() -> None:
     assert packer.place(shape, 3) == 0
     zone_a = a1.content[shape] + a2.content[shape]
     assert abs(zone_a - b1.content[shape]) <= 1 and c1.content.get(shape, 0) == 0
+
+
+def test_removals_come_from_the_most_populated_zone_first() -> None:
+    """Adversary: none moves. Four nodes in zone a, two in zone b, all equally loaded: keeping
+    the first by name would keep two zone-a nodes. Two LARGE nodes carry everything (the
+    heuristic sizing, which keeps nodes of the size by this rule; the solver chooses the
+    nodes it keeps by what they hold); the four removals are taken from the zone with most
+    nodes left each time, so one node stays in each zone."""
+    nodes = [
+        node(
+            f"n{i}",
+            labels={
+                "autoscaler.vpsie.com/nodegroup": "pool",
+                "kubernetes.io/hostname": f"n{i}",
+                "topology.kubernetes.io/zone": "a" if i < 4 else "b",
+            },
+        )
+        for i in range(6)
+    ]
+    pods = [pod(f"p{i}", f"n{i}", cpu=2000, mem_mib=512) for i in range(6)]
+    pol = policy(False, allowed_sizes=("s-8-16",))
+    a = analyze(cluster(nodes, pods), pol, now=NOW)
+    removed = {r.old_node for r in a.replacements if r.new_size_id is None}
+    assert len(removed) == 4 and a.fleet_after == "2 x s-8-16"
+    stay = {f"n{i}" for i in range(6)} - removed
+    assert {"a" if int(n[1:]) < 4 else "b" for n in stay} == {"a", "b"}
