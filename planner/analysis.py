@@ -810,8 +810,8 @@ def _assign(
             same = [c for c in same if c.node in fleet.keep]
         elif domains and len(same) > n and any(c.node in domains for c in same):
             # The ones not kept leave from the most populated topology domain first.
-            out = set(_removals(same, len(same) - n, domains))
-            same = [c for c in same if c.node not in out]
+            leaving = set(_removals(same, len(same) - n, domains))
+            same = [c for c in same if c.node not in leaving]
         kept.extend(same[:n])
         slots.extend([offer] * (n - min(n, len(same))))
     kept_names = {c.node for c in kept}
