@@ -5,16 +5,18 @@ re-checks a plan's invariants independently of how it was made. All three are pu
 snapshot, policy and instant give a byte-identical plan, whatever order the snapshot lists
 things in (everything is sorted by a stable key before use; money stays `Decimal`).
 
-Cost model: a node costs its VPSie size's monthly `price`. For each allowed size S (cheapest
-first) the group's movable pods (those on candidate nodes) are packed by first-fit decreasing
-onto fresh nodes of size S, each offering `usable(capacity - reserve) - DaemonSet load`; the
-fewest nodes k (at least minNodes minus the nodes that stay, at most the candidates: the group
-never grows) gives a cost of k * price(S). The cheapest feasible fleet wins (ties: fewer pods
-moved, then lower size id). Its saving (old candidates' cost minus the new fleet's) must reach
-`min_saving_monthly` and `min_saving_percent` of the whole group's monthly cost.
+Cost model: a node costs its VPSie size's monthly `price`. The fleet search (`planner.fleet`)
+finds the cheapest mix of allowed sizes carrying the candidates' movable pods on nodes of room
+`usable(capacity - reserve) - DaemonSet load`, at least minNodes minus the nodes that stay,
+at most one node per candidate (the group never grows: the executor adds a node only in place
+of one it removes); every single size packed by first-fit decreasing stays a fallback. Fleets
+are tried cheapest first against the batch-by-batch capacity check. The saving (old
+candidates' cost minus the new fleet's) must reach `min_saving_monthly` and
+`min_saving_percent` of the whole group's monthly cost.
 
-Candidates already of size S are kept (most loaded first), the least utilised of the others
-are removed without replacement when k is smaller, the rest get a node of size S.
+Candidates already of a size the fleet has are kept (with the column program, the ones it
+chose), the least utilised of the others are removed without replacement when the fleet is
+smaller (from the most populated topology domain first), the rest get a node of the fleet.
 Priority (execution order): replacements that add a node before pure removals (capacity is
 built before it is taken away), then larger saving, lower utilisation, fewer pods, name.
 """

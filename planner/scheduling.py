@@ -3,7 +3,8 @@
 The cost model (how few / how small nodes can carry a group's pods) and the capacity check
 (does each batch's pods fit on what remains) both ask this question, so it is answered once,
 here. It honours requests (CPU, memory, pod count), taints and tolerations, `nodeSelector`,
-required node affinity and required pod anti-affinity on `kubernetes.io/hostname`.
+required node affinity, required pod anti-affinity on `kubernetes.io/hostname`, and
+topologySpreadConstraints with whenUnsatisfiable DoNotSchedule on any topology key.
 
 Speed: pods that are interchangeable for the scheduler (same namespace, requests and
 constraints; labels only when some anti-affinity selector can see them) form one `Shape`, and
