@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from planner import checks
-from planner.fleet import FleetSearch, SizeRoom, describe
+from planner.fleet import Fleet, FleetSearch, SizeRoom, describe
 from planner.inventory import (
     ALREADY_TARGET_SIZE,
     POD_DISRUPTION_BUDGET,
@@ -603,14 +603,16 @@ def _searched_fleets(
     min_nodes: int,
     max_nodes: int | None,
     policy: NodeGroupPolicy,
-) -> list[_FleetOption]:
-    """The fleet search's fleets (of any mix of sizes), cheapest first."""
+) -> tuple[list[_FleetOption], Iterator[_FleetOption]]:
+    """The fleet search's fleets (of any mix of sizes): those found at once, and the rest,
+    found only when asked for. With the column program its fleet comes alone (the further
+    ones are alternatives for when it fails the capacity check)."""
     buckets = group.movable_buckets([c.node for c in candidates])
     if not offers:
-        return []
+        return [], iter(())
     template = group.make_new_bin(offers[0], 0)
     if not all(eligible(s, template) for s, _ in buckets):
-        return []  # some pod may not run on a new node at all (labels, taints)
+        return [], iter(())  # some pod may not run on a new node at all (labels, taints)
     sizes = [SizeRoom(offer=o, free=group.new_free(o)) for o in offers]
     # Candidates of an allowed size may stay as they are, with what they hold: the column
     # program weighs keeping each against replacing it (small groups; larger ones are sized
@@ -635,8 +637,7 @@ def _searched_fleets(
         time_budget_s=policy.fleet_solver_budget_s,
         keepable=keepable,
     )
-    out: list[_FleetOption] = []
-    for fleet in itertools.islice(search.fleets(), MAX_FLEETS_TRIED):
+    def option_of(fleet: Fleet) -> _FleetOption:
         layout: dict[int, list[dict[tuple[int, int], int]]] = {}
         for i, slots in fleet.layout:
             layout.setdefault(sizes[i].offer.id, []).append(dict(slots))
@@ -647,8 +648,13 @@ def _searched_fleets(
                 keep=tuple(keep_names[i] for i, _ in fleet.kept),
                 keep_plans={keep_names[i]: dict(slots) for i, slots in fleet.kept},
             )
-        out.append(option)
-    return out
+        return option
+
+    found = search.fleets()
+    at_once = 1 if search.uses_columns else MAX_FLEETS_TRIED
+    out = [option_of(f) for f in itertools.islice(found, at_once)]
+    rest = (option_of(f) for f in itertools.islice(found, MAX_FLEETS_TRIED - len(out)))
+    return out, rest
 
 
 def _fleet_choices(
@@ -1094,10 +1100,10 @@ def _analyze(
 
     offers = _allowed_offers(snapshot, policy)
     staying = len(nodes) - len(candidates)
-    searched = (
+    searched, more_fleets = (
         _searched_fleets(group, offers, candidates, staying, min_nodes, max_nodes, policy)
         if candidates
-        else []
+        else ([], iter(()))
     )
     bound = min((f.cost for f in searched), default=None)
     options = (
@@ -1131,7 +1137,19 @@ def _analyze(
         no_plan_reasons.append("no allowed size can carry the group's pods" + no_new)
     else:
         first_failure: _Choice | None = None
-        for fleet in choices:
+
+        def fleets_to_try() -> Iterator[_FleetOption]:
+            """The choices, then (only when they all fail the capacity check) the fleet
+            search's further fleets, cheapest first."""
+            tried = set()
+            for f in choices:
+                tried.add(f.sort_key())
+                yield f
+            yield from sorted(
+                (f for f in more_fleets if f.sort_key() not in tried), key=lambda f: f.sort_key()
+            )
+
+        for fleet in fleets_to_try():
             why = _below_threshold(fleet, old_cost, group_cost, policy)
             if why is not None:
                 # Every later fleet costs at least as much: none can pass either.

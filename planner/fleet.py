@@ -230,6 +230,11 @@ class FleetSearch:
         self._lp_rc: list[float] = []  # reduced cost per column at the last linear program
         self._initial_columns = 0
 
+    @property
+    def uses_columns(self) -> bool:
+        """Whether `fleets` starts with the column program's fleet."""
+        return self.solver and self.ceiling <= COLUMN_MAX_NODES and bool(self.demands)
+
     def cost(self, counts: Sequence[int]) -> Decimal:
         return sum(
             (s.offer.monthly_price * n for s, n in zip(self.sizes, counts, strict=True)),
@@ -839,7 +844,7 @@ class FleetSearch:
         With the solver, the column program's fleet (whole-node patterns) comes first; the
         search's fleets follow as alternatives for when a batch order rules it out."""
         first: tuple[int, ...] | None = None
-        if self.solver and self.ceiling <= COLUMN_MAX_NODES:
+        if self.uses_columns:
             columns = self.column_fleet()
             if columns is not None:
                 first = self._with_existing(columns.counts)
