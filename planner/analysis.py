@@ -605,7 +605,7 @@ def _searched_fleets(
     policy: NodeGroupPolicy,
 ) -> tuple[list[_FleetOption], Iterator[_FleetOption]]:
     """The fleet search's fleets (of any mix of sizes): those found at once, and the rest,
-    found only when asked for. With the column program its fleet comes alone (the further
+    found only when asked for. A column fleet within 1% of its bound comes alone (the further
     ones are alternatives for when it fails the capacity check)."""
     buckets = group.movable_buckets([c.node for c in candidates])
     if not offers:
@@ -651,8 +651,10 @@ def _searched_fleets(
         return option
 
     found = search.fleets()
-    at_once = 1 if search.uses_columns else MAX_FLEETS_TRIED
-    out = [option_of(f) for f in itertools.islice(found, at_once)]
+    out = [option_of(f) for f in itertools.islice(found, 1 if search.uses_columns else 0)]
+    if not search.column_tight:
+        # No column fleet, or one its bound leaves room below: the search may do better.
+        out.extend(option_of(f) for f in itertools.islice(found, MAX_FLEETS_TRIED - len(out)))
     rest = (option_of(f) for f in itertools.islice(found, MAX_FLEETS_TRIED - len(out)))
     return out, rest
 

@@ -229,6 +229,9 @@ class FleetSearch:
         self._lp_x: list[float] = []
         self._lp_rc: list[float] = []  # reduced cost per column at the last linear program
         self._initial_columns = 0
+        # Whether the column program's fleet is within COLUMN_GAP of its bound (then the
+        # search's further fleets are only alternatives for a failed capacity check).
+        self.column_tight = False
 
     @property
     def uses_columns(self) -> bool:
@@ -640,6 +643,9 @@ class FleetSearch:
                 found = wider
         if found is None and any(base):
             found = self._integer_rest(kinds, columns, big, [0] * n_c, restricted=False)
+        self.column_tight = (
+            found is not None and self._price(kinds, found) <= bound * (1 + COLUMN_GAP) + 1e-6
+        )
         return found
 
     @staticmethod
