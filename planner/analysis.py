@@ -300,6 +300,8 @@ class _Group:
         # The cluster's other nodes, for topology spread only (they take no pod in the
         # simulation): needed only when some pod of the group spreads.
         self.observers: list[Bin] = []
+        self.domains: dict[str, str] | None = None  # see `_domains`
+        self.spread_keys = self.book.spread_keys()  # of the group's own pods
         if any(p.topology_spread for p in load_pods):
             others = [n for n in snapshot.nodes if n.name not in names]
             bins = {n.name: self.book.bin(n.name, n.labels, n.taints, Resources()) for n in others}
@@ -761,17 +763,11 @@ def _domains(group: _Group) -> dict[str, str]:
     """Each group node's topology domain for removals: the value of the first (sorted)
     non-hostname topology key the group's pods spread over, else of the zone label; nodes
     without it are in no domain."""
-    keys = sorted(
-        {
-            k
-            for load in group.loads.values()
-            for shape, _, _ in load.load_shapes
-            for _, k, _ in shape.spread
-            if k != HOSTNAME_LABEL
-        }
-    )
-    key = keys[0] if keys else ZONE_LABEL
-    return {n.name: v for n in group.nodes if (v := n.labels.get(key)) is not None}
+    if group.domains is None:
+        keys = [k for k in group.spread_keys if k != HOSTNAME_LABEL]
+        key = keys[0] if keys else ZONE_LABEL
+        group.domains = {n.name: v for n in group.nodes if (v := n.labels.get(key)) is not None}
+    return group.domains
 
 
 def _removals(rest: Sequence[Candidate], n_remove: int, domains: dict[str, str]) -> list[str]:

@@ -412,6 +412,10 @@ class ShapeBook:
             self._shapes[key] = found
         return found
 
+    def spread_keys(self) -> list[str]:
+        """The topology keys of every spread constraint the shapes met so far carry, sorted."""
+        return sorted({k for shape in self._shapes.values() for _, k, _ in shape.spread})
+
     def node_class(self, labels: Mapping[str, str], taints: tuple[Taint, ...]) -> int:
         cls = (tuple(sorted((k, v) for k, v in labels.items() if k != HOSTNAME_LABEL)), taints)
         return self._cids.setdefault(cls, len(self._cids))
