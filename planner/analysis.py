@@ -302,7 +302,7 @@ class _Group:
         self.observers: list[Bin] = []
         self.domains: dict[str, str] | None = None  # see `_domains`
         self.spread_keys = self.book.spread_keys()  # of the group's own pods
-        if any(p.topology_spread for p in load_pods):
+        if self.spread_keys:
             others = [n for n in snapshot.nodes if n.name not in names]
             bins = {n.name: self.book.bin(n.name, n.labels, n.taints, Resources()) for n in others}
             for pod in snapshot.pods:
