@@ -27,7 +27,7 @@ from planner.scheduling import (
 )
 from planner.windows import rfc3339, window_state
 from statemachine.plan import CheckResult, CheckStatus, Strategy
-from statemachine.world import ClusterSnapshot, NodeInfo, PdbInfo, PodInfo
+from statemachine.world import ClusterSnapshot, NodeInfo, PdbInfo, PodInfo, Resources
 
 CLUSTER_HEALTH = "cluster_health"
 NODE_GROUP_HEALTH = "node_group_health"
@@ -299,10 +299,17 @@ def simulate_batches(
         for batch in reversed(old_by_batch):
             later.extend(reversed(batch))
 
+    draining: list[Bin] = []
+    # Old nodes not drained yet (in blue-green too, where they take no pod but still hold
+    # theirs).
+    undrained: list[Bin] = [node for batch in old_by_batch for node in batch]
+
     def world() -> list[Bin]:
         """The nodes topology spread counts: those that stay, the new ones, the old ones
-        not drained yet."""
-        return [*survivors, *later, *observers]
+        not drained yet, the cluster's others, and the batch's nodes being drained: cordoned
+        and emptied, they are still domains (with none of the pods) until deleted, as
+        kube-scheduler counts them."""
+        return [*survivors, *undrained, *observers, *draining]
 
     primary = Packer(bins=survivors, min_cpu=min_cpu, min_mem=min_mem, plans=True, world=world)
     # New nodes may carry the fleet's planned content: pods go there first as planned, and
@@ -323,6 +330,11 @@ def simulate_batches(
         if strategy is Strategy.ROLLING:
             add_new(new_by_batch[b])
         moved: dict[Shape, int] = {}
+        draining[:] = [
+            Bin(node.name, node.labels, node.taints, Resources(), node.cid) for node in batch
+        ]
+        gone = {id(node) for node in batch}
+        undrained[:] = [node for node in undrained if id(node) not in gone]
         for node in batch:
             if later and later[-1] is node:
                 later.pop()
