@@ -299,16 +299,19 @@ def simulate_batches(
         for batch in reversed(old_by_batch):
             later.extend(reversed(batch))
 
-    draining: list[Bin] = []
-    # Old nodes not drained yet (in blue-green too, where they take no pod but still hold
-    # theirs).
-    undrained: list[Bin] = [node for batch in old_by_batch for node in batch]
+    current = 0  # the batch being drained
 
     def world() -> list[Bin]:
-        """The nodes topology spread counts: those that stay, the new ones, the old ones
-        not drained yet, the cluster's others, and the batch's nodes being drained: cordoned
-        and emptied, they are still domains (with none of the pods) until deleted, as
-        kube-scheduler counts them."""
+        """The nodes topology spread counts (built only when a pod spreads): those that
+        stay, the new ones, the old ones not drained yet (in blue-green too, where they take
+        no pod but still hold theirs), the cluster's others, and the batch's nodes being
+        drained: cordoned and emptied, they are still domains (with none of the pods) until
+        deleted, as kube-scheduler counts them."""
+        undrained = [node for batch in old_by_batch[current + 1 :] for node in batch]
+        draining = [
+            Bin(node.name, node.labels, node.taints, Resources(), node.cid)
+            for node in old_by_batch[current]
+        ]
         return [*survivors, *undrained, *observers, *draining]
 
     primary = Packer(bins=survivors, min_cpu=min_cpu, min_mem=min_mem, plans=True, world=world)
@@ -330,11 +333,7 @@ def simulate_batches(
         if strategy is Strategy.ROLLING:
             add_new(new_by_batch[b])
         moved: dict[Shape, int] = {}
-        draining[:] = [
-            Bin(node.name, node.labels, node.taints, Resources(), node.cid) for node in batch
-        ]
-        gone = {id(node) for node in batch}
-        undrained[:] = [node for node in undrained if id(node) not in gone]
+        current = b
         for node in batch:
             if later and later[-1] is node:
                 later.pop()
