@@ -94,9 +94,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worlds", type=int, default=30)
     parser.add_argument("--no-solver", action="store_true")
+    parser.add_argument("--only", type=int, action="append", default=[], help="world seed")
     parser.add_argument("--code", type=Path, default=Path(__file__).resolve().parent.parent)
     args = parser.parse_args()
-    if args.worlds < 30:
+    if args.worlds < 30 and not args.only:
         print("--worlds must be at least 30", file=sys.stderr)
         return 2
     sys.path.insert(0, str(args.code.resolve()))
@@ -164,7 +165,15 @@ def main() -> int:
                     ready=True,
                 )
             )
-            workers.append(VpsieWorker(identifier=f"vm-{i:03d}", hostname=name, group_id=1))
+            workers.append(
+                VpsieWorker(
+                    identifier=f"vm-{i:03d}",
+                    hostname=name,
+                    cpu=current.cpu,
+                    ram_mb=current.ram_mb,
+                    disk_gb=current.disk_gb,
+                )
+            )
             pods.append(
                 PodInfo(
                     namespace="kube-system",
@@ -286,6 +295,8 @@ def main() -> int:
     )
     for i, n in enumerate(sizes):
         world = make_world(1000 + i, n)
+        if args.only and world.seed not in args.only:
+            continue
         current, after, fleet, took = plan_cost(world)
         best, label, proven = optimum(world)
         ratio = float(after / best)

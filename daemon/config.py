@@ -398,6 +398,8 @@ _GROUP_KEYS = (
     "minSavingPercent",
     "soakTime",
     "headroomPercent",
+    "fleetSolver",
+    "fleetSolverBudget",
     "provisionEstimate",
     "drainEstimate",
     "repair",
@@ -588,6 +590,10 @@ def _group(r: _Reader, raw: Any, where: str, cluster: str) -> NodeGroupPolicy | 
         ),
         soak_s=r.opt(raw, where, "soakTime", _duration(0), d.soak_s),
         headroom_percent=r.opt(raw, where, "headroomPercent", _int_in(0, 90), d.headroom_percent),
+        fleet_solver=r.opt(raw, where, "fleetSolver", _bool, d.fleet_solver),
+        fleet_solver_budget_s=r.opt(
+            raw, where, "fleetSolverBudget", _duration(0.01), d.fleet_solver_budget_s
+        ),
         provision_estimate_s=r.opt(
             raw, where, "provisionEstimate", _duration(0), d.provision_estimate_s
         ),

@@ -5,16 +5,18 @@ re-checks a plan's invariants independently of how it was made. All three are pu
 snapshot, policy and instant give a byte-identical plan, whatever order the snapshot lists
 things in (everything is sorted by a stable key before use; money stays `Decimal`).
 
-Cost model: a node costs its VPSie size's monthly `price`. For each allowed size S (cheapest
-first) the group's movable pods (those on candidate nodes) are packed by first-fit decreasing
-onto fresh nodes of size S, each offering `usable(capacity - reserve) - DaemonSet load`; the
-fewest nodes k (at least minNodes minus the nodes that stay, at most the candidates: the group
-never grows) gives a cost of k * price(S). The cheapest feasible fleet wins (ties: fewer pods
-moved, then lower size id). Its saving (old candidates' cost minus the new fleet's) must reach
-`min_saving_monthly` and `min_saving_percent` of the whole group's monthly cost.
+Cost model: a node costs its VPSie size's monthly `price`. The fleet search (`planner.fleet`)
+finds the cheapest mix of allowed sizes carrying the candidates' movable pods on nodes of room
+`usable(capacity - reserve) - DaemonSet load`, at least minNodes minus the nodes that stay,
+at most one node per candidate (the group never grows: the executor adds a node only in place
+of one it removes); every single size packed by first-fit decreasing stays a fallback. Fleets
+are tried cheapest first against the batch-by-batch capacity check. The saving (old
+candidates' cost minus the new fleet's) must reach `min_saving_monthly` and
+`min_saving_percent` of the whole group's monthly cost.
 
-Candidates already of size S are kept (most loaded first), the least utilised of the others
-are removed without replacement when k is smaller, the rest get a node of size S.
+Candidates already of a size the fleet has are kept (with the column program, the ones it
+chose), the least utilised of the others are removed without replacement when the fleet is
+smaller (from the most populated topology domain first), the rest get a node of the fleet.
 Priority (execution order): replacements that add a node before pure removals (capacity is
 built before it is taken away), then larger saving, lower utilisation, fewer pods, name.
 """
@@ -27,14 +29,15 @@ import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from planner import checks
-from planner.fleet import FleetSearch, SizeRoom, describe
+from planner.fleet import Fleet, FleetSearch, SizeRoom, describe
 from planner.inventory import (
     ALREADY_TARGET_SIZE,
     POD_DISRUPTION_BUDGET,
+    RECENTLY_ADDED,
     WorkerMatch,
     budgets_of_pods,
     counts_as_load,
@@ -73,6 +76,7 @@ from statemachine.plan import (
 from statemachine.world import (
     HOSTNAME_LABEL,
     NODEGROUP_LABEL,
+    SIZE_LABEL,
     VPSIE_NODE_LABEL,
     ClusterSnapshot,
     NodeInfo,
@@ -293,6 +297,19 @@ class _Group:
         self.template_class = self.book.node_class(self.labels, self.taints)
         self._new_free: dict[int, Resources] = {}
         self.offers = {o.id: o for o in snapshot.offers}
+        # The cluster's other nodes, for topology spread only (they take no pod in the
+        # simulation): needed only when some pod of the group spreads.
+        self.observers: list[Bin] = []
+        self.domains: dict[str, str] | None = None  # see `_domains`
+        self.spread_keys = self.book.spread_keys()  # of the group's own pods
+        if self.spread_keys:
+            others = [n for n in snapshot.nodes if n.name not in names]
+            bins = {n.name: self.book.bin(n.name, n.labels, n.taints, Resources()) for n in others}
+            for pod in snapshot.pods:
+                b = bins.get(pod.node_name)
+                if b is not None and pod.labels and counts_as_load(pod):
+                    b.add(self.book.shape(pod), 1, movable=False)
+            self.observers = [bins[n.name] for n in others]
 
     def bin_for(self, name: str) -> Bin:
         """The node as it is; one that is not Ready or is cordoned takes no new pods."""
@@ -486,6 +503,8 @@ class _Choice:
 # Fleets tried against the batch-by-batch capacity check before the cheapest is kept anyway
 # (and rejected by that check).
 MAX_FLEETS_TRIED = 6
+# Groups of up to this many candidates let the column program choose which nodes stay.
+MAX_KEEPABLE = 100
 
 
 def _budget_exclusion(node: str, held: checks.BudgetPods) -> Exclusion | None:
@@ -504,6 +523,59 @@ def _budget_exclusion(node: str, held: checks.BudgetPods) -> Exclusion | None:
                 ),
             )
     return None
+
+
+def _why_no_new_node(
+    group: _Group, offers: Sequence[SizeOffer], candidates: Sequence[Candidate]
+) -> str:
+    """Names the first kind of pod that may not run on a new node at all (its labels and
+    taints are the group's template), with the rule that keeps it off."""
+    if not offers:
+        return ""
+    template = group.make_new_bin(offers[0], 0)
+    for shape, _ in group.movable_buckets([c.node for c in candidates]):
+        if eligible(shape, template):
+            continue
+        keys = [k for _, k, _ in shape.spread]
+        missing = [k for k in keys if k != HOSTNAME_LABEL and k not in template.labels]
+        if missing:
+            return (
+                f": a {shape.describe()} spreads over {missing[0]} (DoNotSchedule), a label "
+                f"new nodes would not carry (the group's nodes do not share one value of it)"
+            )
+        return f": a {shape.describe()} may not run on a new node (its selectors or tolerations)"
+    return ""
+
+
+def _cooldown_exclusion(node: NodeInfo, now: datetime, cooldown_s: float) -> Exclusion | None:
+    """A node one of our plans added (it carries our size label) less than the cooldown ago
+    is not replaced again yet: no churn on a node a plan just chose. Its age is the Node's
+    creation time as the API gave it; a node whose creation time cannot be read is treated
+    as just added (we never act on what we could not read)."""
+    if SIZE_LABEL not in node.labels or cooldown_s <= 0:
+        return None
+    try:
+        created = parse_instant(node.created_at)
+    except ValueError:
+        return Exclusion(
+            node=node.name,
+            reason=RECENTLY_ADDED,
+            message=(
+                f"added by a plan (label {SIZE_LABEL}) at an unreadable time "
+                f"({node.created_at!r}): not replaced until that can be read"
+            ),
+        )
+    until = created + timedelta(seconds=cooldown_s)
+    if now >= until:
+        return None
+    return Exclusion(
+        node=node.name,
+        reason=RECENTLY_ADDED,
+        message=(
+            f"added by a plan at {rfc3339(created)}: not a candidate again before "
+            f"{rfc3339(until)} (cooldownPeriod)"
+        ),
+    )
 
 
 def _fleet_option(
@@ -533,29 +605,60 @@ def _searched_fleets(
     min_nodes: int,
     max_nodes: int | None,
     policy: NodeGroupPolicy,
-) -> list[_FleetOption]:
-    """The fleet search's fleets (of any mix of sizes), cheapest first."""
+) -> tuple[list[_FleetOption], Iterator[_FleetOption]]:
+    """The fleet search's fleets (of any mix of sizes): those found at once, and the rest,
+    found only when asked for. A column fleet within 1% of its bound comes alone (the further
+    ones are alternatives for when it fails the capacity check)."""
     buckets = group.movable_buckets([c.node for c in candidates])
     if not offers:
-        return []
+        return [], iter(())
     template = group.make_new_bin(offers[0], 0)
     if not all(eligible(s, template) for s, _ in buckets):
-        return []  # some pod may not run on a new node at all (labels, taints)
+        return [], iter(())  # some pod may not run on a new node at all (labels, taints)
     sizes = [SizeRoom(offer=o, free=group.new_free(o)) for o in offers]
+    # Candidates of an allowed size may stay as they are, with what they hold: the column
+    # program weighs keeping each against replacing it (small groups; larger ones are sized
+    # as if every candidate were empty, then refitted around the nodes kept).
+    size_index = {o.id: i for i, o in enumerate(offers)}
+    keepable: list[tuple[int, Resources, list[tuple[Shape, int]]]] = []
+    keep_names: list[str] = []
+    if policy.fleet_solver and len(candidates) <= MAX_KEEPABLE:
+        for c in sorted(candidates, key=lambda c: c.node):  # whatever order the snapshot has
+            if c.size_id in size_index:
+                b = group.bin_for(c.node)
+                room = Resources(cpu_millis=b.cpu, memory_bytes=b.mem, pods=b.pods)
+                held = [(s, n) for s, n, m in group.loads[c.node].load_shapes if m]
+                keepable.append((size_index[c.size_id], room, held))
+                keep_names.append(c.node)
     search = FleetSearch(
         buckets,
         sizes,
         floor=max(min_nodes - staying, 0),
         ceiling=_ceiling(len(candidates), staying, max_nodes),
         solver=policy.fleet_solver,
+        time_budget_s=policy.fleet_solver_budget_s,
+        keepable=keepable,
     )
-    out: list[_FleetOption] = []
-    for fleet in itertools.islice(search.fleets(), MAX_FLEETS_TRIED):
+    def option_of(fleet: Fleet) -> _FleetOption:
         layout: dict[int, list[dict[tuple[int, int], int]]] = {}
         for i, slots in fleet.layout:
             layout.setdefault(sizes[i].offer.id, []).append(dict(slots))
-        out.append(_fleet_option([(sizes[i].offer, n) for i, n in enumerate(fleet.counts)], layout))
-    return out
+        option = _fleet_option([(sizes[i].offer, n) for i, n in enumerate(fleet.counts)], layout)
+        if fleet.keeps_chosen:
+            option = replace(
+                option,
+                keep=tuple(keep_names[i] for i, _ in fleet.kept),
+                keep_plans={keep_names[i]: dict(slots) for i, slots in fleet.kept},
+            )
+        return option
+
+    found = search.fleets()
+    out = [option_of(f) for f in itertools.islice(found, 1 if search.uses_columns else 0)]
+    if not search.column_tight:
+        # No column fleet, or one its bound leaves room below: the search may do better.
+        out.extend(option_of(f) for f in itertools.islice(found, MAX_FLEETS_TRIED - len(out)))
+    rest = (option_of(f) for f in itertools.islice(found, MAX_FLEETS_TRIED - len(out)))
+    return out, rest
 
 
 def _fleet_choices(
@@ -653,12 +756,55 @@ def _below_threshold(
     return None
 
 
+ZONE_LABEL = "topology.kubernetes.io/zone"
+
+
+def _domains(group: _Group) -> dict[str, str]:
+    """Each group node's topology domain for removals: the value of the first (sorted)
+    non-hostname topology key the group's pods spread over, else of the zone label; nodes
+    without it are in no domain."""
+    if group.domains is None:
+        keys = [k for k in group.spread_keys if k != HOSTNAME_LABEL]
+        key = keys[0] if keys else ZONE_LABEL
+        group.domains = {n.name: v for n in group.nodes if (v := n.labels.get(key)) is not None}
+    return group.domains
+
+
+def _removals(rest: Sequence[Candidate], n_remove: int, domains: dict[str, str]) -> list[str]:
+    """Which candidates to remove outright: one at a time from the topology domain that has
+    the most nodes left (ties: its name), the least utilised node of it first; candidates in
+    no domain, and any domain-less group, the least utilised first."""
+    emptiest = sorted(rest, key=lambda c: (c.utilisation_per_mille, c.pods, c.node))
+    if not any(c.node in domains for c in rest):
+        return [c.node for c in emptiest[:n_remove]]
+    left: dict[str, int] = {}
+    for d in domains.values():
+        left[d] = left.get(d, 0) + 1
+    pool = list(emptiest)
+    out: list[str] = []
+    while len(out) < n_remove and pool:
+        placed = [c for c in pool if c.node in domains]
+        if not placed:
+            out.extend(c.node for c in pool[: n_remove - len(out)])
+            break
+        top = max({domains[c.node] for c in placed}, key=lambda d: (left[d], d))
+        pick = next(c for c in placed if domains[c.node] == top)
+        out.append(pick.node)
+        pool.remove(pick)
+        left[top] -= 1
+    return out
+
+
 def _assign(
-    fleet: _FleetOption, candidates: Sequence[Candidate]
+    fleet: _FleetOption,
+    candidates: Sequence[Candidate],
+    domains: dict[str, str] | None = None,
 ) -> tuple[list[Candidate], list[ReplacementSpec]]:
     """Which candidates stay (already of a size the fleet has, most loaded first), which are
     removed (the least utilised), and which size replaces each of the others (the largest new
-    sizes replace the most loaded nodes)."""
+    sizes replace the most loaded nodes). When the group's nodes are in topology domains
+    (`_domains`), nodes leave from the most populated domain first: the same-size nodes not
+    kept, and the ones removed outright."""
     kept: list[Candidate] = []
     slots: list[SizeOffer] = []
     for offer, n in fleet.members:
@@ -668,15 +814,21 @@ def _assign(
         )
         if fleet.keep is not None:
             same = [c for c in same if c.node in fleet.keep]
+        elif domains and len(same) > n and any(c.node in domains for c in same):
+            # The ones not kept leave from the most populated topology domain first.
+            leaving = set(_removals(same, len(same) - n, domains))
+            same = [c for c in same if c.node not in leaving]
         kept.extend(same[:n])
         slots.extend([offer] * (n - min(n, len(same))))
     kept_names = {c.node for c in kept}
     rest = [c for c in candidates if c.node not in kept_names]
     n_remove = len(rest) - len(slots)
+    gone = set(_removals(rest, n_remove, domains or {}))
     by_emptiness = sorted(rest, key=lambda c: (c.utilisation_per_mille, c.pods, c.node))
-    removed = by_emptiness[:n_remove]
+    removed = [c for c in by_emptiness if c.node in gone]
     replaced = sorted(
-        by_emptiness[n_remove:], key=lambda c: (-c.utilisation_per_mille, -c.pods, c.node)
+        (c for c in rest if c.node not in gone),
+        key=lambda c: (-c.utilisation_per_mille, -c.pods, c.node),
     )
     slots.sort(key=lambda o: (-o.cpu, -o.ram_mb, -o.monthly_price, o.id))
     out: list[ReplacementSpec] = []
@@ -762,7 +914,7 @@ def _try_fleet(
 ) -> _Choice:
     """The fleet as replacements, in the first order whose batches all pass the capacity
     simulation (else the usual order, with its failure)."""
-    kept, reps = _assign(fleet, candidates)
+    kept, reps = _assign(fleet, candidates, _domains(group))
     first: _Choice | None = None
     for order in _orders(reps, candidates, group):
         outcome = _simulate(order, group, nodes, policy, fleet, kept)
@@ -822,6 +974,7 @@ def _simulate(
         policy.strategy,
         min_cpu=min((s.cpu for s in shapes), default=0),
         min_mem=min((s.memory for s in shapes), default=0),
+        observers=group.observers,
     )
 
 
@@ -925,6 +1078,8 @@ def _analyze(
         if excl is None and doubly:
             refs = (f"{p.namespace}/{p.name}" for p in load.movable)
             excl = two_budgets(node, {r: doubly[r] for r in refs if r in doubly})
+        if excl is None:
+            excl = _cooldown_exclusion(node, instant, policy.cooldown_s)
         if excl is not None:
             exclusions.append(excl)
             continue
@@ -943,10 +1098,10 @@ def _analyze(
 
     offers = _allowed_offers(snapshot, policy)
     staying = len(nodes) - len(candidates)
-    searched = (
+    searched, more_fleets = (
         _searched_fleets(group, offers, candidates, staying, min_nodes, max_nodes, policy)
         if candidates
-        else []
+        else ([], iter(()))
     )
     bound = min((f.cost for f in searched), default=None)
     options = (
@@ -976,10 +1131,23 @@ def _analyze(
     elif not candidates:
         no_plan_reasons.append("no node of the group can be replaced (see exclusions)")
     elif not choices:
-        no_plan_reasons.append("no allowed size can carry the group's pods")
+        no_new = _why_no_new_node(group, offers, candidates)
+        no_plan_reasons.append("no allowed size can carry the group's pods" + no_new)
     else:
         first_failure: _Choice | None = None
-        for fleet in choices:
+
+        def fleets_to_try() -> Iterator[_FleetOption]:
+            """The choices, then (only when they all fail the capacity check) the fleet
+            search's further fleets, cheapest first."""
+            tried = set()
+            for f in choices:
+                tried.add(f.sort_key())
+                yield f
+            yield from sorted(
+                (f for f in more_fleets if f.sort_key() not in tried), key=lambda f: f.sort_key()
+            )
+
+        for fleet in fleets_to_try():
             why = _below_threshold(fleet, old_cost, group_cost, policy)
             if why is not None:
                 # Every later fleet costs at least as much: none can pass either.
@@ -1003,10 +1171,12 @@ def _analyze(
                 chosen = attempt
                 break
             first_failure = first_failure or attempt
+            example = attempt.outcome.example
             rejected.append(
                 f"{fleet.label} (${_money(fleet.cost)}/month): batch "
                 f"{attempt.outcome.failed_batch} would leave {attempt.outcome.unplaced_pods} "
                 f"pods unplaced in every batch order tried"
+                + (f" (e.g. a {example})" if example else "")
             )
         if chosen is None and not no_plan_reasons and first_failure is not None:
             chosen = first_failure  # the capacity check below fails and rejects it

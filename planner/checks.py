@@ -27,7 +27,7 @@ from planner.scheduling import (
 )
 from planner.windows import rfc3339, window_state
 from statemachine.plan import CheckResult, CheckStatus, Strategy
-from statemachine.world import ClusterSnapshot, NodeInfo, PdbInfo, PodInfo
+from statemachine.world import ClusterSnapshot, NodeInfo, PdbInfo, PodInfo, Resources
 
 CLUSTER_HEALTH = "cluster_health"
 NODE_GROUP_HEALTH = "node_group_health"
@@ -282,23 +282,43 @@ def simulate_batches(
     *,
     min_cpu: int,
     min_mem: int,
+    observers: Sequence[Bin] = (),
 ) -> CapacityOutcome:
     """Drain the batches in order and place each drained node's pods by first-fit decreasing.
+
+    `observers` are the cluster's other nodes: they take no pod here, but topology spread
+    counts their pods (a domain with none of a workload's pods limits every other).
 
     Receivers are, first, the nodes that stay (excluded and kept nodes) plus the new nodes that
     exist by then (rolling: those of this batch and earlier; surge and blue-green: all); then,
     except in blue-green where every old node is cordoned, old nodes drained in later batches
     (whose pods, received ones included, move again when their turn comes).
     """
-    primary = Packer(bins=survivors, min_cpu=min_cpu, min_mem=min_mem, plans=True)
-    # New nodes may carry the fleet's planned content: pods go there first as planned, and
-    # only when neither that nor a later old node takes them, wherever they fit.
-    anywhere = Packer(bins=primary.bins, min_cpu=min_cpu, min_mem=min_mem)
     later: list[Bin] = []
     if strategy is not Strategy.BLUE_GREEN:
         for batch in reversed(old_by_batch):
             later.extend(reversed(batch))
-    secondary = Packer(bins=later, min_cpu=min_cpu, min_mem=min_mem)
+
+    current = 0  # the batch being drained
+
+    def world() -> list[Bin]:
+        """The nodes topology spread counts (built only when a pod spreads): those that
+        stay, the new ones, the old ones not drained yet (in blue-green too, where they take
+        no pod but still hold theirs), the cluster's others, and the batch's nodes being
+        drained: cordoned and emptied, they are still domains (with none of the pods) until
+        deleted, as kube-scheduler counts them."""
+        undrained = [node for batch in old_by_batch[current + 1 :] for node in batch]
+        draining = [
+            Bin(node.name, node.labels, node.taints, Resources(), node.cid)
+            for node in old_by_batch[current]
+        ]
+        return [*survivors, *undrained, *observers, *draining]
+
+    primary = Packer(bins=survivors, min_cpu=min_cpu, min_mem=min_mem, plans=True, world=world)
+    # New nodes may carry the fleet's planned content: pods go there first as planned, and
+    # only when neither that nor a later old node takes them, wherever they fit.
+    anywhere = Packer(bins=primary.bins, min_cpu=min_cpu, min_mem=min_mem, world=world)
+    secondary = Packer(bins=later, min_cpu=min_cpu, min_mem=min_mem, world=world)
     opened = 0
 
     def add_new(n: int) -> None:
@@ -313,6 +333,7 @@ def simulate_batches(
         if strategy is Strategy.ROLLING:
             add_new(new_by_batch[b])
         moved: dict[Shape, int] = {}
+        current = b
         for node in batch:
             if later and later[-1] is node:
                 later.pop()

@@ -52,6 +52,7 @@ POD_PINNED = "pod-pinned-to-node"
 POD_DISRUPTION_BUDGET = "pod-disruption-budget"
 POD_TWO_BUDGETS = "pod-under-two-budgets"
 ALREADY_TARGET_SIZE = "already-target-size"
+RECENTLY_ADDED = "recently-added"
 EXCLUSION_CODES = (
     NOT_READY,
     CORDONED,
@@ -68,6 +69,7 @@ EXCLUSION_CODES = (
     POD_PINNED,
     POD_DISRUPTION_BUDGET,
     POD_TWO_BUDGETS,
+    RECENTLY_ADDED,
     ALREADY_TARGET_SIZE,
 )
 

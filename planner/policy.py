@@ -110,6 +110,9 @@ class NodeGroupPolicy:
     headroom_percent: int = 10
     # Size the fleet with the mixed-integer solver (off: the fast heuristic bound only).
     fleet_solver: bool = True
+    # The solver's wall-clock budget per program; a safety stop only (the work it does is
+    # counted, so the same input gives the same fleet within it).
+    fleet_solver_budget_s: float = 0.5
     # Typical durations used only for the plan's time estimate, never as timeouts.
     provision_estimate_s: float = 180.0
     drain_estimate_s: float = 60.0

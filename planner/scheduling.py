@@ -3,7 +3,8 @@
 The cost model (how few / how small nodes can carry a group's pods) and the capacity check
 (does each batch's pods fit on what remains) both ask this question, so it is answered once,
 here. It honours requests (CPU, memory, pod count), taints and tolerations, `nodeSelector`,
-required node affinity and required pod anti-affinity on `kubernetes.io/hostname`.
+required node affinity, required pod anti-affinity on `kubernetes.io/hostname`, and
+topologySpreadConstraints with whenUnsatisfiable DoNotSchedule on any topology key.
 
 Speed: pods that are interchangeable for the scheduler (same namespace, requests and
 constraints; labels only when some anti-affinity selector can see them) form one `Shape`, and
@@ -209,7 +210,9 @@ class Shape:
         "node_affinity",
         "node_selector",
         "sort_key",
+        "spread",
         "tolerations",
+        "workload",
     )
 
     def __init__(
@@ -225,6 +228,8 @@ class Shape:
         anti_affinity: tuple[SelectorKey, ...],
         labels: dict[str, str],
         eid: int,
+        spread: tuple[tuple[int, str, SelectorKey], ...] = (),
+        workload: str = "",
     ) -> None:
         self.namespace = namespace
         self.cpu = cpu
@@ -239,9 +244,31 @@ class Shape:
             r.key == HOSTNAME_LABEL for term in node_affinity for r in term
         )
         self.exclusive = any(selector_matches(sel, labels) for sel in anti_affinity)
+        # Hard topologySpreadConstraints: (maxSkew, topology key, selector).
+        self.spread = spread
+        # "ReplicaSet shop/web": kept when the pod has spread or anti-affinity rules, to name
+        # the workload whose rule a plan would break.
+        self.workload = workload
         self.sort_key: tuple[object, ...] = (-cpu, -memory, namespace, repr(key))
 
+    @property
+    def spread_per_node(self) -> int:
+        """At most this many per node when a hostname spread applies (its smallest maxSkew,
+        exact while some node of the fleet has none of them); 0: no such limit."""
+        skews = [k for k, key, _ in self.spread if key == HOSTNAME_LABEL]
+        return min(skews) if skews else 0
+
     def describe(self) -> str:
+        if self.workload:
+            rules = []
+            if self.spread:
+                rules.append("topology spread")
+            if self.anti_affinity:
+                rules.append("anti-affinity")
+            return (
+                f"pod of {self.workload} ({' and '.join(rules)} rules) requesting "
+                f"{self.cpu}m CPU and {self.memory} bytes of memory"
+            )
         where = f" in namespace {self.namespace}" if self.namespace else ""
         return f"pod{where} requesting {self.cpu}m CPU and {self.memory} bytes of memory"
 
@@ -323,7 +350,8 @@ class ShapeBook:
         self._anti: SelectorIndex[bool] = SelectorIndex()
         seen: set[tuple[str, SelectorKey]] = set()
         for pod in pods:
-            for sel in pod.anti_affinity_hostname:
+            selectors = [*pod.anti_affinity_hostname, *(c.selector for c in pod.topology_spread)]
+            for sel in selectors:
                 key = selector_key(sel)
                 if (pod.namespace, key) not in seen:
                     seen.add((pod.namespace, key))
@@ -340,8 +368,30 @@ class ShapeBook:
         labels = tuple(sorted(pod.labels.items())) if seen else ()
         ns = pod.namespace if (anti or seen) else ""
         selector = tuple(sorted(pod.node_selector.items())) if pod.node_selector else ()
-        constraints = (pod.tolerations, selector, pod.required_node_affinity)
-        key = (ns, pod.requests.cpu_millis, pod.requests.memory_bytes, constraints, anti, labels)
+        spread: tuple[tuple[int, str, SelectorKey], ...] = ()
+        if pod.topology_spread:
+            found_spread = {
+                (c.max_skew, c.topology_key, selector_key(c.selector)) for c in pod.topology_spread
+            }
+            spread = tuple(sorted(found_spread, key=repr))
+            ns = pod.namespace
+        # The topology keys a node must carry (DoNotSchedule: a node without one is out).
+        keys = tuple(sorted({k for _, k, _ in spread if k != HOSTNAME_LABEL}))
+        constraints = (pod.tolerations, selector, pod.required_node_affinity, keys)
+        workload = ""
+        if anti or spread:
+            owner = f"{pod.owner_kind} " if pod.owner_kind else "pod "
+            workload = f"{owner}{pod.namespace}/{pod.owner_name or pod.name}"
+        key = (
+            ns,
+            pod.requests.cpu_millis,
+            pod.requests.memory_bytes,
+            constraints,
+            anti,
+            labels,
+            spread,
+            workload,
+        )
         found = self._shapes.get(key)
         if found is None:
             eid = self._eids.setdefault(constraints, len(self._eids))
@@ -356,9 +406,15 @@ class ShapeBook:
                 anti_affinity=anti,
                 labels=dict(labels),
                 eid=eid,
+                spread=spread,
+                workload=workload,
             )
             self._shapes[key] = found
         return found
+
+    def spread_keys(self) -> list[str]:
+        """The topology keys of every spread constraint the shapes met so far carry, sorted."""
+        return sorted({k for shape in self._shapes.values() for _, k, _ in shape.spread})
 
     def node_class(self, labels: Mapping[str, str], taints: tuple[Taint, ...]) -> int:
         cls = (tuple(sorted((k, v) for k, v in labels.items() if k != HOSTNAME_LABEL)), taints)
@@ -375,11 +431,42 @@ def eligible(shape: Shape, node: Bin) -> bool:
     for taint in node.taints:
         if taint.effect in ("NoSchedule", "NoExecute") and not tolerates(shape.tolerations, taint):
             return False
+    if not affinity_allows(shape, node):
+        return False
+    return all(k == HOSTNAME_LABEL or k in node.labels for _, k, _ in shape.spread)
+
+
+def affinity_allows(shape: Shape, node: Bin) -> bool:
+    """nodeSelector and required node affinity only."""
     labels = node.labels
     if any(labels.get(k) != v for k, v in shape.node_selector):
         return False
     return not shape.node_affinity or any(
         all(requirement_matches(r, labels) for r in term) for term in shape.node_affinity
+    )
+
+
+def domain_of(node: Bin, key: str) -> str | None:
+    """The node's value of a topology key (its name for the hostname: every node is its own
+    domain, new ones too), or None when it does not carry the key."""
+    return node.name if key == HOSTNAME_LABEL else node.labels.get(key)
+
+
+def count_matching(node: Bin, namespace: str, sel: SelectorKey) -> int:
+    """Pods on the node, of `namespace`, that the selector matches (labels some selector can
+    see are filed in `Bin.targeted`)."""
+    if not node.targeted:
+        return 0
+    if sel[0]:
+        group = node.targeted.get((namespace, sel[0][0]), ())
+        return sum(1 for labels in group if selector_matches(sel, labels))
+    # A pod is filed once per label pair: count it under its first pair only.
+    return sum(
+        1
+        for (ns, pair), group in node.targeted.items()
+        if ns == namespace
+        for labels in group
+        if next(iter(labels.items())) == pair and selector_matches(sel, labels)
     )
 
 
@@ -442,6 +529,8 @@ class Packer:
     min_cpu: int = 0
     min_mem: int = 0
     plans: bool = False  # honour the bins' planned content (see `Bin.plan`)
+    # Every node the scheduler would count for topology spread (default: `bins`).
+    world: Callable[[], Sequence[Bin]] | None = None
     _start: int = 0
     _cursor: dict[tuple[int, int, int], int] = field(default_factory=dict)
     _eligible: dict[tuple[int, int], bool] = field(default_factory=dict)
@@ -457,6 +546,8 @@ class Packer:
 
     def place(self, shape: Shape, count: int) -> int:
         """Place up to `count` pods; returns how many could not be placed."""
+        if shape.spread:
+            return self._place_spread(shape, count)
         bins = self.bins
         start = self._start
         while start < len(bins) and (
@@ -495,6 +586,71 @@ class Packer:
             node.add(shape, n)
             count -= n
         return count
+
+    def _place_spread(self, shape: Shape, count: int) -> int:
+        """Pods under hard topology spread, one at a time, as kube-scheduler would: a node is
+        a candidate when it carries every topology key, passes the pod's node selection and
+        has room, and placing one more there keeps each constraint's skew (its domain's
+        matching pods less the emptiest domain's) within maxSkew. Domains are counted over
+        every node of `world` that carries the key and passes the node selection. Among the
+        candidates the one whose domains hold fewest matching pods wins (ties: list order)."""
+        world = list(self.world()) if self.world is not None else self.bins
+        ns = shape.namespace
+        counts: list[dict[str, int]] = []
+        selfish: list[bool] = []
+        for _, key, sel in shape.spread:
+            per: dict[str, int] = {}
+            for node in world:
+                d = domain_of(node, key)
+                if d is None or not affinity_allows(shape, node):
+                    continue
+                per[d] = per.get(d, 0) + count_matching(node, ns, sel)
+            counts.append(per)
+            selfish.append(bool(shape.labels) and selector_matches(sel, shape.labels))
+        while count > 0:
+            best: tuple[int, int] | None = None
+            for i, node in enumerate(self.bins):
+                if not self._ok(shape, node) or room_for(shape, node, self.plans) <= 0:
+                    continue
+                load = 0
+                ok = True
+                for c, (skew, key, _) in enumerate(shape.spread):
+                    per = counts[c]
+                    d = domain_of(node, key)
+                    if d is None:
+                        ok = False
+                        break
+                    here = per.get(d, 0)
+                    low = min(per.values(), default=0) if d in per else 0
+                    if here + (1 if selfish[c] else 0) - min(low, here) > skew:
+                        ok = False
+                        break
+                    load += here
+                if ok and (best is None or load < best[0]):
+                    best = (load, i)
+            if best is None:
+                if self.factory is None or self.opened >= self.max_new:
+                    return count
+                node = self.factory(self.opened)
+                if not self._ok(shape, node) or room_for(shape, node) <= 0:
+                    return count
+                self.opened += 1
+                self.bins.append(node)
+                if self.world is not None:
+                    world.append(node)
+                for c, (_, key, _) in enumerate(shape.spread):
+                    d = domain_of(node, key)
+                    if d is not None and affinity_allows(shape, node):
+                        counts[c].setdefault(d, 0)
+                continue
+            node = self.bins[best[1]]
+            node.add(shape, 1)
+            count -= 1
+            for c, (_, key, _) in enumerate(shape.spread):
+                d = domain_of(node, key)
+                if d is not None and selfish[c]:
+                    counts[c][d] = counts[c].get(d, 0) + 1
+        return 0
 
     def place_all(self, buckets: Sequence[tuple[Shape, int]]) -> list[tuple[Shape, int]]:
         """Place buckets largest first; returns what did not fit, in the same order."""

@@ -108,6 +108,18 @@ class NodeCondition:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SpreadConstraint:
+    """A topologySpreadConstraint with whenUnsatisfiable DoNotSchedule: among the nodes that
+    carry `topology_key` (and pass the pod's nodeSelector and required node affinity), the
+    number of pods `selector` matches (in the pod's namespace) per value of the key may differ
+    by at most `max_skew` after the pod is placed."""
+
+    max_skew: int
+    topology_key: str
+    selector: LabelSelector = LabelSelector()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeInfo:
     name: str
     labels: dict[str, str] = field(default_factory=dict)
@@ -158,6 +170,9 @@ class PodInfo:
     is_daemonset: bool = False
     is_mirror: bool = False
     deleting: bool = False  # metadata.deletionTimestamp is set
+    # topologySpreadConstraints with whenUnsatisfiable DoNotSchedule (ScheduleAnyway ones are
+    # preferences and are not kept).
+    topology_spread: tuple[SpreadConstraint, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

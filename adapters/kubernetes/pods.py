@@ -29,7 +29,14 @@ import orjson
 
 from adapters.kubernetes.quantities import bytes_of, millicores
 from adapters.kubernetes.translate import HOSTNAME_TOPOLOGY, label_selector, requirement
-from statemachine.world import LabelRequirement, LabelSelector, PodInfo, Resources, Toleration
+from statemachine.world import (
+    LabelRequirement,
+    LabelSelector,
+    PodInfo,
+    Resources,
+    SpreadConstraint,
+    Toleration,
+)
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 CACHE_LIMIT = 4096  # distinct request pairs, toleration lists and affinities kept
@@ -83,6 +90,7 @@ class PodSpec(msgspec.Struct):
     tolerations: msgspec.Raw = _ABSENT
     nodeSelector: dict[str, str] | None = None
     affinity: msgspec.Raw = _ABSENT
+    topologySpreadConstraints: msgspec.Raw = _ABSENT
     volumes: list[Volume] | None = None
 
 
@@ -168,6 +176,7 @@ def pod_of(pod: Pod) -> PodInfo:
         owner_kind == "DaemonSet",
         MIRROR_ANNOTATION in annotations,
         bool(meta.deletionTimestamp),
+        _spread(spec.topologySpreadConstraints) if spec.topologySpreadConstraints else (),
     )
 
 
@@ -267,6 +276,43 @@ def _affinity(raw: msgspec.Raw) -> _Affinity:
     return found
 
 
+_spread_cache: dict[bytes, tuple[SpreadConstraint, ...]] = {}
+
+
+def _spread(raw: msgspec.Raw) -> tuple[SpreadConstraint, ...]:
+    """The hard topologySpreadConstraints (whenUnsatisfiable DoNotSchedule, the default).
+    One without a labelSelector counts no pod, so it never constrains: it is left out."""
+    key = bytes(raw)
+    found = _spread_cache.get(key)
+    if found is not None:
+        return found
+    items = orjson.loads(key) or ()
+    if not isinstance(items, list | tuple) or not all(isinstance(t, dict) for t in items):
+        raise msgspec.ValidationError("spec.topologySpreadConstraints: expected a list of objects")
+    out: list[SpreadConstraint] = []
+    for i, item in enumerate(items):
+        if (item.get("whenUnsatisfiable") or "DoNotSchedule") != "DoNotSchedule":
+            continue
+        skew = item.get("maxSkew")
+        topology = item.get("topologyKey")
+        if not isinstance(skew, int) or isinstance(skew, bool) or skew < 1:
+            raise msgspec.ValidationError(
+                f"spec.topologySpreadConstraints[{i}].maxSkew: expected an integer >= 1, "
+                f"got {skew!r}")
+        if not isinstance(topology, str) or not topology:
+            raise msgspec.ValidationError(
+                f"spec.topologySpreadConstraints[{i}].topologyKey: expected a label key, "
+                f"got {topology!r}")
+        if item.get("labelSelector") is None:
+            continue
+        out.append(SpreadConstraint(max_skew=skew, topology_key=topology,
+                                    selector=label_selector(item.get("labelSelector"))))
+    if len(_spread_cache) >= CACHE_LIMIT:
+        _spread_cache.clear()
+    _spread_cache[key] = found = tuple(out)
+    return found
+
+
 # ----- PodInfo without its generated __init__ ----------------------------------------------
 
 # PodInfo's fields in order, as `_new_pod_info` takes them.
@@ -274,7 +320,7 @@ POD_INFO_FIELDS = (
     "namespace", "name", "node_name", "uid", "labels", "annotations", "owner_kind",
     "owner_name", "phase", "ready", "requests", "tolerations", "node_selector",
     "required_node_affinity", "anti_affinity_hostname", "uses_local_storage", "is_daemonset",
-    "is_mirror", "deleting",
+    "is_mirror", "deleting", "topology_spread",
 )
 
 
@@ -288,7 +334,8 @@ def _pod_info_by_slots(
     requests: Resources, tolerations: tuple[Toleration, ...], node_selector: dict[str, str],
     required_node_affinity: tuple[tuple[LabelRequirement, ...], ...],
     anti_affinity_hostname: tuple[LabelSelector, ...], uses_local_storage: bool,
-    is_daemonset: bool, is_mirror: bool, deleting: bool, *,
+    is_daemonset: bool, is_mirror: bool, deleting: bool,
+    topology_spread: tuple[SpreadConstraint, ...], *,
     _new: Callable[[type[PodInfo]], PodInfo] = object.__new__,
     _s: tuple[Callable[[PodInfo, Any], None], ...] = _slot_setters(),
 ) -> PodInfo:
@@ -315,6 +362,7 @@ def _pod_info_by_slots(
     _s[16](p, is_daemonset)
     _s[17](p, is_mirror)
     _s[18](p, deleting)
+    _s[19](p, topology_spread)
     return p
 
 

@@ -3,7 +3,9 @@
 The real scheduler's filters that matter for draining, reduced to plain functions over the
 stored dicts: resource requests (max of the containers' sum and any init container, plus
 overhead), NoSchedule/NoExecute taints against tolerations, nodeSelector, required node
-affinity, and required pod anti-affinity on `kubernetes.io/hostname`.
+affinity, required pod anti-affinity on `kubernetes.io/hostname`, and topologySpreadConstraints
+with whenUnsatisfiable DoNotSchedule (domains counted over the nodes that pass the pod's node
+selection, taints ignored as by default; minDomains and matchLabelKeys are not modelled).
 """
 
 from __future__ import annotations
@@ -96,4 +98,18 @@ def anti_affinity_terms(pod: Mapping[str, Any]) -> list[tuple[Selector, frozense
             continue
         namespaces = frozenset(term.get("namespaces") or [ns])
         out.append((selector_from_object(term.get("labelSelector")), namespaces))
+    return out
+
+
+def spread_constraints(pod: Mapping[str, Any]) -> list[tuple[int, str, Selector]]:
+    """Hard topology spread: (maxSkew, topologyKey, selector) of each DoNotSchedule constraint
+    (the default); a constraint without a labelSelector counts no pod and is left out."""
+    out = []
+    for c in (pod.get("spec") or {}).get("topologySpreadConstraints") or []:
+        if (c.get("whenUnsatisfiable") or "DoNotSchedule") != "DoNotSchedule":
+            continue
+        if c.get("labelSelector") is None:
+            continue
+        out.append((int(c.get("maxSkew") or 1), str(c.get("topologyKey") or ""),
+                    selector_from_object(c.get("labelSelector"))))
     return out

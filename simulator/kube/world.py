@@ -34,6 +34,7 @@ from simulator.kube.scheduling import (
     anti_affinity_terms,
     node_affinity_ok,
     pod_requests,
+    spread_constraints,
     taints_tolerated,
 )
 from simulator.kube.selectors import Selector, parse_label_selector, selector_from_object
@@ -597,6 +598,8 @@ class KubeWorld:
         cpu, mem = self._pod_req[key]
         spec = pod["spec"]
         anti = anti_affinity_terms(pod)
+        spread = spread_constraints(pod)
+        counts = self._spread_counts(pod, spread) if spread else []
         n = len(order)
         for i in range(n):
             name = order[(self._cursor + i) % n]
@@ -613,9 +616,50 @@ class KubeWorld:
                 continue
             if anti and self._anti_conflict(anti, slot):
                 continue
+            if spread and not self._spread_allows(pod, spread, counts, node):
+                continue
             self._cursor = (self._cursor + i + 1) % n
             return name
         return None
+
+    def _spread_counts(self, pod: dict[str, Any], spread: list[tuple[int, str, Selector]]
+                       ) -> list[dict[str, int]]:
+        """Per constraint, matching pods per domain over the nodes that pass the pod's node
+        selection and carry the key (taints do not matter: nodeTaintsPolicy Ignore)."""
+        ns = pod["metadata"].get("namespace", "default")
+        out: list[dict[str, int]] = [{} for _ in spread]
+        for name, slot in self._slots.items():
+            node = self.store.get("/nodes", "", name)
+            if node is None:
+                continue
+            labels = node["metadata"].get("labels") or {}
+            if not node_affinity_ok(labels, pod["spec"]):
+                continue
+            for c, (_, key, sel) in enumerate(spread):
+                if key not in labels:
+                    continue
+                d = labels[key]
+                hits = 0
+                for k in slot.pods_on:
+                    other = self.store.get("/pods", *k)
+                    if other is not None and k[0] == ns and sel.matches(
+                            other["metadata"].get("labels") or {}):
+                        hits += 1
+                out[c][d] = out[c].get(d, 0) + hits
+        return out
+
+    @staticmethod
+    def _spread_allows(pod: dict[str, Any], spread: list[tuple[int, str, Selector]],
+                       counts: list[dict[str, int]], node: dict[str, Any]) -> bool:
+        labels = node["metadata"].get("labels") or {}
+        own = pod["metadata"].get("labels") or {}
+        for (skew, key, sel), per in zip(spread, counts, strict=True):
+            if key not in labels:
+                return False
+            here = per.get(labels[key], 0) + (1 if sel.matches(own) else 0)
+            if here - min(per.values(), default=0) > skew:
+                return False
+        return True
 
     def _anti_conflict(self, terms: list[tuple[Selector, frozenset[str]]], slot: NodeSlot
                        ) -> bool:

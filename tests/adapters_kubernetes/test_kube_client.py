@@ -306,7 +306,7 @@ def test_pods_are_built_slot_by_slot_and_equal_to_the_constructor() -> None:
     import dataclasses
 
     from adapters.kubernetes import pods as translate
-    from statemachine.world import PodInfo, Resources, Toleration
+    from statemachine.world import PodInfo, Resources, SpreadConstraint, Toleration
 
     # The fast path is in use only while it covers PodInfo's fields exactly.
     assert tuple(f.name for f in dataclasses.fields(PodInfo)) == translate.POD_INFO_FIELDS
@@ -314,7 +314,7 @@ def test_pods_are_built_slot_by_slot_and_equal_to_the_constructor() -> None:
     values = ("ns", "p", "n1", "u", {"a": "1"}, {"b": "2"}, "ReplicaSet", "rs", "Running",
               True, Resources(cpu_millis=5, memory_bytes=6, pods=1),
               (Toleration(key="k", operator="Exists"),), {"z": "1"}, (), (), True, False,
-              True, False)
+              True, False, (SpreadConstraint(max_skew=1, topology_key="zone"),))
     fast = translate._pod_info_by_slots(*values)
     slow = translate._pod_info_by_init(*values)
     assert type(fast) is PodInfo and fast == slow and repr(fast) == repr(slow)

@@ -93,6 +93,28 @@ def test_tolerations_and_affinity_are_read_and_shared() -> None:
     assert p.required_node_affinity is q.required_node_affinity
 
 
+def test_hard_topology_spread_constraints_are_read() -> None:
+    spec = {"topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+         "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "x"}}},
+        {"maxSkew": 2, "topologyKey": "topology.kubernetes.io/zone",
+         "labelSelector": {"matchExpressions": [
+             {"key": "app", "operator": "In", "values": ["x"]}]}},
+        {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway",
+         "labelSelector": {"matchLabels": {"app": "x"}}},
+        {"maxSkew": 1, "topologyKey": "rack"}]}
+    (p,) = listed({"metadata": {"name": "p"}, "spec": spec})
+    # The default whenUnsatisfiable is DoNotSchedule; ScheduleAnyway is a preference, and a
+    # constraint without a labelSelector counts no pod: neither is kept.
+    assert [(c.max_skew, c.topology_key) for c in p.topology_spread] == [
+        (1, "kubernetes.io/hostname"), (2, "topology.kubernetes.io/zone")]
+    assert p.topology_spread[0].selector.match_labels == {"app": "x"}
+    assert p.topology_spread[1].selector.match_expressions[0].values == ("x",)
+    for bad in ({"maxSkew": 0, "topologyKey": "zone"}, {"maxSkew": 1, "topologyKey": ""}):
+        with pytest.raises(msgspec.ValidationError, match="topologySpreadConstraints"):
+            listed({"metadata": {"name": "b"}, "spec": {"topologySpreadConstraints": [bad]}})
+
+
 def test_one_pod_from_a_watch_event_reads_the_same() -> None:
     obj = {"metadata": {"name": "w", "namespace": "n", "labels": {"a": "1"}},
            "spec": {"nodeName": "x", "containers": [{"resources": {"requests": {

@@ -54,6 +54,22 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
         True,
         True,
     )
+    assert (g.fleet_solver, g.fleet_solver_budget_s) == (True, 0.5)
+
+
+def test_the_fleet_solver_is_configured_per_group(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text(BASE + GROUP + 'fleetSolver = false\nfleetSolverBudget = "2s"\n')
+    g = load_config(f).node_groups[0]
+    assert (g.fleet_solver, g.fleet_solver_budget_s) == (False, 2.0)
+    f.write_text(BASE + GROUP + 'fleetSolverBudget = "0s"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(f)
+    assert "node_groups[0].fleetSolverBudget: must be at least 0.01s" in str(info.value)
+    f.write_text(BASE + GROUP + 'fleetSolver = "yes"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(f)
+    assert "node_groups[0].fleetSolver:" in str(info.value)
 
 
 @pytest.mark.parametrize(

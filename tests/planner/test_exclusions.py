@@ -207,3 +207,39 @@ def test_hostnames_match_whatever_their_case_and_readonly_workers_are_excluded()
     a = analyze(snap, NodeGroupPolicy(name="vpsie-3", cluster="c1", min_nodes=1), now=NOW)
     assert {e.node: e.reason for e in a.exclusions} == {"other": "worker-read-only"}
     assert [c.node for c in a.candidates] == ["mixed-case-1"]
+
+
+def test_a_node_a_plan_added_is_not_a_candidate_again_within_the_cooldown() -> None:
+    """Adversary: none moves; the planner itself would churn. Three oversized nodes, one of
+    them added by our last plan 20 minutes ago (our size label, its creation time): within
+    the hour's cooldown it is left out with its reason and the others are still planned;
+    once the cooldown has passed it is a candidate again."""
+    from statemachine.world import SIZE_LABEL
+
+    fresh = node(
+        "fresh", labels={**node("fresh").labels, SIZE_LABEL: "3"}, created_at="2026-11-26T11:40:00Z"
+    )
+    nodes = [node("a"), node("b"), fresh]
+    pods = [pod(f"p-{n.name}", n.name, cpu=100) for n in nodes]
+    pol = NodeGroupPolicy(name="pool", min_nodes=1, cooldown_s=3600)
+    a = analyze(cluster(nodes, pods), pol, now=NOW)  # 12:00
+    recent = [e for e in a.exclusions if e.reason == "recently-added"]
+    assert [(e.node, e.message) for e in recent] == [
+        (
+            "fresh",
+            "added by a plan at 2026-11-26T11:40:00Z: not a candidate again before "
+            "2026-11-26T12:40:00Z (cooldownPeriod)",
+        )
+    ]
+    assert "fresh" not in {r.old_node for r in a.replacements}
+    assert a.replacements  # the rest of the group is still planned
+    later = analyze(cluster(nodes, pods), pol, now="2026-11-26T12:40:00Z")
+    assert "fresh" in {c.node for c in later.candidates}
+    # An unreadable creation time holds the node back too.
+    blind = [node("a"), node("b"), replace(fresh, created_at="yesterday")]
+    c = analyze(cluster(blind, pods), pol, now=NOW)
+    assert [e.node for e in c.exclusions if e.reason == "recently-added"] == ["fresh"]
+    # A node of the same age that no plan of ours added is a candidate.
+    theirs = [node("a"), node("b"), node("fresh", created_at="2026-11-26T11:40:00Z")]
+    d = analyze(cluster(theirs, pods), pol, now=NOW)
+    assert "fresh" in {c.node for c in d.candidates}

@@ -119,7 +119,7 @@ async def test_a_26_node_mixed_world_is_planned_as_a_mix_and_completed(tmp_path:
     deployments = (
         deployment("web", 40, "250m", "256Mi", "maxUnavailable: 10")
         + deployment("api", 60, "1000m", "512Mi", "maxUnavailable: 10")
-        + deployment("cache", 40, "200m", "3Gi", "maxUnavailable: 10")
+        + deployment("cache", 40, "200m", "2560Mi", "maxUnavailable: 10")
     )
     async with rehearsal(tmp_path, scenario=world(26, 303, deployments), speed=100) as reh:
         # Generous timeouts: on a loaded machine the daemon's own work takes simulated time.
@@ -163,3 +163,51 @@ async def test_a_node_no_budget_lets_go_is_left_out_and_the_rest_replaced(tmp_pa
     assert replaced >= 2
     others = set(reh.before.nodes) - {ledger_node}
     assert not (others & set(after.nodes)), "the rest of the group was not replaced"
+
+
+def spread_deployment(name: str, replicas: int, cpu: str, mem: str) -> str:
+    return f"""\
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      topologySpreadConstraints:
+        - maxSkew: 1
+          topologyKey: kubernetes.io/hostname
+          whenUnsatisfiable: DoNotSchedule
+          labelSelector: {{matchLabels: {{app: {name}}}}}
+      containers:
+        - name: {name}
+          image: {name}:1
+          resources: {{requests: {{cpu: {cpu}, memory: {mem}}}}}
+"""
+
+
+async def test_a_hard_hostname_spread_is_kept_through_a_completed_plan(tmp_path: Path) -> None:
+    """Adversary: the simulator's own scheduler, which refuses to place a replica that
+    would break the spread (the pod would stay Pending and the invariants would see it).
+    Six 8c/16g nodes with one `edge` replica each (maxSkew 1 over hostnames) and small API
+    pods: the fleet keeps a node per replica, and every replica runs again after the plan."""
+    deployments = spread_deployment("edge", 6, "100m", "128Mi") + deployment(
+        "api", 12, "400m", "256Mi", "maxUnavailable: 3"
+    )
+    async with rehearsal(tmp_path, scenario=world(6, 303, deployments), speed=100) as reh:
+        reh.configure(strategy="rolling", min_nodes=1, drain_timeout="900s")
+        before = reh.before.monthly_cost()
+        plans, replaced, _ = await finish(reh)
+        after = await reh.reader.picture()
+        pods = await reh.reader.pods()
+    assert "completed" in plans.values(), plans
+    assert not {"rolled_back", "failed"} & set(plans.values()), plans
+    assert replaced >= 1 and after.monthly_cost() < before
+    edge = [
+        p["spec"].get("nodeName", "") for p in pods if p["metadata"]["labels"].get("app") == "edge"
+    ]
+    assert len(edge) == 6 and all(edge) and len(set(edge)) == 6, edge
+    assert all(ready == total for ready, total in after.deployments.values()), after.deployments

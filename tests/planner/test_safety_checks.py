@@ -210,17 +210,25 @@ def test_capacity_passes_when_pods_fit() -> None:
 
 
 def test_capacity_fails_when_a_kept_node_holds_less_than_its_size_promises() -> None:
-    # Only LARGE allowed: the planner keeps the fuller node n0 and removes n1. n0 reports a
-    # far smaller allocatable than a LARGE node offers, so n1's pods do not fit on it.
+    # Only LARGE allowed, and the solver off: the heuristic sizes the fleet as if every
+    # candidate were empty and keeps the fuller node n0, removing n1. n0 reports a far
+    # smaller allocatable than a LARGE node offers, so n1's pods do not fit on it. (With the
+    # solver, which weighs keeping each node with what it holds and the room it really has,
+    # n1 would be kept instead.)
     from statemachine.world import Resources
 
     small_alloc = Resources(cpu_millis=2500, memory_bytes=8 * 1024**3, pods=110)
     nodes = [node("n0", allocatable=small_alloc), node("n1")]
     pods = [pod(f"a{i}", "n0", cpu=200) for i in range(3)] + [pod("b", "n1", cpu=2000)]
-    a = analyze(cluster(nodes, pods), policy(allowed_sizes=("s-8-16",)), now=NOW)
+    a = analyze(
+        cluster(nodes, pods), policy(allowed_sizes=("s-8-16",), fleet_solver=False), now=NOW
+    )
     c = check(a, "capacity")
     assert c.status is FAILED and c.details["failed_batch"] == 0
     assert a.action is Action.REJECT
+    solved = analyze(cluster(nodes, pods), policy(allowed_sizes=("s-8-16",)), now=NOW)
+    assert [r.old_node for r in solved.replacements] == ["n0"]
+    assert check(solved, "capacity").status is PASSED
 
 
 # --- 5. timing -----------------------------------------------------------------------------

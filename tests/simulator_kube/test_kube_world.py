@@ -74,6 +74,27 @@ async def test_requests_taints_selectors_and_anti_affinity_are_respected() -> No
         await w.stop()
 
 
+async def test_hard_topology_spread_is_respected_and_a_node_without_the_key_is_out() -> None:
+    # Four nodes in zones z1/z2 and one without a zone label; six replicas spread over zones
+    # with maxSkew 1 (DoNotSchedule): three per zone, none on the unlabelled node; a
+    # ScheduleAnyway constraint does not hold anything back.
+    w = world_with(4)
+    w.register_node(name="bare", labels={}, cpu=2, memory_mb=4096, addresses=["10.0.0.9"])
+    rule = {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": "zonal"}}}
+    soft = {"maxSkew": 1, "topologyKey": "rack", "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {"app": "zonal"}}}
+    w.load_manifests([deployment("zonal", 6, cpu="10m", topologySpreadConstraints=[rule, soft])])
+    await w.start()
+    try:
+        where = placement(w, "zonal")
+        assert all(where.values()) and "bare" not in where.values()
+        zones = [int(node[1:]) % 2 for node in where.values()]
+        assert zones.count(0) == 3 and zones.count(1) == 3
+    finally:
+        await w.stop()
+
+
 async def test_pods_that_do_not_fit_stay_pending_until_a_node_arrives() -> None:
     w = world_with(1)
     w.load_manifests([deployment("big", 2, cpu="1500m")])
