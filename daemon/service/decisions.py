@@ -15,6 +15,7 @@ It is given the shared `ServiceContext` and the `Runners` that start an approved
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -174,7 +175,11 @@ class Decisions:
         if self._ctx.reporter is not None and gathered.snapshot.node_groups:
             self._ctx.reporter.set_node_groups(gathered.snapshot.node_groups)
         self._account(gathered.snapshot)
-        analysis = analyze(
+        # The planner is pure and may take a second or more on a large group (the fleet
+        # program): in a worker thread, so that the event loop keeps renewing the Lease and
+        # answering the control API meanwhile.
+        analysis = await asyncio.to_thread(
+            analyze,
             gathered.snapshot,
             policy,
             now=rfc3339(now),
@@ -187,7 +192,7 @@ class Decisions:
             self._ctx.reporter.note_left_out(
                 policy.name, analysis.exclusions, self._ctx.clock.monotonic()
             )
-        spec = make_plan(analysis, policy, now=rfc3339(now))
+        spec = await asyncio.to_thread(make_plan, analysis, policy, now=rfc3339(now))
         reasons = "; ".join(analysis.action_reasons) or "no reason given"
         closed_at_once = spec is None or spec.recommended_action in (Action.POSTPONE, Action.REJECT)
         view.waiting = analysis_waiting(
