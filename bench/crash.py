@@ -20,6 +20,13 @@ SIGKILLed (and started again as a standby) or SIGSTOPped past its lease until th
 then SIGCONTed; every SIGKILL and every stall counts. Three more invariants: no call that
 changes the world from a continued leader before it leads again, no event of an old leadership
 term after a newer one, both daemons exit 0 on SIGTERM at the end.
+
+    python bench/crash.py --second-daemon --database postgresql [--kills 100]
+
+The same on PostgreSQL: a throwaway server (scripts/pg-throwaway, Unix socket only, fsync on)
+is started for the run and stopped at the end; each world's log is a schema of its own.
+Two daemons on one PostgreSQL log are the two-host setup of docs/operations.md (the daemons
+of one world differ only in their directories and proxies, not in the host they run on).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import argparse
 import asyncio
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 from tests.crash.invariants import INVARIANTS, check, read_log  # noqa: E402
 from tests.crash.rehearsal import rehearsal, scenario_text  # noqa: E402
 from tests.crash.test_crash_kills import API_NEVER_EVICTABLE, kill_until_done  # noqa: E402
+from tests.pgserver import drop_schema, fresh_schema  # noqa: E402
 from tests.service.two_daemons import take_over_until_done, terms_in_order  # noqa: E402
 
 NEW_WORKER_NEVER_READY = '  faults:\n    neverReady: ["rh-*-0006"]\n'
@@ -61,8 +70,15 @@ TWO_DAEMON_INVARIANTS = (
 
 
 async def bench(
-    kills_wanted: int, seed: int, speed: float, max_n: int, keep: bool, second_daemon: bool
+    kills_wanted: int,
+    seed: int,
+    speed: float,
+    max_n: int,
+    keep: bool,
+    second_daemon: bool,
+    postgres: str | None = None,
 ) -> int:
+    """`postgres`: the DSN of a server on which each world's log gets a schema of its own."""
     rng = random.Random(seed)
     invariants = INVARIANTS + (TWO_DAEMON_INVARIANTS if second_daemon else ())
     violations: Counter[str] = Counter({name: 0 for name in invariants})
@@ -79,8 +95,14 @@ async def bench(
         world_seed = rng.getrandbits(32)
         directory = base / f"world-{worlds:03d}-{label.replace('/', '-')}"
         scenario = scenario_text(faults=faults)
+        database = await fresh_schema(postgres) if postgres is not None else None
         async with rehearsal(
-            directory, scenario=scenario, seed=world_seed, speed=speed, fork=not second_daemon
+            directory,
+            scenario=scenario,
+            seed=world_seed,
+            speed=speed,
+            fork=not second_daemon,
+            database=database,
         ) as reh:
             reh.configure(
                 strategy=strategy,
@@ -98,7 +120,7 @@ async def bench(
                     reh.proxy.witness.evictions += witness.evictions
                 extra = {
                     TWO_DAEMON_INVARIANTS[0]: taken.acted_after_losing,
-                    TWO_DAEMON_INVARIANTS[1]: await terms_in_order(reh.db_path),
+                    TWO_DAEMON_INVARIANTS[1]: await terms_in_order(reh.log_target),
                     TWO_DAEMON_INVARIANTS[2]: taken.exits,
                 }
             else:
@@ -106,12 +128,16 @@ async def bench(
             await reh.settle(30)
             await reh.sampler.sample()
             after = await reh.reader.picture()
-            log = await read_log(reh.db_path)
+            log = await read_log(reh.log_target)
             verdict = check(
                 reh, log, after, report=None if second_daemon else reh.runs[-1].report()
             )
             for name, found in extra.items():
                 verdict.violations[name] = found
+        if postgres is not None and database is not None and (verdict.ok and not keep):
+            await drop_schema(postgres, database)
+        elif database is not None:
+            (directory / "database.txt").write_text(database + "\n")
         worlds += 1
         kills_by[label] += kills
         replaced += verdict.replaced
@@ -131,6 +157,7 @@ async def bench(
         )
     elapsed = time.perf_counter() - started
     print()
+    print(f"event log: {'PostgreSQL' if postgres is not None else 'SQLite'}")
     print(f"kills: {sum(kills_by.values())} in {worlds} worlds ({dict(kills_by)})")
     if second_daemon:
         print(f"  of which leaders stalled past their lease and continued: {stalls}")
@@ -167,10 +194,40 @@ def main() -> int:
         action="store_true",
         help="two daemons on one log; the leader killed or stalled past its lease, in turn",
     )
-    args = parser.parse_args()
-    return asyncio.run(
-        bench(args.kills, args.seed, args.speed, args.max_n, args.keep, args.second_daemon)
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="where the event log lives (postgresql: a throwaway server for the run)",
     )
+    args = parser.parse_args()
+    if args.database == "sqlite":
+        return asyncio.run(
+            bench(args.kills, args.seed, args.speed, args.max_n, args.keep, args.second_daemon)
+        )
+    server_dir = tempfile.mkdtemp(prefix="bench-crash-pg-")
+    script = ROOT / "scripts" / "pg-throwaway"
+    started = subprocess.run(
+        [str(script), "start", server_dir], capture_output=True, text=True, check=False
+    )
+    if started.returncode != 0:
+        print(f"bench: PostgreSQL did not start: {started.stderr.strip()}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(
+            bench(
+                args.kills,
+                args.seed,
+                args.speed,
+                args.max_n,
+                args.keep,
+                args.second_daemon,
+                postgres=started.stdout.strip(),
+            )
+        )
+    finally:
+        subprocess.run([str(script), "stop", server_dir], check=False)
+        shutil.rmtree(server_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ async def witnessed_daemon(reh: Rehearsal, identity: str) -> AsyncIterator[Witne
         yield Witnessed(daemon, config, socket, kube.witness, vpsie.witness, vpsie)
 
 
-async def terms_in_order(db: Path) -> list[str]:
+async def terms_in_order(db: str | Path) -> list[str]:
     """Events of a leadership term appended after a newer term was taken, named (none is good)."""
     store = await EventStore.open(db)
     problems: list[str] = []
@@ -115,7 +115,7 @@ async def terms_in_order(db: Path) -> list[str]:
     return problems
 
 
-async def leadership_holders(db: Path) -> list[str]:
+async def leadership_holders(db: str | Path) -> list[str]:
     """Who took each leadership term, in order."""
     store = await EventStore.open(db)
     try:
@@ -140,7 +140,8 @@ async def take_over_until_done(
     reh: Rehearsal, rng: random.Random, *, max_rounds: int = 40
 ) -> TakeoverReport:
     """Two daemons on one log, each behind its own recording proxies. Again and again, after a
-    random while, the leader is SIGKILLed (and started again as a standby) or SIGSTOPped until
+    random while, the leader is SIGKILLed (and started again as a standby once the other daemon
+    leads) or SIGSTOPped until
     the other daemon leads, then SIGCONTed a random while later; until every plan has ended.
     A continued leader must make no call that changes the world before it leads again."""
     report = TakeoverReport()
@@ -153,9 +154,10 @@ async def take_over_until_done(
         await live["a"].start()
         await live["a"].until("a to lead", lambda: _leads(live["a"]), timeout_s=60)
         await live["b"].start()
+        await live["b"].until("b to wait as a standby", functools.partial(_standby, live["b"]))
         for _ in range(max_rounds):
             await reh.sim.clock.sleep(rng.uniform(2, 45))
-            if await _all_ended(reh.db_path):
+            if await _all_ended(reh.log_target):
                 break
             leaders = [n for n, d in live.items() if await _safe_leads(d)]
             if len(leaders) != 1:
@@ -175,9 +177,12 @@ async def take_over_until_done(
                 await proc.wait()
                 report.kills += 1
                 starts[leader] += 1
+                # The successor takes over first; the dead host comes back afterwards, as a
+                # standby (started at once, it could win the Lease back before the successor
+                # saw it expire, and no failover would have happened).
+                await successor.until(f"{other} to lead", functools.partial(_leads, successor), 60)
                 live[leader] = pair[leader].again(f"{leader}{starts[leader]}")
                 await live[leader].start()
-                await successor.until(f"{other} to lead", functools.partial(_leads, successor), 60)
             else:
                 live[leader].signal(signal.SIGSTOP)
                 report.stalls += 1
@@ -198,6 +203,11 @@ async def _leads(daemon: DaemonProcess) -> bool:
     return bool((await daemon.status())["leader"])
 
 
+async def _standby(daemon: DaemonProcess) -> bool:
+    code, ready = await daemon.call("GET", "/readyz")
+    return code == 200 and ready["reason"] == "standby"
+
+
 async def _safe_leads(daemon: DaemonProcess) -> bool:
     try:
         return await _leads(daemon)
@@ -205,7 +215,7 @@ async def _safe_leads(daemon: DaemonProcess) -> bool:
         return False
 
 
-async def _all_ended(db: Path) -> bool:
+async def _all_ended(db: str | Path) -> bool:
     """Some plan was proposed and every plan has ended."""
     store = await EventStore.open(db)
     try:
