@@ -64,22 +64,33 @@ def effects(witness: Witness, since: int = 0) -> list[str]:
 
 
 @asynccontextmanager
-async def witnessed_daemon(reh: Rehearsal, identity: str) -> AsyncIterator[Witnessed]:
+async def witnessed_daemon(
+    reh: Rehearsal, identity: str, *, home: Path | None = None
+) -> AsyncIterator[Witnessed]:
+    """`home`: a directory of the daemon's own for its configuration, credentials and control
+    socket (a second host: nothing shared with the other daemon but the database and the
+    cluster); by default they sit next to the rehearsal's."""
     assert reh.socket is not None
     settings = json.loads((reh.dir / "sim" / "vpsie.json").read_text())
     kube = KubeProxy(reh.sim.kube_url)
     vpsie = KubeProxy(settings["base_url"])
+    where = reh.dir if home is None else home
+    where.mkdir(exist_ok=True)
     async with kube.serving() as kube_url, vpsie.serving() as vpsie_url:
         kubeconfig = yaml.safe_load(reh.sim.kubeconfig_path.read_text())
         kubeconfig["clusters"][0]["cluster"]["server"] = kube_url
-        kubeconfig_path = reh.dir / f"kubeconfig.{identity}"
+        kubeconfig_path = where / f"kubeconfig.{identity}"
         kubeconfig_path.write_text(yaml.safe_dump(kubeconfig))
         kubeconfig_path.chmod(0o600)
         settings["base_url"] = vpsie_url
-        settings_path = reh.dir / f"vpsie.{identity}.json"
+        settings_path = where / f"vpsie.{identity}.json"
         settings_path.write_text(json.dumps(settings))
         settings_path.chmod(0o600)
-        socket = reh.socket.with_name(f"control-{identity}.sock")
+        socket = (
+            reh.socket.with_name(f"control-{identity}.sock")
+            if home is None
+            else home / "control.sock"
+        )
         text = (
             reh.config_path.read_text()
             .replace(str(reh.socket), str(socket))
@@ -89,8 +100,12 @@ async def witnessed_daemon(reh: Rehearsal, identity: str) -> AsyncIterator[Witne
                 f'vpsie_credentials = "{settings_path.name}"',
             )
         )
+        if home is not None:
+            token = home / "control.token"
+            token.write_bytes((reh.dir / "control.token").read_bytes())
+            token.chmod(0o600)
         assert kubeconfig_path.name in text and settings_path.name in text
-        config = reh.dir / f"config-{identity}.toml"
+        config = where / f"config-{identity}.toml"
         config.write_text(text)
         daemon = DaemonProcess(reh, identity=identity, config=config, socket_path=socket)
         yield Witnessed(daemon, config, socket, kube.witness, vpsie.witness, vpsie)
@@ -151,10 +166,17 @@ async def take_over_until_done(
         live = {"a": wa.daemon, "b": wb.daemon}
         starts = {"a": 0, "b": 0}
         continued: dict[str, tuple[int, int]] = {}  # daemon -> witness mark at its SIGCONT
+        # Both start together (either may lead first), so that the standby is ready before
+        # the leader's plan is far along.
         await live["a"].start()
-        await live["a"].until("a to lead", lambda: _leads(live["a"]), timeout_s=60)
         await live["b"].start()
-        await live["b"].until("b to wait as a standby", functools.partial(_standby, live["b"]))
+
+        async def one_leads_one_waits() -> bool:
+            leading = [await _safe_leads(d) for d in live.values()]
+            waiting = [await _standby(d) for d in live.values()]
+            return sorted(leading) == [False, True] and sorted(waiting) == [False, True]
+
+        await live["a"].until("one daemon to lead, the other to wait", one_leads_one_waits, 60)
         for _ in range(max_rounds):
             await reh.sim.clock.sleep(rng.uniform(2, 45))
             if await _all_ended(reh.log_target):
