@@ -444,15 +444,25 @@ class PostgresEventStore(EventStore):
 async def _ensure_schema(conn: asyncpg.Connection, where: str, *, create: bool) -> None:
     """Create the layout in an empty database; refuse a newer layout or tables not ours.
 
-    An existing, current layout is only read. Creation holds a transaction-level advisory
-    lock, so two daemons starting together on an empty database create it once.
+    An existing, current layout is only read. Creation holds an advisory lock, so two daemons
+    starting together on an empty database create it once. The lock is taken before the
+    transaction that looks again and creates, not inside it: a transaction's start is where
+    the server drops what this session cached of the catalog, and the first look above may
+    have cached "no such table" while the other daemon was creating it.
     """
     if await _layout_is_current(conn, where):
         return
     if not create:
         raise EventStoreError(f"{where}: no event log in this database (nothing was created)")
+    await conn.execute("SELECT pg_advisory_lock($1)", APPLICATION_ID)
+    try:
+        await _create_layout(conn, where)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", APPLICATION_ID)
+
+
+async def _create_layout(conn: asyncpg.Connection, where: str) -> None:
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", APPLICATION_ID)
         if await _layout_is_current(conn, where):
             return
         if await conn.fetchval("SELECT to_regclass('events')") is not None:

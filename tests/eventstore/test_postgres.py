@@ -17,7 +17,9 @@ from eventstore import (
     FencedError,
     SchemaTooNewError,
 )
+from eventstore.pg_schema import PG_LAYOUT_VERSION, SCHEMA
 from eventstore.postgres import redact_dsn
+from eventstore.schema import APPLICATION_ID
 from tests.eventstore.builders import StepClock, ev
 
 
@@ -63,6 +65,36 @@ async def test_a_database_with_someone_elses_events_table_is_not_written(pg_dsn:
         assert await conn.fetchval("SELECT to_regclass('streams')") is None
     finally:
         await conn.close()
+
+
+async def test_two_daemons_opening_an_empty_database_at_once_both_get_the_log(
+    pg_dsn: str,
+) -> None:
+    """Adversary: a second daemon creates the layout while this one opens the same empty
+    database: this one looks before the other commits (and finds nothing), then waits for the
+    other's creation lock. Once it has the lock it must see the other's tables (a cached "no
+    such table" from its first look made it refuse the log as someone else's)."""
+    creator = await asyncpg.connect(pg_dsn)
+    watcher = await asyncpg.connect(pg_dsn)
+    try:
+        tx = creator.transaction()
+        await tx.start()
+        await creator.execute("SELECT pg_advisory_xact_lock($1)", APPLICATION_ID)
+        for statement in SCHEMA:
+            await creator.execute(statement)
+        await creator.execute(
+            "INSERT INTO eventlog_layout (id, application_id, version) VALUES (1, $1, $2)",
+            APPLICATION_ID,
+            PG_LAYOUT_VERSION,
+        )
+        opening = asyncio.ensure_future(EventStore.open(pg_dsn, clock=StepClock()))
+        await waiting_for_a_lock(watcher, "pg_advisory")
+        await tx.commit()
+        async with await opening as store:
+            assert await store.append("p", 0, [ev()]) == 1
+    finally:
+        await creator.close()
+        await watcher.close()
 
 
 async def test_an_unreachable_server_is_one_clear_error_without_the_password() -> None:

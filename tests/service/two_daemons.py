@@ -36,6 +36,7 @@ class Witnessed:
     kube: Witness
     vpsie: Witness
     vpsie_proxy: KubeProxy
+    kube_proxy: KubeProxy
 
     def again(self, identity: str) -> DaemonProcess:
         """Another process with the same configuration (a restart after a SIGKILL)."""
@@ -108,7 +109,7 @@ async def witnessed_daemon(
         config = where / f"config-{identity}.toml"
         config.write_text(text)
         daemon = DaemonProcess(reh, identity=identity, config=config, socket_path=socket)
-        yield Witnessed(daemon, config, socket, kube.witness, vpsie.witness, vpsie)
+        yield Witnessed(daemon, config, socket, kube.witness, vpsie.witness, vpsie, kube)
 
 
 async def terms_in_order(db: str | Path) -> list[str]:
