@@ -206,6 +206,11 @@ async def take_over_until_done(
                 await successor.until(f"{other} to lead", functools.partial(_leads, successor), 60)
                 live[leader] = pair[leader].again(f"{leader}{starts[leader]}")
                 await live[leader].start()
+                # Back as a standby before anything else happens to it (a SIGTERM while
+                # Python is still importing is not the daemon's to handle).
+                await live[leader].until(
+                    f"{leader} to wait as a standby", functools.partial(_standby, live[leader])
+                )
             else:
                 live[leader].signal(signal.SIGSTOP)
                 report.stalls += 1
