@@ -206,10 +206,10 @@ async def take_over_until_done(
                 await successor.until(f"{other} to lead", functools.partial(_leads, successor), 60)
                 live[leader] = pair[leader].again(f"{leader}{starts[leader]}")
                 await live[leader].start()
-                # Back as a standby before anything else happens to it (a SIGTERM while
-                # Python is still importing is not the daemon's to handle).
+                # Up (ready, as a standby or leading again) before anything else happens to it:
+                # a SIGTERM while Python is still importing is not the daemon's to handle.
                 await live[leader].until(
-                    f"{leader} to wait as a standby", functools.partial(_standby, live[leader])
+                    f"{leader} to be ready", functools.partial(_ready, live[leader])
                 )
             else:
                 live[leader].signal(signal.SIGSTOP)
@@ -229,6 +229,11 @@ async def take_over_until_done(
 
 async def _leads(daemon: DaemonProcess) -> bool:
     return bool((await daemon.status())["leader"])
+
+
+async def _ready(daemon: DaemonProcess) -> bool:
+    code, _ = await daemon.call("GET", "/readyz")
+    return code == 200
 
 
 async def _standby(daemon: DaemonProcess) -> bool:
