@@ -24,7 +24,9 @@ term after a newer one, both daemons exit 0 on SIGTERM at the end.
     python bench/crash.py --second-daemon --database postgresql [--kills 100]
 
 The same on PostgreSQL: a throwaway server (scripts/pg-throwaway, Unix socket only, fsync on)
-is started for the run and stopped at the end; each world's log is a schema of its own.
+is started for the run and stopped at the end; each world's log is a schema of its own. In a
+quarter of the rounds the server also ends every session the daemons have with it (a restart
+or failover of the database): they park, connect again and fold the log anew.
 Two daemons on one PostgreSQL log are the two-host setup of docs/operations.md (the daemons
 of one world differ only in their directories and proxies, not in the host they run on).
 """
@@ -87,6 +89,7 @@ async def bench(
     examples: list[str] = []
     worlds = 0
     stalls = 0  # second-daemon mode: leaders SIGSTOPped past their lease (counted in kills)
+    cuts = 0  # on PostgreSQL: every session of the daemons ended by the server (not counted)
     replaced = 0
     started = time.perf_counter()
     base = Path(tempfile.mkdtemp(prefix="bench-crash-"))
@@ -116,6 +119,7 @@ async def bench(
                 taken = await take_over_until_done(reh, random.Random(world_seed))
                 kills = taken.kills + taken.stalls
                 stalls += taken.stalls
+                cuts += taken.cuts
                 for witness in taken.witnesses:  # the PDB check judges every daemon's evictions
                     reh.proxy.witness.evictions += witness.evictions
                 extra = {
@@ -161,6 +165,8 @@ async def bench(
     print(f"kills: {sum(kills_by.values())} in {worlds} worlds ({dict(kills_by)})")
     if second_daemon:
         print(f"  of which leaders stalled past their lease and continued: {stalls}")
+        if postgres is not None:
+            print(f"  database sessions of both daemons ended by the server: {cuts} times")
     print(f"plans: {dict(outcomes)}; nodes replaced: {replaced}")
     print(f"time: {elapsed:.1f} s ({elapsed / max(1, sum(kills_by.values())):.2f} s per kill)")
     print()

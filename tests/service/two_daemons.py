@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import yaml
 
 from eventstore import EventStore
@@ -147,6 +148,7 @@ class TakeoverReport:
 
     kills: int = 0
     stalls: int = 0
+    cuts: int = 0  # PostgreSQL: times every session of the daemons was ended by the server
     exits: list[str] = field(default_factory=list)  # daemons that did not exit 0 on SIGTERM
     acted_after_losing: list[str] = field(default_factory=list)
     witnesses: list[Witness] = field(default_factory=list)
@@ -159,7 +161,10 @@ async def take_over_until_done(
     random while, the leader is SIGKILLed (and started again as a standby once the other daemon
     leads) or SIGSTOPped until
     the other daemon leads, then SIGCONTed a random while later; until every plan has ended.
-    A continued leader must make no call that changes the world before it leads again."""
+    A continued leader must make no call that changes the world before it leads again.
+    With the log on PostgreSQL, a quarter of the rounds first end every session the daemons
+    have with the database (a restart or failover of the database, seen from the daemons):
+    they must park, connect again and fold the log anew, never die of it."""
     report = TakeoverReport()
     async with witnessed_daemon(reh, "a") as wa, witnessed_daemon(reh, "b") as wb:
         report.witnesses = [wa.kube, wb.kube]
@@ -182,6 +187,9 @@ async def take_over_until_done(
             await reh.sim.clock.sleep(rng.uniform(2, 45))
             if await _all_ended(reh.log_target):
                 break
+            if reh.database is not None and rng.random() < 0.25:
+                await _end_sessions(reh.database)
+                report.cuts += 1
             leaders = [n for n, d in live.items() if await _safe_leads(d)]
             if len(leaders) != 1:
                 continue
@@ -229,6 +237,18 @@ async def take_over_until_done(
 
 async def _leads(daemon: DaemonProcess) -> bool:
     return bool((await daemon.status())["leader"])
+
+
+async def _end_sessions(dsn: str) -> None:
+    """End every session of the daemons with the database (server side)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'vpsie-rebalancer' AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
 
 
 async def _ready(daemon: DaemonProcess) -> bool:
