@@ -121,5 +121,6 @@ async def test_a_standby_takes_over_and_the_old_leader_is_fenced(
     assert snapshot is not None and snapshot.seq > 0, "no snapshot was saved"
     assert late == []
     assert [p.status.value for p in log.state.plans.values()] == ["completed"]
-    assert holders[:2] == ["a", "b"] and holders[-1] in ("a", "a2")
+    # a first (again, when a loaded machine made it miss a renewal), then b, and a at the end.
+    assert holders[0] == "a" and "b" in holders and holders[-1] in ("a", "a2")
     assert a_evictions == []

@@ -160,5 +160,6 @@ async def test_the_standby_host_finishes_the_plan_of_a_stalled_or_dead_leader(
     assert [p.status.value for p in log.state.plans.values()] == ["completed"]
     assert after_continue == [], "the stalled leader acted after it lost the lease"
     assert late == []
-    assert holders[:2] == ["host-a", "host-b"]
+    # host-a first (again, when a loaded machine made it miss a renewal), then host-b.
+    assert holders[0] == "host-a" and "host-b" in holders
     assert b_effects, "host-b finished the plan without touching the world"
