@@ -38,6 +38,15 @@ replace, no cordon of another actor cleared, taken
 over or its node deleted. Also printed: what the adversary did, and how many evictions hit a
 pod while it carried the adversary's annotation (a figure: the Eviction API ignores it, and
 the daemon re-reads pods before each batch and each cordon, not before each eviction).
+
+    python bench/crash.py --second-daemon --database postgresql [--kills 100]
+
+The same on PostgreSQL: a throwaway server (scripts/pg-throwaway, Unix socket only, fsync on)
+is started for the run and stopped at the end; each world's log is a schema of its own. In a
+quarter of the rounds the server also ends every session the daemons have with it (a restart
+or failover of the database): they park, connect again and fold the log anew.
+Two daemons on one PostgreSQL log are the two-host setup of docs/operations.md (the daemons
+of one world differ only in their directories and proxies, not in the host they run on).
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ import argparse
 import asyncio
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -60,6 +70,7 @@ from tests.crash.invariants import INVARIANTS, check, read_log  # noqa: E402
 from tests.crash.rehearsal import rehearsal, scenario_text  # noqa: E402
 from tests.crash.test_crash_kills import API_NEVER_EVICTABLE, kill_until_done  # noqa: E402
 from tests.crash.test_repair_kills import REPAIR_CONFIG, REPAIR_WORLDS  # noqa: E402
+from tests.pgserver import drop_schema, fresh_schema  # noqa: E402
 from tests.service.two_daemons import take_over_until_done, terms_in_order  # noqa: E402
 
 NEW_WORKER_NEVER_READY = '  faults:\n    neverReady: ["rh-*-0006"]\n'
@@ -97,7 +108,9 @@ async def bench(
     second_daemon: bool,
     adversarial: bool = False,
     only: str = "",
+    postgres: str | None = None,
 ) -> int:
+    """`postgres`: the DSN of a server on which each world's log gets a schema of its own."""
     worlds_run = tuple(w for w in WORLDS if w[0].startswith(only))
     if not worlds_run:
         raise SystemExit(f"no world's label starts with {only!r}: {[w[0] for w in WORLDS]}")
@@ -112,6 +125,7 @@ async def bench(
     examples: list[str] = []
     worlds = 0
     stalls = 0  # second-daemon mode: leaders SIGSTOPped past their lease (counted in kills)
+    cuts = 0  # on PostgreSQL: every session of the daemons ended by the server (not counted)
     replaced = 0
     started = time.perf_counter()
     base = Path(tempfile.mkdtemp(prefix="bench-crash-"))
@@ -120,8 +134,14 @@ async def bench(
         world_seed = rng.getrandbits(32)
         directory = base / f"world-{worlds:03d}-{label.replace('/', '-')}"
         scenario = scenario_text(faults=faults)
+        database = await fresh_schema(postgres) if postgres is not None else None
         async with rehearsal(
-            directory, scenario=scenario, seed=world_seed, speed=speed, fork=not second_daemon
+            directory,
+            scenario=scenario,
+            seed=world_seed,
+            speed=speed,
+            fork=not second_daemon,
+            database=database,
         ) as reh:
             reh.configure(
                 strategy=strategy,
@@ -139,11 +159,12 @@ async def bench(
                 taken = await take_over_until_done(reh, random.Random(world_seed))
                 kills = taken.kills + taken.stalls
                 stalls += taken.stalls
+                cuts += taken.cuts
                 for witness in taken.witnesses:  # the PDB check judges every daemon's evictions
                     reh.proxy.witness.evictions += witness.evictions
                 extra = {
                     TWO_DAEMON_INVARIANTS[0]: taken.acted_after_losing,
-                    TWO_DAEMON_INVARIANTS[1]: await terms_in_order(reh.db_path),
+                    TWO_DAEMON_INVARIANTS[1]: await terms_in_order(reh.log_target),
                     TWO_DAEMON_INVARIANTS[2]: taken.exits,
                 }
             else:
@@ -153,7 +174,7 @@ async def bench(
             await reh.settle(30)
             await reh.sampler.sample()
             after = await reh.reader.picture()
-            log = await read_log(reh.db_path)
+            log = await read_log(reh.log_target)
             verdict = check(
                 reh,
                 log,
@@ -173,6 +194,10 @@ async def bench(
                 annotated_evictions += adversary.annotated_evictions
             for name, found in extra.items():
                 verdict.violations[name] = found
+        if postgres is not None and database is not None and (verdict.ok and not keep):
+            await drop_schema(postgres, database)
+        elif database is not None:
+            (directory / "database.txt").write_text(database + "\n")
         worlds += 1
         kills_by[label] += kills
         replaced += verdict.replaced
@@ -192,9 +217,12 @@ async def bench(
         )
     elapsed = time.perf_counter() - started
     print()
+    print(f"event log: {'PostgreSQL' if postgres is not None else 'SQLite'}")
     print(f"kills: {sum(kills_by.values())} in {worlds} worlds ({dict(kills_by)})")
     if second_daemon:
         print(f"  of which leaders stalled past their lease and continued: {stalls}")
+        if postgres is not None:
+            print(f"  database sessions of both daemons ended by the server: {cuts} times")
     print(f"plans: {dict(outcomes)}; nodes replaced: {replaced}")
     if adversarial:
         print(f"the adversary did: {dict(sorted(acted.items()))}")
@@ -239,19 +267,51 @@ def main() -> int:
     parser.add_argument(
         "--only", default="", help="only the worlds whose label starts with this (e.g. repair/)"
     )
-    args = parser.parse_args()
-    return asyncio.run(
-        bench(
-            args.kills,
-            args.seed,
-            args.speed,
-            args.max_n,
-            args.keep,
-            args.second_daemon,
-            args.adversary,
-            args.only,
-        )
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="where the event log lives (postgresql: a throwaway server for the run)",
     )
+    args = parser.parse_args()
+    if args.database == "sqlite":
+        return asyncio.run(
+            bench(
+                args.kills,
+                args.seed,
+                args.speed,
+                args.max_n,
+                args.keep,
+                args.second_daemon,
+                args.adversary,
+                args.only,
+            )
+        )
+    server_dir = tempfile.mkdtemp(prefix="bench-crash-pg-")
+    script = ROOT / "scripts" / "pg-throwaway"
+    started = subprocess.run(
+        [str(script), "start", server_dir], capture_output=True, text=True, check=False
+    )
+    if started.returncode != 0:
+        print(f"bench: PostgreSQL did not start: {started.stderr.strip()}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(
+            bench(
+                args.kills,
+                args.seed,
+                args.speed,
+                args.max_n,
+                args.keep,
+                args.second_daemon,
+                args.adversary,
+                args.only,
+                postgres=started.stdout.strip(),
+            )
+        )
+    finally:
+        subprocess.run([str(script), "stop", server_dir], check=False)
+        shutil.rmtree(server_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

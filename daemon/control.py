@@ -123,6 +123,7 @@ class Role(StrEnum):
     STANDBY = "standby"  # another daemon holds the lease; we wait for it
     LEADER = "leader"
     LOST = "lost"  # held the lease and lost it: stopped acting, about to exit or re-elect
+    PARKED = "parked"  # leads, but the event log failed: stopped acting until it answers again
     STOPPING = "stopping"
 
 

@@ -12,6 +12,7 @@ from eventstore.errors import (
     FencedError,
     SchemaTooNewError,
     SnapshotRangeError,
+    StoreUnavailable,
 )
 from eventstore.records import NewEvent, RecordedEvent, Snapshot, VerifyReport
 
@@ -26,6 +27,7 @@ __all__ = [
     "SchemaTooNewError",
     "Snapshot",
     "SnapshotRangeError",
+    "StoreUnavailable",
     "VerifyReport",
     "is_postgres",
 ]

@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Self
 
 from eventstore.chain import GENESIS, row_hash, snapshot_hash
-from eventstore.errors import CorruptLogError, EventStoreError
+from eventstore.errors import CorruptLogError, EventStoreError, StoreUnavailable
 from eventstore.records import NewEvent, RecordedEvent, Snapshot, VerifyReport
 from eventstore.schema import LEADERSHIP_STREAM
 
@@ -372,8 +372,10 @@ class EventStore(abc.ABC):
         try:
             results = await self._attempt(batch, alone=alone)
         except Exception as exc:
-            if len(batch) == 1:
-                results = [exc]
+            if len(batch) == 1 or isinstance(exc, StoreUnavailable):
+                # Unreachable: whether the group committed is unknown, and trying each append
+                # again on its own could write one twice; every caller learns it must re-read.
+                results = [exc] * len(batch)
             else:  # find the culprit: each append on its own
                 results = []
                 for pending in batch:

@@ -5,6 +5,9 @@
     ├── CorruptLogError        SQLite reports a damaged file, or the hash chain does not match
     ├── FencedError            append under a term not the current one (stream, term, current)
     ├── SnapshotRangeError     snapshot seq outside the log as it is now (also a ValueError)
+    ├── StoreUnavailable       the database server could not be reached or dropped the
+    │                          connection (PostgreSQL); a write it interrupted may or may not
+    │                          have been committed: read the log again before acting on it
     └── SchemaTooNewError      the file was written by a newer build (both schema versions)
 
 sqlite3 exceptions never leave the package; they are translated here.
@@ -56,6 +59,15 @@ class FencedError(EventStoreError):
 
 class SnapshotRangeError(EventStoreError, ValueError):
     """A snapshot's seq is not in the log as it is now (read from the database, not a cache)."""
+
+
+class StoreUnavailable(EventStoreError):
+    """The database could not be reached, or the connection was lost during the operation.
+
+    The store connects again at its next operation. What the interrupted operation wrote is
+    unknown until the log is read again: a caller acting on what it folded before must fold
+    again first.
+    """
 
 
 class SchemaTooNewError(EventStoreError):

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -42,6 +42,7 @@ from eventstore.errors import (
     FencedError,
     SchemaTooNewError,
     SnapshotRangeError,
+    StoreUnavailable,
 )
 from eventstore.pg_schema import (
     PG_LAYOUT_VERSION,
@@ -56,7 +57,13 @@ _EVENT_COLUMNS = "seq, stream, version, type, schema_version, data, recorded_at,
 _APPEND_SQL = "SELECT status, value, last_seq FROM eventlog_append($1,$2,$3,$4,$5,$6,$7,$8)"
 _HEAD_FOR_SHARE_SQL = "SELECT seq FROM log_head WHERE id = 1 FOR SHARE"
 _HEAD_FOR_UPDATE_SQL = "SELECT seq FROM log_head WHERE id = 1 FOR UPDATE"
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+_DB_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # a statement sent on a connection just cut
+    OSError,
+    asyncio.TimeoutError,
+)
 _CORRUPT_STATES = ("XX001", "XX002")  # data_corrupted, index_corrupted
 
 
@@ -71,10 +78,36 @@ def redact_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}{host}{port}"))
 
 
+def _lost(exc: BaseException) -> bool:
+    """Whether `exc` says the server is unreachable or the connection is gone (a server
+    restart, a failover of the database, a backend terminated, the network)."""
+    if isinstance(
+        exc,
+        (
+            OSError,
+            asyncio.TimeoutError,
+            asyncpg.InterfaceError,
+            asyncpg.exceptions.InternalClientError,
+        ),
+    ):
+        return True
+    if isinstance(exc, asyncpg.PostgresConnectionError):
+        return True
+    state = str(getattr(exc, "sqlstate", "") or "")
+    # 08: connection exception; 57P01-57P03: admin or crash shutdown, cannot connect now.
+    return state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
 def _translate(exc: BaseException, where: str, doing: str) -> EventStoreError:
     message = str(exc).strip() or type(exc).__name__
     if getattr(exc, "sqlstate", None) in _CORRUPT_STATES:
         return CorruptLogError(f"{where}: {doing}: the database reports damage ({message})")
+    if _lost(exc):
+        return StoreUnavailable(
+            f"{where}: {doing}: the database is unreachable or dropped the connection "
+            f"({message}); what this operation wrote, if anything, is unknown until the log "
+            "is read again"
+        )
     return EventStoreError(f"{where}: {doing}: {message}")
 
 
@@ -104,12 +137,15 @@ class PostgresEventStore(EventStore):
         reader: asyncpg.Connection,
         where: str,
         clock: Callable[[], float],
+        connect: Callable[[], Awaitable[asyncpg.Connection]],
     ) -> None:
         super().__init__(where, clock)
         self._wconn = writer
         self._rconn = reader
+        self._connect = connect  # a new connection, as the first ones were made
         self._read_lock = asyncio.Lock()
         self._unsure = False  # a write was cancelled: _settle before the next operation
+        self.reconnections = 0  # connections made again after one was lost
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -133,16 +169,18 @@ class PostgresEventStore(EventStore):
             "synchronous_commit": modes[synchronous],
             "application_name": "vpsie-rebalancer",
         }
+
+        async def connect() -> asyncpg.Connection:
+            return await asyncpg.connect(
+                target, password=password, server_settings=settings, timeout=30
+            )
+
         conns: list[asyncpg.Connection] = []
         try:
             for _ in range(2):
-                conns.append(
-                    await asyncpg.connect(
-                        target, password=password, server_settings=settings, timeout=30
-                    )
-                )
+                conns.append(await connect())
             await _ensure_schema(conns[0], where, create=create)
-            store = cls(conns[0], conns[1], where, clock)
+            store = cls(conns[0], conns[1], where, clock, connect)
             store._head = int(await conns[1].fetchval(cls._sql["head"]))
         except BaseException as exc:
             for c in conns:
@@ -164,11 +202,26 @@ class PostgresEventStore(EventStore):
         (asyncpg would nest the next transaction in it as a savepoint, never committed):
         roll that back; nothing of it was committed.
         """
+        if self._wconn.is_closed():
+            # Lost (the server restarted, failed over, or ended the session): connect again.
+            # Whatever the old connection had in flight was answered with an error already;
+            # its caller reads the log again before acting on it.
+            self._wconn = await self._connect()
+            self.reconnections += 1
+            self._unsure = False
+            return
         if self._unsure:
             await self._wconn.execute("SELECT 1")
             self._unsure = False
         if self._wconn.is_in_transaction():
             await self._wconn.execute("ROLLBACK")
+
+    def _writer_failed(self, exc: BaseException, doing: str) -> EventStoreError:
+        """Ours for `exc`; a write connection that was lost is closed, so that the next
+        operation connects again instead of failing on it forever."""
+        if _lost(exc):
+            self._wconn.terminate()
+        return _translate(exc, self._path, doing)
 
     @contextlib.contextmanager
     def _noting_cancellation(self) -> Iterator[None]:
@@ -224,7 +277,7 @@ class PostgresEventStore(EventStore):
                     _APPEND_SQL, streams, expected, terms, counts, types, svs, datas, self._clock()
                 )
         except _DB_ERRORS as exc:
-            raise _translate(exc, self._path, f"appending to {batch[0].stream!r}") from None
+            raise self._writer_failed(exc, f"appending to {batch[0].stream!r}") from None
         results: list[int | BaseException] = []
         wrote = False
         for p, (status, value, last_seq) in zip(batch, rows, strict=True):
@@ -258,7 +311,7 @@ class PostgresEventStore(EventStore):
                     )
                 self._head = int(await self._wconn.fetchval(self._sql["head"]))
             except _DB_ERRORS as exc:
-                raise _translate(exc, self._path, doing) from None
+                raise self._writer_failed(exc, doing) from None
             self.transactions += 1
             return term
 
@@ -303,7 +356,7 @@ class PostgresEventStore(EventStore):
                         snapshot_hash(name, seq, schema_version, data, chain),
                     )
             except _DB_ERRORS as exc:
-                raise _translate(exc, self._path, doing) from None
+                raise self._writer_failed(exc, doing) from None
 
     async def copy_from(
         self,
@@ -407,7 +460,7 @@ class PostgresEventStore(EventStore):
                         at,
                     )
             except _DB_ERRORS as exc:
-                raise _translate(exc, self._path, doing) from None
+                raise self._writer_failed(exc, doing) from None
             self._head = n
             if progress is not None:
                 progress(n)
@@ -422,12 +475,23 @@ class PostgresEventStore(EventStore):
                 try:
                     await self._settle()
                 except _DB_ERRORS as exc:
-                    raise _translate(exc, self._path, doing) from None
+                    raise self._writer_failed(exc, doing) from None
         async with self._read_lock:
-            try:
-                return list(await self._rconn.fetch(sql, *params))
-            except _DB_ERRORS as exc:
-                raise _translate(exc, self._path, doing) from None
+            # A read is safe to repeat: one that finds its connection lost (the server
+            # restarted or ended the session while it was idle) is tried once more on a new one.
+            for attempt in (1, 2):
+                try:
+                    if self._rconn.is_closed():
+                        self._rconn = await self._connect()
+                        self.reconnections += 1
+                    return list(await self._rconn.fetch(sql, *params))
+                except _DB_ERRORS as exc:
+                    if not _lost(exc):
+                        raise _translate(exc, self._path, doing) from None
+                    self._rconn.terminate()  # the next read connects again
+                    if attempt == 2:
+                        raise _translate(exc, self._path, doing) from None
+            raise AssertionError("unreachable")  # pragma: no cover
 
     async def stream_versions(self, streams: Iterable[str]) -> dict[str, int]:
         names = sorted(set(streams))
@@ -444,15 +508,25 @@ class PostgresEventStore(EventStore):
 async def _ensure_schema(conn: asyncpg.Connection, where: str, *, create: bool) -> None:
     """Create the layout in an empty database; refuse a newer layout or tables not ours.
 
-    An existing, current layout is only read. Creation holds a transaction-level advisory
-    lock, so two daemons starting together on an empty database create it once.
+    An existing, current layout is only read. Creation holds an advisory lock, so two daemons
+    starting together on an empty database create it once. The lock is taken before the
+    transaction that looks again and creates, not inside it: a transaction's start is where
+    the server drops what this session cached of the catalog, and the first look above may
+    have cached "no such table" while the other daemon was creating it.
     """
     if await _layout_is_current(conn, where):
         return
     if not create:
         raise EventStoreError(f"{where}: no event log in this database (nothing was created)")
+    await conn.execute("SELECT pg_advisory_lock($1)", APPLICATION_ID)
+    try:
+        await _create_layout(conn, where)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", APPLICATION_ID)
+
+
+async def _create_layout(conn: asyncpg.Connection, where: str) -> None:
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", APPLICATION_ID)
         if await _layout_is_current(conn, where):
             return
         if await conn.fetchval("SELECT to_regclass('events')") is not None:

@@ -59,6 +59,10 @@ def main(args: argparse.Namespace) -> int:
             print(f"migrate-log: {target.path}: the copy does not verify: {report.problem}")
             return 1
         print(f"copied {copied} events from {args.source} to {target.path}; the copy verifies")
+        print(
+            "snapshots are not copied (caches of the fold): the first daemon on the new log "
+            "folds it from the start once and saves its own"
+        )
         return 0
 
     try:

@@ -26,6 +26,12 @@ is still fresh, with a safety margin under the renew deadline (fencing.py); when
 effect is not made and every retry loop ends. If the elector's task dies, the runners are
 stopped and the daemon exits 1 (systemd restarts it): nothing acts without a live elector.
 
+The event log failing (PostgreSQL unreachable, or the connection lost in the middle of an
+append, whose outcome is then unknown) does not end the daemon and is never acted through:
+the daemon parks (/readyz says "parked", every runner stops), waits 1 s doubling up to 30 s,
+then takes a new leadership term and folds the log again, as at the start of any term, before
+any runner acts; the store connects again by itself.
+
 `Service` is built from parts that work together, each owning its concern (state.py): it makes
 the shared `ServiceContext`, the `Runners`, the `Decisions` and the `PlanControl` (which it gives
 the control API), and keeps for itself what the lifecycle needs: the lease, the stop request,
@@ -82,6 +88,7 @@ log = logging.getLogger(__name__)
 
 
 SNAPSHOT_EVERY_S = 600.0
+STORE_RETRY_S = (1.0, 30.0)  # parked on a failed event log: first and longest wait
 LEASE_NAMESPACE = "kube-system"
 LEASE_NAME = "vpsie-rebalancer"
 
@@ -119,7 +126,9 @@ class Service:
             poll_interval_s=poll_interval_s,
             datacenter=datacenter,
         )
-        self._runners = Runners(self._ctx, observers, on_fenced=self._fenced)
+        self._runners = Runners(
+            self._ctx, observers, on_fenced=self._fenced, on_store_failed=self._store_failed
+        )
         self._repairs = Repairs(self._ctx, self._runners)
         self._decisions = Decisions(
             self._ctx, self._runners, rebalancing_blocked=self._repairs.blocks_rebalancing
@@ -141,6 +150,9 @@ class Service:
         self._control_server: ControlServer | None = None
         self._exit_code = 0
         self._fenced_term: int | None = None
+        # The event log failed while leading: parked until it answers (see _park).
+        self._store_problem: EventStoreError | None = None
+        self._store_retries = 0
 
     @property
     def config(self) -> Config:
@@ -328,8 +340,36 @@ class Service:
         if self._elector is not None:
             self._elector.step_down(f"the event log has a newer leadership term ({exc.current})")
 
+    def _store_failed(self, exc: EventStoreError) -> None:
+        """The event log could not be read or written (the database is unreachable or dropped
+        the connection). What this daemon folded may be behind the log now: stop acting."""
+        if self._store_problem is None:
+            log.error(
+                "the event log failed: %s; parked: every runner stops, and once the log answers "
+                "again this daemon folds it anew before acting",
+                exc,
+            )
+        self._store_problem = exc
+        self._runners.request_stop()
+        self._ctx.wake.set()
+
+    async def _park(self) -> None:
+        """Wait before trying the event log again: 1 s doubling up to 30 s (injected clock)."""
+        problem = self._store_problem
+        self.readiness.set_role(Role.PARKED)
+        self._ctx.notifier.status(f"parked: the event log failed ({problem})")
+        await self._runners.stop()
+        delay = min(STORE_RETRY_S[0] * 2**self._store_retries, STORE_RETRY_S[1])
+        self._store_retries += 1
+        log.warning("trying the event log again in %g s", delay)
+        await _first(self._ctx.clock.sleep(delay), self._stopping.wait())
+        self._store_problem = None
+
     async def _campaign(self, elector: LeaderElector) -> None:
         while not self._stopping.is_set():
+            if self._store_problem is not None:
+                await self._park()
+                continue
             self._ctx.notifier.status("waiting for the lease")
             await _first(elector.leading.wait(), self._stopping.wait())
             if self._stopping.is_set():
@@ -338,6 +378,8 @@ class Service:
             done = await self._lead(elector)
             if done:
                 return
+            if self._store_problem is not None:
+                continue
             if not self._stopping.is_set():
                 self.readiness.set_role(Role.LOST)
                 self._ctx.notifier.status("lost the lease; stopped acting, waiting to lead again")
@@ -349,20 +391,26 @@ class Service:
         ctx = self._ctx
         # The term first: from now on an append of any earlier leader is refused, so the log
         # read below is the last word of every earlier leader.
-        ctx.term = await ctx.event_store().acquire_term(elector.identity)
-        log.info("leading with term %d", ctx.term)
-        ctx.unaccounted = Unaccounted(ctx.event_store(), ctx.term)
         try:
+            ctx.term = await ctx.event_store().acquire_term(elector.identity)
+            log.info("leading with term %d", ctx.term)
+            ctx.unaccounted = Unaccounted(ctx.event_store(), ctx.term)
             return await self._lead_term(elector)
         except FencedError as exc:
             self._fenced(exc)
             return self._stopping.is_set()
         except NotLeading:
             return self._stopping.is_set()
+        except EventStoreError as exc:  # unreachable, or a connection lost mid-operation
+            self._store_failed(exc)
+            return self._stopping.is_set()
 
     async def _lead_term(self, elector: LeaderElector) -> bool:
         ctx = self._ctx
         recovered = await recover(ctx.event_store())  # another daemon may have acted meanwhile
+        if self._store_retries:
+            log.info("the event log answers again; folded anew to seq %d", recovered.head_seq)
+            self._store_retries = 0
         self._decisions.remember_groups(recovered)
         await self._decisions.remember_decisions(recovered)
         await record_quarantines(ctx.event_store(), recovered.unrecorded, term=ctx.term)
@@ -444,7 +492,11 @@ class Service:
             log.warning("could not look for unaccounted workers now: %s", exc)
 
     def _acting(self, elector: LeaderElector) -> bool:
-        return not self._stopping.is_set() and not elector.lost.is_set()
+        return (
+            not self._stopping.is_set()
+            and not elector.lost.is_set()
+            and self._store_problem is None
+        )
 
     async def _until_idle(self, elector: LeaderElector) -> None:
         """Wait until no runner is running (each plan done, paused or waiting for a person)."""

@@ -13,7 +13,9 @@ settled (`WorldUnavailable`) is retried for as long as the outage lasts; after `
 restarts in a row that recorded nothing for any other reason, the plan is left for a
 person and reported (`status` shows `runner: "stopped"` and the error; the
 `plans_without_runner` metric counts it). A runner stopped because the daemon does not lead
-any more is not restarted: the next leader runs the plan.
+any more is not restarted: the next leader runs the plan. Nor is one stopped because the event
+log failed (the database dropped the connection: `on_store_failed`): its journal may be behind
+the log, so the service parks, and every runner starts again from the log folded anew.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from daemon.service.leadership import NotLeading
 from daemon.service.recheck import recheck_live
 from daemon.service.state import ServiceContext, Tracked
 from daemon.service.waiting import paused_for_window
-from eventstore import FencedError
+from eventstore import ConcurrencyError, EventStoreError, FencedError
 from planner.windows import window_state
 from statemachine import events as ev
 from statemachine.fold import PlanState
@@ -60,10 +62,12 @@ class Runners:
         observers: Sequence[Subscriber] = (),
         *,
         on_fenced: Callable[[FencedError], None] | None = None,
+        on_store_failed: Callable[[EventStoreError], None] | None = None,
     ) -> None:
         self._ctx = ctx
         self._observers = tuple(observers)
         self._on_fenced = on_fenced
+        self._on_store_failed = on_store_failed
 
     async def journal(self, plan_id: str) -> PlanJournal:
         """The plan's journal, loaded from the event log, with every subscriber; its appends
@@ -147,6 +151,19 @@ class Runners:
         elif isinstance(exc, FencedError):
             if self._on_fenced is not None:
                 self._on_fenced(exc)
+        elif isinstance(exc, EventStoreError) and not isinstance(exc, ConcurrencyError):
+            # The log could not be written or read (the database dropped the connection): what
+            # the journal holds may be behind the log. Not restarted here: the service parks,
+            # and folds the log again before any runner acts.
+            error = str(exc)
+            log.warning(
+                "plan %s parked: the event log failed: %s",
+                state.plan_id,
+                exc,
+                extra={"plan_id": state.plan_id},
+            )
+            if self._on_store_failed is not None:
+                self._on_store_failed(exc)
         elif isinstance(exc, WorldUnavailable):
             error = str(exc)
             log.warning(
@@ -171,6 +188,7 @@ class Runners:
             and state.status in NEEDS_RUNNER
             and not task.cancelled()
             and not isinstance(task.exception(), (NotLeading, FencedError))
+            and not _store_failure(task.exception())
             and runner is not None
             and not runner.stop_requested
         ):
@@ -288,3 +306,7 @@ class Runners:
                 tasks.append(tracked.task)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _store_failure(exc: BaseException | None) -> bool:
+    return isinstance(exc, EventStoreError) and not isinstance(exc, ConcurrencyError)

@@ -70,7 +70,7 @@ class LogView:
     problem: str
 
 
-async def read_log(path: Path) -> LogView:
+async def read_log(path: str | Path) -> LogView:
     store = await EventStore.open(path)
     try:
         report = await store.verify()

@@ -18,7 +18,7 @@ import asyncio
 import math
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,6 +109,11 @@ class KubeProxy:
         # Called with (method, path) as each request arrives, before it is forwarded: a test
         # stops the calling daemon exactly while its request is in flight.
         self.on_request: Callable[[str, str], None] | None = None
+        # Given (method, path, body) before forwarding; an answer (status, JSON body) it
+        # returns is sent instead of the upstream's (a test's stale or lying API server).
+        self.respond: Callable[[str, str, bytes], Awaitable[tuple[int, bytes] | None]] | None = (
+            None
+        )
         self._eviction_lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
         self.url = ""
@@ -204,6 +209,12 @@ class KubeProxy:
         evicted = EVICTION.match(path) if request.method == "POST" else None
         if request.method == "DELETE" and POD.match(path):
             self.witness.pod_deletes.append(path)
+        if self.respond is not None:
+            answer = await self.respond(request.method, path, await request.read())
+            if answer is not None:
+                return web.Response(
+                    status=answer[0], body=answer[1], content_type="application/json"
+                )
         if evicted is None:
             return await self._forward(request)
         async with self._eviction_lock:

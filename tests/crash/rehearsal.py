@@ -390,6 +390,8 @@ class Rehearsal:
     socket: Path | None = None
     zygote: Zygote | None = None
     lease_s: int = 60  # at 100x, 0.6 s real: a renewal survives a busy moment
+    # A PostgreSQL DSN (its own schema) when the log lives there; None: events.db (SQLite).
+    database: str | None = None
 
     @property
     def config_path(self) -> Path:
@@ -399,7 +401,16 @@ class Rehearsal:
     def db_path(self) -> Path:
         return self.dir / "events.db"
 
+    @property
+    def log_target(self) -> str | Path:
+        """Where the daemons' event log is: the PostgreSQL DSN, or the SQLite file."""
+        return self.database if self.database is not None else self.db_path
+
     def write_config(self, text: str) -> None:
+        if self.database is not None:
+            plain = 'database = "events.db"'
+            assert plain in text, "a configuration naming its own database"
+            text = text.replace(plain, f'database = "{self.database}"')
         self.config_path.write_text(text)
 
     def configure(self, **policy: Any) -> None:
@@ -570,8 +581,10 @@ async def rehearsal(
     seed: int = 0,
     sample_interval_s: float = 0.02,
     fork: bool = True,
+    database: str | None = None,
 ) -> AsyncIterator[Rehearsal]:
-    """A world to rehearse in; `fork` starts daemons from a pre-loaded zygote (fast)."""
+    """A world to rehearse in; `fork` starts daemons from a pre-loaded zygote (fast);
+    `database`: a PostgreSQL DSN for the daemons' event log instead of events.db."""
     _mkdir(directory)
     loaded = parse_scenario(scenario or scenario_text(), source="rehearsal.yaml")
     async with (
@@ -601,6 +614,7 @@ async def rehearsal(
                 speed=speed,
                 origin=time_origin(sim),
                 before=before,
+                database=database,
             )
             socket_dir = Path(tempfile.mkdtemp(prefix="vr-"))
             reh.socket = socket_dir / "control.sock"

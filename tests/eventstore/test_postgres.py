@@ -4,6 +4,7 @@ once, a server process dying in the middle of a group commit, tampering inside t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -16,8 +17,11 @@ from eventstore import (
     EventStoreError,
     FencedError,
     SchemaTooNewError,
+    StoreUnavailable,
 )
+from eventstore.pg_schema import PG_LAYOUT_VERSION, SCHEMA
 from eventstore.postgres import redact_dsn
+from eventstore.schema import APPLICATION_ID
 from tests.eventstore.builders import StepClock, ev
 
 
@@ -63,6 +67,36 @@ async def test_a_database_with_someone_elses_events_table_is_not_written(pg_dsn:
         assert await conn.fetchval("SELECT to_regclass('streams')") is None
     finally:
         await conn.close()
+
+
+async def test_two_daemons_opening_an_empty_database_at_once_both_get_the_log(
+    pg_dsn: str,
+) -> None:
+    """Adversary: a second daemon creates the layout while this one opens the same empty
+    database: this one looks before the other commits (and finds nothing), then waits for the
+    other's creation lock. Once it has the lock it must see the other's tables (a cached "no
+    such table" from its first look made it refuse the log as someone else's)."""
+    creator = await asyncpg.connect(pg_dsn)
+    watcher = await asyncpg.connect(pg_dsn)
+    try:
+        tx = creator.transaction()
+        await tx.start()
+        await creator.execute("SELECT pg_advisory_xact_lock($1)", APPLICATION_ID)
+        for statement in SCHEMA:
+            await creator.execute(statement)
+        await creator.execute(
+            "INSERT INTO eventlog_layout (id, application_id, version) VALUES (1, $1, $2)",
+            APPLICATION_ID,
+            PG_LAYOUT_VERSION,
+        )
+        opening = asyncio.ensure_future(EventStore.open(pg_dsn, clock=StepClock()))
+        await waiting_for_a_lock(watcher, "pg_advisory")
+        await tx.commit()
+        async with await opening as store:
+            assert await store.append("p", 0, [ev()]) == 1
+    finally:
+        await creator.close()
+        await watcher.close()
 
 
 async def test_an_unreachable_server_is_one_clear_error_without_the_password() -> None:
@@ -133,6 +167,48 @@ async def test_a_server_process_dying_mid_group_commit_loses_the_whole_group(
         assert await again.append("after", 0, [ev()]) == 1
         report = await again.verify()
         assert report.ok and report.checked == 2, report.problem
+
+
+async def test_a_store_whose_connections_were_dropped_connects_again(pg_dsn: str) -> None:
+    """Adversary: the database ends every session of this store (what a server restart or a
+    failover of the database does): once while idle, once in the middle of an append.
+
+    Idle: the next read connects again and works (a read is repeated once on a new
+    connection); the next append works, or, when the store had not noticed the cut yet, fails
+    with StoreUnavailable (it cannot tell whether the server saw it) and the one after works.
+    Mid-append: that append fails with StoreUnavailable (here it was not committed: the
+    server rolled its transaction back), and the store goes on after it."""
+    async with await EventStore.open(pg_dsn, clock=StepClock()) as s:
+        await s.append("before", 0, [ev()])
+        killer = await asyncpg.connect(pg_dsn)
+        try:
+            sessions = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity " + (
+                "WHERE application_name = 'vpsie-rebalancer' AND pid <> pg_backend_pid()"
+            )
+            assert len(await killer.fetch(sessions)) == 2
+            assert await s.head() == 1
+            # Whether the store has noticed the cut before this append is the event loop's
+            # business: either it connects again first, or the append says it cannot tell.
+            with contextlib.suppress(StoreUnavailable):
+                await s.append("idle", 0, [ev()])
+            if await s.stream_version("idle") == 0:
+                assert await s.append("idle", 0, [ev()]) == 1
+            tx = killer.transaction()
+            await tx.start()
+            await killer.execute("SELECT 1 FROM log_head WHERE id = 1 FOR UPDATE")
+            cut = asyncio.ensure_future(s.append("cut", 0, [ev()]))
+            pid = await waiting_for_a_lock(killer, "eventlog_append")
+            await killer.execute("SELECT pg_terminate_backend($1)", pid)
+            with pytest.raises(StoreUnavailable, match="unknown until the log is read again"):
+                await cut
+            await tx.rollback()
+        finally:
+            await killer.close()
+        assert await s.append("after", 0, [ev()]) == 1
+        assert await s.streams() == [("after", 1), ("before", 1), ("idle", 1)]
+        assert s.reconnections >= 3  # writer and reader after the first cut, writer again
+        report = await s.verify()
+        assert report.ok and report.checked == 3, report.problem
 
 
 async def test_taking_the_term_waits_for_an_append_in_flight(pg_dsn: str) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from eventstore import EventStore
 from simulator.faults import FaultRule
 from tests.crash.invariants import read_log
 from tests.crash.rehearsal import rehearsal
@@ -108,10 +109,16 @@ async def test_a_standby_takes_over_and_the_old_leader_is_fenced(
             await verdict_ok(reh)
             log = await read_log(reh.db_path)
             late = await terms_in_order(reh.db_path)
+            store = await EventStore.open(reh.db_path)
+            try:
+                snapshot = await store.load_snapshot("fold")
+            finally:
+                await store.close()
             holders = await leadership_holders(reh.db_path)
             a_evictions = [e for e in wa.kube.accepted_evictions() if not e.allowed]
 
     assert after_continue == [], "the stalled leader acted after it lost the lease"
+    assert snapshot is not None and snapshot.seq > 0, "no snapshot was saved"
     assert late == []
     assert [p.status.value for p in log.state.plans.values()] == ["completed"]
     # Terms in order of the holders; a may renew its own lead more than once (a slow renewal on a

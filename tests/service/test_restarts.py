@@ -13,6 +13,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from statemachine import events as ev
 from tests.crash.invariants import read_log
 from tests.crash.rehearsal import REPO, rehearsal
@@ -20,8 +22,13 @@ from tests.service.daemon_process import DaemonProcess
 from tests.service.test_service import verdict_ok
 
 
-async def test_a_postponed_decision_is_recorded_once_across_restarts(tmp_path: Path) -> None:
-    """Adversary: a crash loop (the daemon restarted again and again, nothing else moves)."""
+@pytest.mark.parametrize("ending", ["clean", "killed"])
+async def test_a_postponed_decision_is_recorded_once_across_restarts(
+    tmp_path: Path, ending: str
+) -> None:
+    """Adversary: a crash loop (the daemon restarted again and again, nothing else moves):
+    each run ends cleanly, or is SIGKILLed right after its decision (proposed, then rejected
+    by the planner) is durable."""
     async with rehearsal(tmp_path) as reh:
         opens = datetime.fromtimestamp(reh.sim.clock.now(), tz=UTC) + timedelta(hours=6)
         closes = opens + timedelta(minutes=30)
@@ -31,10 +38,14 @@ async def test_a_postponed_decision_is_recorded_once_across_restarts(tmp_path: P
                 f'start = "{opens:%H:%M}"\nend = "{closes:%H:%M}"\n'
             )
         )
-        runs = [await reh.run_daemon() for _ in range(3)]
+        crash_at = "2" if ending == "killed" else None  # the second event: PlanRejected
+        runs = [await reh.run_daemon(crash_at=crash_at) for _ in range(3)]
+        runs.append(await reh.run_daemon())
         log = await read_log(reh.db_path)
 
-    assert [r.returncode for r in runs] == [0, 0, 0]
+    first = [r.returncode for r in runs[:1]]
+    assert first == ([-signal.SIGKILL] if ending == "killed" else [0])
+    assert [r.returncode for r in runs[1:]] == [0, 0, 0]  # no decision again: nothing to kill
     proposed = [e for _, e in log.order if isinstance(e, ev.PlanProposed)]
     assert len(proposed) == 1, [p.plan.action_reasons for p in proposed]
     assert proposed[0].plan.recommended_action.value == "postpone"

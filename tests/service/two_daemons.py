@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import yaml
 
 from eventstore import EventStore
@@ -36,7 +37,7 @@ class Witnessed:
     kube: Witness
     vpsie: Witness
     vpsie_proxy: KubeProxy
-    kube_proxy: KubeProxy | None = None
+    kube_proxy: KubeProxy
 
     def again(self, identity: str) -> DaemonProcess:
         """Another process with the same configuration (a restart after a SIGKILL)."""
@@ -65,22 +66,33 @@ def effects(witness: Witness, since: int = 0) -> list[str]:
 
 
 @asynccontextmanager
-async def witnessed_daemon(reh: Rehearsal, identity: str) -> AsyncIterator[Witnessed]:
+async def witnessed_daemon(
+    reh: Rehearsal, identity: str, *, home: Path | None = None
+) -> AsyncIterator[Witnessed]:
+    """`home`: a directory of the daemon's own for its configuration, credentials and control
+    socket (a second host: nothing shared with the other daemon but the database and the
+    cluster); by default they sit next to the rehearsal's."""
     assert reh.socket is not None
     settings = json.loads((reh.dir / "sim" / "vpsie.json").read_text())
     kube = KubeProxy(reh.sim.kube_url)
     vpsie = KubeProxy(settings["base_url"])
+    where = reh.dir if home is None else home
+    where.mkdir(exist_ok=True)
     async with kube.serving() as kube_url, vpsie.serving() as vpsie_url:
         kubeconfig = yaml.safe_load(reh.sim.kubeconfig_path.read_text())
         kubeconfig["clusters"][0]["cluster"]["server"] = kube_url
-        kubeconfig_path = reh.dir / f"kubeconfig.{identity}"
+        kubeconfig_path = where / f"kubeconfig.{identity}"
         kubeconfig_path.write_text(yaml.safe_dump(kubeconfig))
         kubeconfig_path.chmod(0o600)
         settings["base_url"] = vpsie_url
-        settings_path = reh.dir / f"vpsie.{identity}.json"
+        settings_path = where / f"vpsie.{identity}.json"
         settings_path.write_text(json.dumps(settings))
         settings_path.chmod(0o600)
-        socket = reh.socket.with_name(f"control-{identity}.sock")
+        socket = (
+            reh.socket.with_name(f"control-{identity}.sock")
+            if home is None
+            else home / "control.sock"
+        )
         text = (
             reh.config_path.read_text()
             .replace(str(reh.socket), str(socket))
@@ -90,14 +102,18 @@ async def witnessed_daemon(reh: Rehearsal, identity: str) -> AsyncIterator[Witne
                 f'vpsie_credentials = "{settings_path.name}"',
             )
         )
+        if home is not None:
+            token = home / "control.token"
+            token.write_bytes((reh.dir / "control.token").read_bytes())
+            token.chmod(0o600)
         assert kubeconfig_path.name in text and settings_path.name in text
-        config = reh.dir / f"config-{identity}.toml"
+        config = where / f"config-{identity}.toml"
         config.write_text(text)
         daemon = DaemonProcess(reh, identity=identity, config=config, socket_path=socket)
         yield Witnessed(daemon, config, socket, kube.witness, vpsie.witness, vpsie, kube)
 
 
-async def terms_in_order(db: Path) -> list[str]:
+async def terms_in_order(db: str | Path) -> list[str]:
     """Events of a leadership term appended after a newer term was taken, named (none is good)."""
     store = await EventStore.open(db)
     problems: list[str] = []
@@ -116,7 +132,7 @@ async def terms_in_order(db: Path) -> list[str]:
     return problems
 
 
-async def leadership_holders(db: Path) -> list[str]:
+async def leadership_holders(db: str | Path) -> list[str]:
     """Who took each leadership term, in order."""
     store = await EventStore.open(db)
     try:
@@ -132,6 +148,7 @@ class TakeoverReport:
 
     kills: int = 0
     stalls: int = 0
+    cuts: int = 0  # PostgreSQL: times every session of the daemons was ended by the server
     exits: list[str] = field(default_factory=list)  # daemons that did not exit 0 on SIGTERM
     acted_after_losing: list[str] = field(default_factory=list)
     witnesses: list[Witness] = field(default_factory=list)
@@ -141,9 +158,13 @@ async def take_over_until_done(
     reh: Rehearsal, rng: random.Random, *, max_rounds: int = 40
 ) -> TakeoverReport:
     """Two daemons on one log, each behind its own recording proxies. Again and again, after a
-    random while, the leader is SIGKILLed (and started again as a standby) or SIGSTOPped until
+    random while, the leader is SIGKILLed (and started again as a standby once the other daemon
+    leads) or SIGSTOPped until
     the other daemon leads, then SIGCONTed a random while later; until every plan has ended.
-    A continued leader must make no call that changes the world before it leads again."""
+    A continued leader must make no call that changes the world before it leads again.
+    With the log on PostgreSQL, a quarter of the rounds first end every session the daemons
+    have with the database (a restart or failover of the database, seen from the daemons):
+    they must park, connect again and fold the log anew, never die of it."""
     report = TakeoverReport()
     async with witnessed_daemon(reh, "a") as wa, witnessed_daemon(reh, "b") as wb:
         report.witnesses = [wa.kube, wb.kube]
@@ -151,13 +172,24 @@ async def take_over_until_done(
         live = {"a": wa.daemon, "b": wb.daemon}
         starts = {"a": 0, "b": 0}
         continued: dict[str, tuple[int, int]] = {}  # daemon -> witness mark at its SIGCONT
+        # Both start together (either may lead first), so that the standby is ready before
+        # the leader's plan is far along.
         await live["a"].start()
-        await live["a"].until("a to lead", lambda: _leads(live["a"]), timeout_s=60)
         await live["b"].start()
+
+        async def one_leads_one_waits() -> bool:
+            leading = [await _safe_leads(d) for d in live.values()]
+            waiting = [await _standby(d) for d in live.values()]
+            return sorted(leading) == [False, True] and sorted(waiting) == [False, True]
+
+        await live["a"].until("one daemon to lead, the other to wait", one_leads_one_waits, 60)
         for _ in range(max_rounds):
             await reh.sim.clock.sleep(rng.uniform(2, 45))
-            if await _all_ended(reh.db_path):
+            if await _all_ended(reh.log_target):
                 break
+            if reh.database is not None and rng.random() < 0.25:
+                await _end_sessions(reh.database)
+                report.cuts += 1
             leaders = [n for n, d in live.items() if await _safe_leads(d)]
             if len(leaders) != 1:
                 continue
@@ -176,9 +208,17 @@ async def take_over_until_done(
                 await proc.wait()
                 report.kills += 1
                 starts[leader] += 1
+                # The successor takes over first; the dead host comes back afterwards, as a
+                # standby (started at once, it could win the Lease back before the successor
+                # saw it expire, and no failover would have happened).
+                await successor.until(f"{other} to lead", functools.partial(_leads, successor), 60)
                 live[leader] = pair[leader].again(f"{leader}{starts[leader]}")
                 await live[leader].start()
-                await successor.until(f"{other} to lead", functools.partial(_leads, successor), 60)
+                # Up (ready, as a standby or leading again) before anything else happens to it:
+                # a SIGTERM while Python is still importing is not the daemon's to handle.
+                await live[leader].until(
+                    f"{leader} to be ready", functools.partial(_ready, live[leader])
+                )
             else:
                 live[leader].signal(signal.SIGSTOP)
                 report.stalls += 1
@@ -199,6 +239,28 @@ async def _leads(daemon: DaemonProcess) -> bool:
     return bool((await daemon.status())["leader"])
 
 
+async def _end_sessions(dsn: str) -> None:
+    """End every session of the daemons with the database (server side)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'vpsie-rebalancer' AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+
+
+async def _ready(daemon: DaemonProcess) -> bool:
+    code, _ = await daemon.call("GET", "/readyz")
+    return code == 200
+
+
+async def _standby(daemon: DaemonProcess) -> bool:
+    code, ready = await daemon.call("GET", "/readyz")
+    return code == 200 and ready["reason"] == "standby"
+
+
 async def _safe_leads(daemon: DaemonProcess) -> bool:
     try:
         return await _leads(daemon)
@@ -206,7 +268,7 @@ async def _safe_leads(daemon: DaemonProcess) -> bool:
         return False
 
 
-async def _all_ended(db: Path) -> bool:
+async def _all_ended(db: str | Path) -> bool:
     """Some plan was proposed and every plan has ended."""
     store = await EventStore.open(db)
     try:
