@@ -40,8 +40,8 @@ from daemon.executor.provisioning import (
     settle_add,
     settle_group,
     unaccounted,
-    worker_gone,
 )
+from daemon.executor.removal import worker_gone
 from daemon.executor.repair import settle_pod_delete, settle_taint
 from statemachine import events as ev
 

@@ -34,7 +34,8 @@ from typing import Any
 from adapters.errors import Conflict, NotFound
 from daemon.executor.drain import cordon_ours, ours, read_node
 from daemon.executor.execution import Runtime, StepFailed
-from daemon.executor.provisioning import delete_node_object, delete_worker, provision
+from daemon.executor.provisioning import provision
+from daemon.executor.removal import delete_node_object, delete_worker
 from statemachine import events as ev
 from statemachine.machines import ReplacementStatus
 from statemachine.world import NodeInfo, VpsieWorker

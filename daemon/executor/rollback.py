@@ -23,8 +23,8 @@ import logging
 
 from daemon.executor.drain import node_of_new_worker, uncordon, vacate_new_node
 from daemon.executor.execution import Runtime, StepFailed
-from daemon.executor.provisioning import delete_node_object, delete_worker, terminate
 from daemon.executor.reconcile import reconcile_pending
+from daemon.executor.removal import delete_node_object, delete_worker, terminate
 from daemon.executor.repair import repair
 from statemachine import events as ev
 from statemachine.machines import PlanStatus, ReplacementStatus

@@ -51,8 +51,9 @@ from daemon.executor.execution import (
     WorldUnavailable,
 )
 from daemon.executor.journal import PlanJournal
-from daemon.executor.provisioning import provision, terminate
+from daemon.executor.provisioning import provision
 from daemon.executor.reconcile import reconcile_pending
+from daemon.executor.removal import terminate
 from daemon.executor.repair import repair
 from daemon.executor.rollback import roll_back_plan, roll_back_replacement
 from eventstore import ConcurrencyError
