@@ -152,7 +152,10 @@ async def test_the_standby_host_finishes_the_plan_of_a_stalled_or_dead_leader(
         holders = await leadership_holders(dsn)
 
     if adversary == "stale-lease-view":
-        assert FENCED in a_log, "the store did not refuse the old leader's append"
+        # Either its append came first and the store refused it, or (on a loaded machine) its
+        # own renew deadline passed first and it stopped before acting. Never an append that
+        # went in: tests/service/test_append_race.py forces the store's refusal.
+        assert FENCED in a_log or "stopped before acting" in a_log, a_log[-3000:]
     elif adversary == "stopped-during-add":
         assert FENCED not in a_log and "stopped before acting" in a_log
     assert verdict.ok, verdict.explain()
