@@ -274,7 +274,8 @@ def main() -> int:
         help="where the event log lives (postgresql: a throwaway server for the run)",
     )
     args = parser.parse_args()
-    if args.database == "sqlite":
+
+    def run(postgres: str | None = None) -> int:
         return asyncio.run(
             bench(
                 args.kills,
@@ -285,8 +286,12 @@ def main() -> int:
                 args.second_daemon,
                 args.adversary,
                 args.only,
+                postgres=postgres,
             )
         )
+
+    if args.database == "sqlite":
+        return run()
     server_dir = tempfile.mkdtemp(prefix="bench-crash-pg-")
     script = ROOT / "scripts" / "pg-throwaway"
     started = subprocess.run(
@@ -296,23 +301,10 @@ def main() -> int:
         print(f"bench: PostgreSQL did not start: {started.stderr.strip()}", file=sys.stderr)
         return 1
     try:
-        return asyncio.run(
-            bench(
-                args.kills,
-                args.seed,
-                args.speed,
-                args.max_n,
-                args.keep,
-                args.second_daemon,
-                args.adversary,
-                args.only,
-                postgres=started.stdout.strip(),
-            )
-        )
+        return run(started.stdout.strip())
     finally:
         subprocess.run([str(script), "stop", server_dir], check=False)
         shutil.rmtree(server_dir, ignore_errors=True)
-
 
 if __name__ == "__main__":
     sys.exit(main())
