@@ -172,30 +172,23 @@ class Repairs:
         ctx = self._ctx
         cloud, cluster = ctx.ports()
         now = ctx.clock.now()
+        async def read(*, nodes_only: bool) -> ClusterSnapshot:
+            gathered = await gather_snapshot(
+                cloud,
+                cluster,
+                cluster_identifier=ctx.config.cluster,
+                now=now,
+                datacenter=ctx.datacenter,
+                logged_sizes=ctx.logged_sizes(),
+                nodes_only=nodes_only,
+            )
+            return gathered.snapshot
+
         try:
-            snapshot = (
-                await gather_snapshot(
-                    cloud,
-                    cluster,
-                    cluster_identifier=ctx.config.cluster,
-                    now=now,
-                    datacenter=ctx.datacenter,
-                    logged_sizes=ctx.logged_sizes(),
-                    nodes_only=True,
-                )
-            ).snapshot
+            snapshot = await read(nodes_only=True)
             health = self._assess(snapshot, now)
             if any(g.to_repair and not g.dry_run for g in health.groups):
-                snapshot = (
-                    await gather_snapshot(
-                        cloud,
-                        cluster,
-                        cluster_identifier=ctx.config.cluster,
-                        now=now,
-                        datacenter=ctx.datacenter,
-                        logged_sizes=ctx.logged_sizes(),
-                    )
-                ).snapshot
+                snapshot = await read(nodes_only=False)
                 health = self._assess(snapshot, now)
         except SnapshotError as exc:
             self.view.checked_at = rfc3339(now)

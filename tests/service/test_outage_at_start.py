@@ -8,14 +8,12 @@ longer than the daemon's own retries.
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from pathlib import Path
 
 from tests.crash.invariants import read_log
 from tests.crash.rehearsal import rehearsal
 from tests.service.test_service import verdict_ok
-from tests.service.two_daemons import witnessed_daemon
+from tests.service.two_daemons import killed_in_its_first_add, witnessed_daemon
 
 OUTAGE_S = 900  # longer than every retry deadline of the reconciliation (600 s)
 
@@ -24,20 +22,7 @@ async def test_an_outage_during_reconciliation_parks_the_plan(tmp_path: Path) ->
     async with rehearsal(tmp_path, fork=False) as reh:
         reh.configure(strategy="rolling", max_concurrent=1, batch_size=1)
         async with witnessed_daemon(reh, "a") as wa:
-            first = wa.daemon
-            killed = asyncio.Event()
-
-            def kill_in_add(method: str, path: str) -> None:
-                if method == "POST" and "/add/slave" in path and not killed.is_set():
-                    killed.set()
-                    first.signal(signal.SIGKILL)
-
-            wa.vpsie_proxy.on_request = kill_in_add
-            await first.start()
-            await asyncio.wait_for(killed.wait(), 60)
-            assert first.proc is not None
-            await first.proc.wait()
-            wa.vpsie_proxy.on_request = None
+            await killed_in_its_first_add(wa)
             reh.sim.faults.set_down("vpsie", True)
             again = wa.again("a2")
             await again.start()

@@ -8,8 +8,6 @@ carries on finds no window open.
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from tests.crash.invariants import LogView, read_log
 from tests.crash.rehearsal import Rehearsal, rehearsal
 from tests.service.daemon_process import DaemonProcess
 from tests.service.test_service import verdict_ok
-from tests.service.two_daemons import witnessed_daemon
+from tests.service.two_daemons import killed_in_its_first_add, witnessed_daemon
 
 WINDOW_PAUSER = "maintenance-window"
 
@@ -79,20 +77,7 @@ async def test_a_restart_outside_the_window_pauses_until_the_next_opens(tmp_path
     async with rehearsal(tmp_path, fork=False) as reh:
         reh.configure(strategy="rolling", max_concurrent=1, batch_size=1)
         async with witnessed_daemon(reh, "a") as wa:
-            first = wa.daemon
-            killed = asyncio.Event()
-
-            def kill_in_add(method: str, path: str) -> None:
-                if method == "POST" and "/add/slave" in path and not killed.is_set():
-                    killed.set()
-                    first.signal(signal.SIGKILL)
-
-            wa.vpsie_proxy.on_request = kill_in_add
-            await first.start()
-            await asyncio.wait_for(killed.wait(), 60)
-            assert first.proc is not None
-            await first.proc.wait()
-            wa.vpsie_proxy.on_request = None
+            await killed_in_its_first_add(wa)
             # While it was down, the only window left is one that opens in 20 minutes.
             opens = minute(sim_now(reh)) + timedelta(minutes=20)
             wa.config.write_text(wa.config.read_text() + window(opens, opens + timedelta(hours=6)))

@@ -9,6 +9,7 @@ are not effects on anything a plan owns).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import random
@@ -111,6 +112,25 @@ async def witnessed_daemon(
         config.write_text(text)
         daemon = DaemonProcess(reh, identity=identity, config=config, socket_path=socket)
         yield Witnessed(daemon, config, socket, kube.witness, vpsie.witness, vpsie, kube)
+
+
+async def killed_in_its_first_add(wa: Witnessed) -> None:
+    """Start `wa`'s daemon and SIGKILL it while its first add-worker call is in flight (the
+    call reaches VPSie, the answer is lost with the process); return once it has exited."""
+    first = wa.daemon
+    killed = asyncio.Event()
+
+    def kill_in_add(method: str, path: str) -> None:
+        if method == "POST" and "/add/slave" in path and not killed.is_set():
+            killed.set()
+            first.signal(signal.SIGKILL)
+
+    wa.vpsie_proxy.on_request = kill_in_add
+    await first.start()
+    await asyncio.wait_for(killed.wait(), 60)
+    assert first.proc is not None
+    await first.proc.wait()
+    wa.vpsie_proxy.on_request = None
 
 
 async def terms_in_order(db: str | Path) -> list[str]:
