@@ -74,6 +74,9 @@ def pauses_and_effects(log: LogView) -> tuple[list[ev.Event], list[ev.Event], li
 
 
 async def test_a_restart_outside_the_window_pauses_until_the_next_opens(tmp_path: Path) -> None:
+    """Adversaries: the host kills the daemon in its add (the answer is lost with it), and an
+    operator narrows the maintenance windows while it is down. The restarted daemon pauses the
+    plan until the next window opens; it does not roll back the work in flight."""
     async with rehearsal(tmp_path, fork=False) as reh:
         reh.configure(strategy="rolling", max_concurrent=1, batch_size=1)
         async with witnessed_daemon(reh, "a") as wa:
@@ -99,6 +102,9 @@ async def test_a_restart_outside_the_window_pauses_until_the_next_opens(tmp_path
 
 
 async def test_blue_green_does_not_drain_after_the_window_ends(tmp_path: Path) -> None:
+    """Adversary: a person who approves a blue-green plan whose estimate runs past the window's
+    end. The soak ends outside the window: the plan pauses before its drains and resumes when
+    the next window opens."""
     async with rehearsal(tmp_path, fork=False) as reh:
         now = minute(sim_now(reh))
         closes, reopens = now + timedelta(minutes=15), now + timedelta(minutes=50)
