@@ -89,7 +89,6 @@ from eventstore import EventStore, EventStoreError, FencedError
 log = logging.getLogger(__name__)
 
 
-SNAPSHOT_EVERY_S = 600.0
 STORE_RETRY_S = (1.0, 30.0)  # parked on a failed event log: first and longest wait
 LEASE_NAMESPACE = "kube-system"
 LEASE_NAME = "vpsie-rebalancer"
@@ -442,7 +441,7 @@ class Service:
             if self._acting(elector):
                 await self._clean_leftovers()
             return self._acting(elector) or self._stopping.is_set()
-        next_snapshot = ctx.clock.monotonic() + SNAPSHOT_EVERY_S
+        next_snapshot = ctx.clock.monotonic() + self.config.snapshot_interval_s
         next_look = 0.0
         next_health = ctx.clock.monotonic()
         while self._acting(elector):
@@ -466,7 +465,7 @@ class Service:
                     if not self._acting(elector):
                         break
             if now >= next_snapshot:
-                next_snapshot = now + SNAPSHOT_EVERY_S
+                next_snapshot = now + self.config.snapshot_interval_s
                 await self._write_snapshot()
             restart = self._runners.revive()
             reopen = await self._runners.reopen_windows()

@@ -164,6 +164,7 @@ def config_text(
     soak: str = "30s",
     require_approval: bool = False,
     listen: str = "unix:control.sock",
+    snapshot_interval: str = "10m",
     extra: str = "",
 ) -> str:
     return f"""\
@@ -174,6 +175,7 @@ database = "events.db"
 listen = "{listen}"
 token_file = "control.token"
 analysis_interval = "10m"
+snapshot_interval = "{snapshot_interval}"
 
 [[node_groups]]
 name = "general"
