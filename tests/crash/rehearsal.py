@@ -174,8 +174,8 @@ vpsie_credentials = "sim/vpsie.json"
 database = "events.db"
 listen = "{listen}"
 token_file = "control.token"
-analysis_interval = "10m"
 snapshot_interval = "{snapshot_interval}"
+analysis_interval = "10m"
 
 [[node_groups]]
 name = "general"
