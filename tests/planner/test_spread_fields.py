@@ -132,7 +132,9 @@ def revisions_world(keys: tuple[str, ...]) -> tuple[list[NodeInfo], list[PodInfo
     rule = SpreadConstraint(
         max_skew=1, topology_key=HOSTNAME_LABEL, selector=WEB, match_label_keys=keys
     )
-    nodes = [node(f"n{i}", labels={NODEGROUP_LABEL: "pool", HOSTNAME_LABEL: f"n{i}"}) for i in range(6)]
+    nodes = [
+        node(f"n{i}", labels={NODEGROUP_LABEL: "pool", HOSTNAME_LABEL: f"n{i}"}) for i in range(6)
+    ]
     pods = [
         pod(
             f"web-{rev}-{i}",

@@ -168,7 +168,7 @@ async def test_match_label_keys_count_only_the_pods_own_revision() -> None:
         try:
             w.load_manifests([new])
 
-            def where() -> list[str]:
+            def where(w: KubeWorld = w) -> list[str]:
                 return sorted(p["spec"].get("nodeName", "") for p in w.pods("default")
                               if p["metadata"]["labels"].get("track") == "new")
 
