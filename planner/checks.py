@@ -274,6 +274,15 @@ def _cordoned(taints: tuple[Taint, ...]) -> tuple[Taint, ...]:
     return taints if CORDON_TAINT in taints else (*taints, CORDON_TAINT)
 
 
+def _cordoned_view(node: Bin) -> Bin:
+    """The node as topology spread sees it once cordoned: its pods, and the cordon's taint."""
+    if CORDON_TAINT in node.taints:
+        return node
+    view = Bin(node.name, node.labels, _cordoned(node.taints), Resources(), node.cid)
+    view.targeted = node.targeted
+    return view
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CapacityOutcome:
     failed_batch: int | None
@@ -315,8 +324,10 @@ def simulate_batches(
         no pod but still hold theirs), the cluster's others, and the batch's nodes being
         drained: cordoned and emptied, they are still domains (with none of the pods) until
         deleted, as kube-scheduler counts them (unless a constraint's nodeTaintsPolicy is
-        Honor: they carry the cordon's taint)."""
+        Honor: they carry the cordon's taint, as the undrained old nodes do in blue-green)."""
         undrained = [node for batch in old_by_batch[current + 1 :] for node in batch]
+        if strategy is Strategy.BLUE_GREEN:
+            undrained = [_cordoned_view(node) for node in undrained]
         draining = [
             Bin(node.name, node.labels, _cordoned(node.taints), Resources(), node.cid)
             for node in old_by_batch[current]

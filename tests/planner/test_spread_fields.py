@@ -11,8 +11,9 @@ import orjson
 import pytest
 
 from planner import NodeGroupPolicy, analyze, plan
-from planner.scheduling import Packer, ShapeBook
-from statemachine.plan import Action
+from planner.checks import simulate_batches
+from planner.scheduling import Bin, Packer, ShapeBook
+from statemachine.plan import Action, Strategy
 from statemachine.world import (
     HOSTNAME_LABEL,
     NODEGROUP_LABEL,
@@ -245,3 +246,36 @@ def test_plans_with_every_field_are_byte_identical_whatever_the_order() -> None:
     rng = random.Random(3)
     for _ in range(3):
         assert orjson.dumps(plan(shuffled(snap, rng), policy(), now=NOW)[1], default=str) == first
+
+
+@pytest.mark.parametrize(
+    ("policy_", "failed_batch"),
+    [("Ignore", 0), ("Honor", None)],
+    ids=["taints-ignored", "taints-honoured"],
+)
+def test_cordoned_old_nodes_stop_counting_when_taints_are_honoured(
+    policy_: str, failed_batch: int | None
+) -> None:
+    """Blue-green, hostname spread maxSkew 1: s1 stays and holds one replica; d1 (one replica)
+    is drained first, d2 (none) later; every old node is cordoned from the start. Counting
+    the cordoned nodes (nodeTaintsPolicy Ignore), d1 and d2 are empty domains and s1 may not
+    take a second replica; honouring the cordon's taint they are not domains, and it may."""
+    rule = SpreadConstraint(
+        max_skew=1, topology_key=HOSTNAME_LABEL, selector=WEB, node_taints_policy=policy_
+    )
+    proto = pod("p", "x", labels={"app": "web"}, topology_spread=(rule,))
+    book = ShapeBook([proto])
+    shape = book.shape(proto)
+    room = Resources(cpu_millis=10_000, memory_bytes=10 << 30, pods=110)
+    s1, d1, d2 = (book.bin(n, {HOSTNAME_LABEL: n}, (), room) for n in ("s1", "d1", "d2"))
+    s1.add(shape, 1)
+    d1.add(shape, 1)
+
+    def no_new(i: int) -> Bin:
+        raise AssertionError("no new node in this plan")
+
+    outcome = simulate_batches(
+        [s1], [[d1], [d2]], [0, 0], no_new, Strategy.BLUE_GREEN, min_cpu=0, min_mem=0
+    )
+    assert outcome.failed_batch == failed_batch
+    assert s1.content[shape] == (2 if failed_batch is None else 1)
