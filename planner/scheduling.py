@@ -464,7 +464,10 @@ class ShapeBook:
 
 def eligible(shape: Shape, node: Bin) -> bool:
     """Taints, nodeSelector and required node affinity (not resources, not anti-affinity)."""
-    if not taints_allow(shape, node) or not affinity_allows(shape, node):
+    for taint in node.taints:
+        if taint.effect in ("NoSchedule", "NoExecute") and not tolerates(shape.tolerations, taint):
+            return False
+    if not affinity_allows(shape, node):
         return False
     return all(k == HOSTNAME_LABEL or k in node.labels for _, k, _ in shape.spread)
 
