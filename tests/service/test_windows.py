@@ -77,7 +77,8 @@ async def test_a_restart_outside_the_window_pauses_until_the_next_opens(tmp_path
     """Adversaries: the host kills the daemon in its add (the answer is lost with it), and an
     operator narrows the maintenance windows while it is down. The restarted daemon pauses the
     plan until the next window opens; it does not roll back the work in flight."""
-    async with rehearsal(tmp_path, fork=False) as reh:
+    async with rehearsal(tmp_path, fork=False, speed=300.0) as reh:  # as below
+        reh.lease_s = 180
         reh.configure(strategy="rolling", max_concurrent=1, batch_size=1)
         async with witnessed_daemon(reh, "a") as wa:
             await killed_in_its_first_add(wa)
@@ -105,7 +106,9 @@ async def test_blue_green_does_not_drain_after_the_window_ends(tmp_path: Path) -
     """Adversary: a person who approves a blue-green plan whose estimate runs past the window's
     end. The soak ends outside the window: the plan pauses before its drains and resumes when
     the next window opens."""
-    async with rehearsal(tmp_path, fork=False) as reh:
+    # 300x (its 80 simulated minutes in about 16 s); a Lease of 180 s, 0.6 s real as usual.
+    async with rehearsal(tmp_path, fork=False, speed=300.0) as reh:
+        reh.lease_s = 180
         now = minute(sim_now(reh))
         closes, reopens = now + timedelta(minutes=15), now + timedelta(minutes=50)
         windows = window(now - timedelta(minutes=1), closes) + window(
