@@ -19,7 +19,9 @@ OUTAGE_S = 900  # longer than every retry deadline of the reconciliation (600 s)
 
 
 async def test_an_outage_during_reconciliation_parks_the_plan(tmp_path: Path) -> None:
-    async with rehearsal(tmp_path, fork=False) as reh:
+    # 300x (the 600 s retries and the 900 s outage in seconds); a Lease of 180 s, 0.6 s real.
+    async with rehearsal(tmp_path, fork=False, speed=300.0) as reh:
+        reh.lease_s = 180
         reh.configure(strategy="rolling", max_concurrent=1, batch_size=1)
         async with witnessed_daemon(reh, "a") as wa:
             await killed_in_its_first_add(wa)
