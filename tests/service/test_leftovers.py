@@ -24,7 +24,11 @@ REFUSED = (
 
 
 async def test_nodes_a_plan_left_behind_are_deleted_by_a_later_round(tmp_path: Path) -> None:
-    async with rehearsal(tmp_path, scenario=scenario_text(faults=REFUSED), fork=False) as reh:
+    # 300x, a Lease of 180 s (0.6 s real, as at the usual 100x).
+    async with rehearsal(
+        tmp_path, scenario=scenario_text(faults=REFUSED), fork=False, speed=300.0
+    ) as reh:
+        reh.lease_s = 180
         reh.configure(strategy="rolling", max_concurrent=1, batch_size=1)
         daemon = DaemonProcess(reh, identity="a")
         await daemon.start()

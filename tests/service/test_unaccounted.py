@@ -19,7 +19,11 @@ LAGGING = "  faults:\n    listingLagSeconds: 300\n"
 
 
 async def test_a_worker_listed_too_late_is_found_reported_and_resolved(tmp_path: Path) -> None:
-    async with rehearsal(tmp_path, scenario=scenario_text(faults=LAGGING), fork=False) as reh:
+    # 300x, a Lease of 180 s (0.6 s real, as at the usual 100x).
+    async with rehearsal(
+        tmp_path, scenario=scenario_text(faults=LAGGING), fork=False, speed=300.0
+    ) as reh:
+        reh.lease_s = 180
         reh.configure(strategy="rolling", max_concurrent=1, batch_size=1)
         daemon = DaemonProcess(reh, identity="a")
         await daemon.start()
