@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 
 from adapters.errors import Conflict, PermanentError, TemporaryError
+from daemon.executor.adding import model_node
 from daemon.executor.execution import Interrupted, Runtime, StepFailed
 from statemachine import events as ev
 from statemachine.machines import PlanStatus, ReplacementStatus
@@ -443,9 +444,13 @@ async def prepare_node(rt: Runtime, rid: str) -> None:
     )
     if node is None:
         raise StepFailed(f"the new node {r.new_node} disappeared after joining")
-    old = await rt.call(
-        f"read node {spec.old_node}", lambda: cluster.get_node(spec.old_node), deadline=deadline
-    )
+    if spec.adds_only:  # no old node: the plan's old nodes' shared labels and taints
+        old = await model_node(rt, deadline)
+    else:
+        old = await rt.call(
+            f"read node {spec.old_node}", lambda: cluster.get_node(spec.old_node),
+            deadline=deadline,
+        )
     labels = _labels_for(rt, rid, old)
     labels[SIZE_LABEL] = str(spec.new_size_id)
     if r.group_id is not None:
