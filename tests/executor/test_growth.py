@@ -25,7 +25,7 @@ from planner import NodeGroupPolicy, analyze, make_plan, validate_plan
 from simulator.faults import FaultRule
 from statemachine import events as ev
 from statemachine.machines import PlanStatus, ReplacementStatus
-from statemachine.plan import PlanSpec
+from statemachine.plan import PlanSpec, Strategy
 from statemachine.world import NODEGROUP_LABEL, SIZE_LABEL
 from tests.executor.checks import assert_nothing_cordoned, events_of
 from tests.executor.conftest import World, open_world
@@ -40,9 +40,11 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         yield w
 
 
-async def planned(world: World) -> PlanSpec:
+async def planned(world: World, strategy: Strategy = Strategy.ROLLING) -> PlanSpec:
     """The real planner's plan for the world as it is."""
-    policy = NodeGroupPolicy(name="general", cluster=world.cluster_id, min_nodes=1)
+    policy = NodeGroupPolicy(
+        name="general", cluster=world.cluster_id, min_nodes=1, strategy=strategy, soak_s=60.0
+    )
     gathered = await gather_snapshot(
         world.cloud, world.cluster, cluster_identifier=world.cluster_id, now=world.clock.now()
     )
@@ -139,6 +141,27 @@ async def test_three_smaller_nodes_replace_two_premium_ones_with_no_pod_lost(
     )
     first_cordon = next(i for i, e in enumerate(events) if isinstance(e, ev.CordonRequested))
     assert done < first_cordon
+
+
+@pytest.mark.parametrize("strategy", [Strategy.SURGE, Strategy.BLUE_GREEN])
+async def test_surge_and_blue_green_add_before_any_old_node_is_touched(
+    world: World, strategy: Strategy
+) -> None:
+    """Adversary: the simulator's own scheduler placing the moved pods where it likes. In
+    surge and blue-green every new node comes first, the added one included; the added node
+    is never cordoned for the soak, and the plan completes with every replica serving."""
+    spec = await planned(world, strategy)
+    grow = added(spec)
+    await PlanRunner(await world.approved(spec), world.context()).run()
+    await assert_grown(world, spec)
+    events = await events_of(world, spec.plan_id)
+    joined = [i for i, e in enumerate(events) if isinstance(e, ev.NodeJoined)]
+    first_cordon = next(i for i, e in enumerate(events) if isinstance(e, ev.CordonRequested))
+    assert len(joined) == 3 and max(joined) < first_cordon
+    assert not [
+        e for e in events
+        if isinstance(e, ev.CordonRequested | ev.DrainStarted) and e.replacement_id == grow
+    ]
 
 
 async def test_an_add_whose_answer_is_lost_is_found_by_listing_and_made_once(
