@@ -956,6 +956,18 @@ def _orders(
     return out
 
 
+def _batches(order: Sequence[ReplacementSpec], policy: NodeGroupPolicy) -> list[list[int]]:
+    """Batches of `order` (add-only replacements first): the adds in batches of their own, so
+    a rolling plan has every added node Ready before it drains any old node; blue-green keeps
+    its one batch."""
+    adds = sum(1 for r in order if r.adds_only)
+    if policy.strategy is Strategy.BLUE_GREEN or not adds:
+        return make_batches(len(order), policy.strategy, policy.batch_size)
+    head = make_batches(adds, policy.strategy, policy.batch_size)
+    rest = make_batches(len(order) - adds, policy.strategy, policy.batch_size)
+    return [*head, *([i + adds for i in batch] for batch in rest)]
+
+
 def key_of(r: ReplacementSpec) -> str:
     """How the analysis names a replacement (its batches list these): the old node, or for an
     add-only replacement its id ("+1", "+2", ...: never a node name, "+" is not allowed)."""
@@ -991,7 +1003,7 @@ def _simulate(
     fleet: _FleetOption,
     kept: Sequence[Candidate],
 ) -> checks.CapacityOutcome:
-    batch_idx = make_batches(len(order), policy.strategy, policy.batch_size)
+    batch_idx = _batches(order, policy)
     in_plan = {r.old_node for r in order if not r.adds_only}
     survivors = [group.bin_for(n.name) for n in nodes if n.name not in in_plan]
     # Kept nodes take a planned content of their size first, less the pods they already
@@ -1280,7 +1292,7 @@ def _analyze(
         else:
             opportunity = Opportunity.RIGHT_SIZE
 
-    batch_idx = make_batches(len(replacements), policy.strategy, policy.batch_size)
+    batch_idx = _batches(replacements, policy)
     for b, idx in enumerate(batch_idx):
         for i in idx:
             replacements[i] = replace(replacements[i], batch=b)
