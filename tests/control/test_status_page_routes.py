@@ -198,10 +198,12 @@ async def test_page_json_of_a_plan_that_grows_the_group(tmp_path: Path) -> None:
     store = await EventStore.open(path)
     server = await _serve(store, None, None)
     try:
-        async with aiohttp.ClientSession(str(server.address)) as http:
-            async with http.get("/v1/page/plans/golden-grown") as resp:
-                assert resp.status == 200
-                plan = await resp.json()
+        async with (
+            aiohttp.ClientSession(str(server.address)) as http,
+            http.get("/v1/page/plans/golden-grown") as resp,
+        ):
+            assert resp.status == 200
+            plan = await resp.json()
     finally:
         await server.stop()
         await store.close()

@@ -8,18 +8,23 @@ is as cheap."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
+import aiohttp
 import pytest
+import yaml
 
+from adapters.metrics import Metrics
 from daemon.clock import rfc3339
 from daemon.executor.execution import Runtime
 from daemon.executor.journal import PlanJournal
 from daemon.executor.provisioning import group_name, provision
 from daemon.executor.runner import PlanRunner
 from daemon.service.recovery import recover
+from daemon.service.reporter import Regarding, Reporter
 from daemon.service.snapshot import gather_snapshot
 from planner import NodeGroupPolicy, analyze, make_plan, validate_plan
 from simulator.faults import FaultRule
@@ -275,3 +280,48 @@ async def test_a_rollback_deletes_the_added_worker_and_nothing_else(world: World
     deletes = [e for e in events if isinstance(e, ev.WorkerDeleteRequested)]
     assert [(e.worker_identifier, e.role) for e in deletes] == [(new_worker, "new")]
     assert not [e for e in events if isinstance(e, ev.CordonRequested)]
+
+
+async def kube_events(world: World) -> list[tuple[str, str, str]]:
+    """(regarding name, reason, note) of every Kubernetes Event the simulator holds."""
+    config = yaml.safe_load(world.sim.kubeconfig_path.read_text(encoding="utf-8"))
+    token = config["users"][0]["user"]["token"]
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{world.sim.kube_url}/apis/events.k8s.io/v1/events",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as resp,
+    ):
+        body = await resp.json()
+    return [(e["regarding"]["name"], e["reason"], e["note"]) for e in body["items"]]
+
+
+async def test_the_kubernetes_events_of_an_added_node_name_it(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Adversary: none beyond the simulator's scheduler. The reporter, subscribed to the
+    plan's journal, posts Events about the add-only replacement on the node it added (or the
+    group), never on a Node with an empty name, and never says it replaces a node."""
+    spec = await planned(world)
+    grow = added(spec)
+    journal = await world.approved(spec)
+    reporter = Reporter(world.cluster, Metrics(), Regarding("Lease", "rebalancer", "kube-system"))
+    journal.subscribe(reporter.on_event)
+    sender = asyncio.create_task(reporter.run())
+    try:
+        state = await PlanRunner(journal, world.context()).run()
+        await reporter.flush(timeout_s=5.0)
+    finally:
+        sender.cancel()
+    assert state.status is PlanStatus.COMPLETED, state.reasons
+    assert "reporting" not in caplog.text  # no subscriber failure
+    new_node = state.replacements[grow].new_node
+    events = await kube_events(world)
+    assert all(name for name, _, _ in events)
+    provisioned = [note for name, reason, note in events
+                   if reason == "NodeProvisioned" and name == new_node]
+    assert provisioned == [f"Node {new_node} provisioned (added to the group)"]
+    assert any(reason == "NodeProvisioning" and note.endswith("to grow the group")
+               for _, reason, note in events)
+    assert not any("replaces )" in note or "replace  " in note for _, _, note in events)
