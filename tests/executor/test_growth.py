@@ -9,7 +9,7 @@ is as cheap."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,18 +19,20 @@ import yaml
 
 from adapters.metrics import Metrics
 from daemon.clock import rfc3339
-from daemon.executor.execution import Runtime
+from daemon.executor.execution import ExecutionContext, Runtime
 from daemon.executor.journal import PlanJournal
 from daemon.executor.provisioning import group_name, provision
 from daemon.executor.runner import PlanRunner
+from daemon.service.recheck import recheck_live
 from daemon.service.recovery import recover
 from daemon.service.reporter import Regarding, Reporter
 from daemon.service.snapshot import gather_snapshot
 from planner import NodeGroupPolicy, analyze, make_plan, validate_plan
 from simulator.faults import FaultRule
 from statemachine import events as ev
+from statemachine.fold import PlanState
 from statemachine.machines import PlanStatus, ReplacementStatus
-from statemachine.plan import PlanSpec, Strategy
+from statemachine.plan import Action, CheckResult, PlanSpec, Strategy
 from statemachine.world import NODEGROUP_LABEL, SIZE_LABEL
 from tests.executor.checks import assert_nothing_cordoned, events_of
 from tests.executor.conftest import World, open_world
@@ -45,11 +47,34 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         yield w
 
 
-async def planned(world: World, strategy: Strategy = Strategy.ROLLING) -> PlanSpec:
-    """The real planner's plan for the world as it is."""
-    policy = NodeGroupPolicy(
+def policy_of(world: World, strategy: Strategy = Strategy.ROLLING) -> NodeGroupPolicy:
+    return NodeGroupPolicy(
         name="general", cluster=world.cluster_id, min_nodes=1, strategy=strategy, soak_s=60.0
     )
+
+
+def rechecking(world: World, strategy: Strategy = Strategy.ROLLING) -> ExecutionContext:
+    """The executor's context with the service's checks before each batch (a fresh snapshot)."""
+    policy = policy_of(world, strategy)
+
+    async def recheck(state: PlanState) -> Sequence[CheckResult]:
+        return await recheck_live(
+            state, world.cloud, world.cluster, policy, cluster_identifier=world.cluster_id,
+            clock=world.clock, datacenter="",
+        )
+
+    return world.context(recheck=recheck)
+
+
+async def assert_checks_passed(world: World, spec: PlanSpec, at_least: int) -> None:
+    checks = [e for e in await events_of(world, spec.plan_id) if isinstance(e, ev.SafetyChecksRun)]
+    assert len(checks) >= at_least
+    assert all(c.action is Action.PROCEED for c in checks), [c.reasons for c in checks]
+
+
+async def planned(world: World, strategy: Strategy = Strategy.ROLLING) -> PlanSpec:
+    """The real planner's plan for the world as it is."""
+    policy = policy_of(world, strategy)
     gathered = await gather_snapshot(
         world.cloud, world.cluster, cluster_identifier=world.cluster_id, now=world.clock.now()
     )
@@ -124,7 +149,7 @@ async def test_three_smaller_nodes_replace_two_premium_ones_with_no_pod_lost(
     sample, start = world.watch()
     task = start()
     try:
-        state = await PlanRunner(await world.approved(spec), world.context()).run()
+        state = await PlanRunner(await world.approved(spec), rechecking(world)).run()
     finally:
         task.cancel()
     assert state.status is PlanStatus.COMPLETED, state.reasons
@@ -133,6 +158,7 @@ async def test_three_smaller_nodes_replace_two_premium_ones_with_no_pod_lost(
     foreign = listed - before - {r.new_worker for r in state.replacements.values()}
     assert len(foreign) == 3  # one per add of ours
     await assert_grown(world, spec, foreign)
+    await assert_checks_passed(world, spec, len(spec.batches))  # one before each batch
     assert sample.samples > 0 and sample.min_ready_web >= REPLICAS - 4
     events = await events_of(world, spec.plan_id)
     mine = [type(e).type_name() for e in events if getattr(e, "replacement_id", "") == grow]
@@ -157,8 +183,9 @@ async def test_surge_and_blue_green_add_before_any_old_node_is_touched(
     is never cordoned for the soak, and the plan completes with every replica serving."""
     spec = await planned(world, strategy)
     grow = added(spec)
-    await PlanRunner(await world.approved(spec), world.context()).run()
+    await PlanRunner(await world.approved(spec), rechecking(world, strategy)).run()
     await assert_grown(world, spec)
+    await assert_checks_passed(world, spec, 1)
     events = await events_of(world, spec.plan_id)
     joined = [i for i, e in enumerate(events) if isinstance(e, ev.NodeJoined)]
     first_cordon = next(i for i, e in enumerate(events) if isinstance(e, ev.CordonRequested))
@@ -229,7 +256,7 @@ async def test_a_crash_after_the_add_intent_resumes_with_one_worker(
     )
     if made:
         await world.cloud.add_worker(world.cluster_id, group_id)
-    await PlanRunner(await _restart(world, spec.plan_id), world.context()).run()
+    await PlanRunner(await _restart(world, spec.plan_id), rechecking(world)).run()
     await assert_grown(world, spec)
     events = await events_of(world, spec.plan_id)
     outcomes = [
@@ -250,7 +277,7 @@ async def test_a_crash_with_the_added_node_prepared_completes_it(world: World) -
     await provision(Runtime(journal, world.context(), lambda: None), grow)
     assert journal.state.replacements[grow].prepared
     assert journal.state.replacements[grow].status is ReplacementStatus.READY
-    await PlanRunner(await _restart(world, spec.plan_id), world.context()).run()
+    await PlanRunner(await _restart(world, spec.plan_id), rechecking(world)).run()
     await assert_grown(world, spec)
     events = await events_of(world, spec.plan_id)
     assert sum(isinstance(e, ev.WorkerAddRequested) for e in events) == 3
