@@ -68,9 +68,14 @@ def test_max_nodes_bounds_the_growth() -> None:
     assert not [r for r in spec.replacements if r.adds_only]
     assert a.fleet_after == "1 x s-2-4 + 1 x s-8-16", a.fleet_after
     assert spec.monthly_saving == Decimal(78)
-    # maxNodes 3 lets it grow again.
+    # maxNodes 3 lets it grow again; rolling, each replacement's new node comes before its
+    # old one goes, so the group briefly runs 4: the check counts the added node and asks a
+    # person (a warning, as for any plan that peaks above maxNodes).
     grown = analyze(world(), dataclasses.replace(POLICY, max_nodes=3), now=NOW)
     assert grown.fleet_after == "3 x s-4-8"
+    health = next(c for c in grown.checks if c.name == "node_group_health")
+    assert health.status.value == "warning" and "4 nodes, above maxNodes 3" in health.message
+    assert grown.action.value == "needs_review"
 
 
 def test_the_per_node_overhead_can_make_growth_not_pay() -> None:
