@@ -202,11 +202,9 @@ REPAIR_TRANSITIONS: tuple[Row, ...] = (
 )
 
 
-_ADD_STEPS = (
-    "NodeGroupCreateRequested", "NodeGroupCreated", "NodeGroupCreateFailed",
-    "WorkerAddRequested", "WorkerAdded", "WorkerAddFailed", "NodeJoined",
-    "NodeJoinTimedOut", "NodeLabelled", "NodePrepareRequested", "NodePrepared",
-)
+# The replacement's steps up to ready (group, worker, join, prepare, and whatever else a new
+# node goes through before the old one is touched): rows that leave and reach only these states.
+_UP_TO_READY = (_R.PLANNED, _R.CREATING_GROUP, _R.PROVISIONING, _R.JOINING, _R.READY)
 # Outcomes of the old node's steps: an add-only replacement never asks for them.
 _OLD_NODE_STEPS = (
     "NodeCordoned", "CordonFailed", "PodEvicted", "EvictionBlocked", "UncordonRequested",
@@ -214,13 +212,13 @@ _OLD_NODE_STEPS = (
 )
 ADD_TRANSITIONS: tuple[Row, ...] = (
     *(row for row in REPLACEMENT_TRANSITIONS
-      if row[0] in _ADD_STEPS and row[1] != (_R.ROLLING_BACK,)),
+      if set(row[1]) <= set(_UP_TO_READY) and (row[2] == "=" or row[2] in _UP_TO_READY)),
     # Joined and prepared (the fold checks `prepared`): the added node is the whole job.
     ("ReplacementCompleted", (_R.READY,), _R.DONE),
-    ("ReplacementRollbackStarted", _REPAIR_BEFORE_LOSS, _R.ROLLING_BACK),
+    ("ReplacementRollbackStarted", _UP_TO_READY, _R.ROLLING_BACK),
     *(row for row in REPLACEMENT_TRANSITIONS
       if row[1] == (_R.ROLLING_BACK,) and row[0] not in _OLD_NODE_STEPS),
-    ("ReplacementFailed", _R_LIVE, _R.FAILED),
+    ("ReplacementFailed", (*_UP_TO_READY, _R.ROLLING_BACK), _R.FAILED),
 )
 
 
