@@ -315,6 +315,11 @@ def format_status(status: dict[str, Any], *, colour: bool = False) -> str:
                 + (f": one of {', '.join(u['candidates'])}" if u.get("candidates") else "")
                 + "); looked for every minute"
             )
+    for n in status.get("leftover_nodes") or []:
+        lines.append(
+            f"leftover node: {n.get('node')}, whose worker {n.get('worker')} plan "
+            f"{n.get('plan_id')} deleted ({n.get('reason')}); not deleted yet: {n.get('state')}"
+        )
     lines.extend(repair_lines(status.get("repair") or {}))
     waiting = [p.get("plan_id") for p in plans if p.get("state") == "awaiting_approval"]
     if waiting:

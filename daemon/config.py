@@ -104,6 +104,9 @@ class Config:
     token_file: Path | None
     analysis_interval_s: float
     node_groups: tuple[NodeGroupPolicy, ...]
+    # How often the leader saves a snapshot of the fold (a cache: recovery reads the snapshot
+    # and the tail after it).
+    snapshot_interval_s: float = 600.0
     # Node repair, cluster-wide (per group: NodeGroupPolicy.repair): how often health is
     # looked at, and the stop when too many managed nodes are unhealthy at once.
     repair_check_interval_s: float = 30.0
@@ -360,6 +363,7 @@ _TOP_KEYS = (
     "listen",
     "token_file",
     "analysis_interval",
+    "snapshot_interval",
     "node_groups",
     "repair",
 )
@@ -629,6 +633,7 @@ def parse_config(text: str, *, source: str | Path = "<config>") -> Config:
             "loopback, status and metrics are read only with the token)",
         )
     interval = r.opt(raw, "", "analysis_interval", _duration(1), 300.0)
+    snapshot_interval = r.opt(raw, "", "snapshot_interval", _duration(1), 600.0)
     repair_interval, repair_limit = 30.0, DEFAULT_CLUSTER_LIMIT
     raw_repair = raw.get("repair", {})
     if not isinstance(raw_repair, dict):
@@ -670,6 +675,7 @@ def parse_config(text: str, *, source: str | Path = "<config>") -> Config:
         listen=listen,
         token_file=token_file,
         analysis_interval_s=interval,
+        snapshot_interval_s=snapshot_interval,
         node_groups=tuple(groups),
         repair_check_interval_s=repair_interval,
         repair_max_unhealthy=repair_limit,

@@ -234,8 +234,12 @@ class PostgresEventStore(EventStore):
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[None]:
         """BEGIN ... COMMIT on the write connection, by hand: asyncpg's own transaction
-        object keeps state of its own that a cancellation can leave behind."""
-        await self._wconn.execute("BEGIN")
+        object keeps state of its own that a cancellation can leave behind. A cancellation
+        while BEGIN is in flight may leave the server inside the transaction: noted, so that
+        `_settle` waits for it and rolls it back before the next write (else that write, an
+        append, would run inside it and be rolled back later, after it was acknowledged)."""
+        with self._noting_cancellation():
+            await self._wconn.execute("BEGIN")
         try:
             yield
         except BaseException as exc:

@@ -27,7 +27,11 @@ from planner.scheduling import (
 )
 from planner.windows import rfc3339, window_state
 from statemachine.plan import CheckResult, CheckStatus, Strategy
-from statemachine.world import ClusterSnapshot, NodeInfo, PdbInfo, PodInfo, Resources
+from statemachine.world import ClusterSnapshot, NodeInfo, PdbInfo, PodInfo, Resources, Taint
+
+# What Kubernetes adds to a cordoned node's taints (spec.unschedulable): a spread constraint
+# with nodeTaintsPolicy Honor no longer counts the node as a domain.
+CORDON_TAINT = Taint(key="node.kubernetes.io/unschedulable", effect="NoSchedule")
 
 CLUSTER_HEALTH = "cluster_health"
 NODE_GROUP_HEALTH = "node_group_health"
@@ -266,6 +270,19 @@ def check_disruption_budgets(
     return CheckResult(name=DISRUPTION_BUDGETS, status=PASSED, message=msg, details=details)
 
 
+def _cordoned(taints: tuple[Taint, ...]) -> tuple[Taint, ...]:
+    return taints if CORDON_TAINT in taints else (*taints, CORDON_TAINT)
+
+
+def _cordoned_view(node: Bin) -> Bin:
+    """The node as topology spread sees it once cordoned: its pods, and the cordon's taint."""
+    if CORDON_TAINT in node.taints:
+        return node
+    view = Bin(node.name, node.labels, _cordoned(node.taints), Resources(), node.cid)
+    view.targeted = node.targeted
+    return view
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CapacityOutcome:
     failed_batch: int | None
@@ -306,10 +323,13 @@ def simulate_batches(
         stay, the new ones, the old ones not drained yet (in blue-green too, where they take
         no pod but still hold theirs), the cluster's others, and the batch's nodes being
         drained: cordoned and emptied, they are still domains (with none of the pods) until
-        deleted, as kube-scheduler counts them."""
+        deleted, as kube-scheduler counts them (unless a constraint's nodeTaintsPolicy is
+        Honor: they carry the cordon's taint, as the undrained old nodes do in blue-green)."""
         undrained = [node for batch in old_by_batch[current + 1 :] for node in batch]
+        if strategy is Strategy.BLUE_GREEN:
+            undrained = [_cordoned_view(node) for node in undrained]
         draining = [
-            Bin(node.name, node.labels, node.taints, Resources(), node.cid)
+            Bin(node.name, node.labels, _cordoned(node.taints), Resources(), node.cid)
             for node in old_by_batch[current]
         ]
         return [*survivors, *undrained, *observers, *draining]

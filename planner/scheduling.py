@@ -4,7 +4,8 @@ The cost model (how few / how small nodes can carry a group's pods) and the capa
 (does each batch's pods fit on what remains) both ask this question, so it is answered once,
 here. It honours requests (CPU, memory, pod count), taints and tolerations, `nodeSelector`,
 required node affinity, required pod anti-affinity on `kubernetes.io/hostname`, and
-topologySpreadConstraints with whenUnsatisfiable DoNotSchedule on any topology key.
+topologySpreadConstraints with whenUnsatisfiable DoNotSchedule on any topology key (with
+minDomains, matchLabelKeys, nodeAffinityPolicy and nodeTaintsPolicy).
 
 Speed: pods that are interchangeable for the scheduler (same namespace, requests and
 constraints; labels only when some anti-affinity selector can see them) form one `Shape`, and
@@ -30,6 +31,7 @@ from statemachine.world import (
     PodInfo,
     Resources,
     SizeOffer,
+    SpreadConstraint,
     Taint,
     Toleration,
 )
@@ -41,6 +43,11 @@ EVICTION_THRESHOLD_BYTES = 100 * MIB
 
 # (key, operator, values) of one requirement; a selector as hashable tuples.
 SelectorKey = tuple[tuple[tuple[str, str], ...], tuple[LabelRequirement, ...]]
+# Of one spread constraint, beside (maxSkew, key, selector): (minDomains, domains only among
+# nodes passing the pod's node selection (nodeAffinityPolicy Honor), only among nodes whose
+# taints it tolerates (nodeTaintsPolicy Honor)).
+SpreadOptions = tuple[int, bool, bool]
+DEFAULT_SPREAD_OPTIONS: SpreadOptions = (1, True, False)
 P = TypeVar("P")
 
 
@@ -121,6 +128,18 @@ def node_capacity(node: NodeInfo) -> Resources:
 
 def selector_key(selector: LabelSelector) -> SelectorKey:
     return (tuple(sorted(selector.match_labels.items())), selector.match_expressions)
+
+
+def spread_selector(pod: PodInfo, constraint: SpreadConstraint) -> SelectorKey:
+    """The constraint's selector with the pod's own values of its `matchLabelKeys` ANDed in
+    (`key In (value)`; a key the pod does not carry is ignored), as kube-scheduler counts."""
+    match_labels, expressions = selector_key(constraint.selector)
+    extra = tuple(
+        LabelRequirement(key=k, operator="In", values=(pod.labels[k],))
+        for k in constraint.match_label_keys
+        if k in pod.labels
+    )
+    return (match_labels, expressions + extra) if extra else (match_labels, expressions)
 
 
 def requirement_matches(req: LabelRequirement, labels: Mapping[str, str]) -> bool:
@@ -211,6 +230,7 @@ class Shape:
         "node_selector",
         "sort_key",
         "spread",
+        "spread_options",
         "tolerations",
         "workload",
     )
@@ -230,6 +250,7 @@ class Shape:
         eid: int,
         spread: tuple[tuple[int, str, SelectorKey], ...] = (),
         workload: str = "",
+        spread_options: tuple[SpreadOptions, ...] = (),
     ) -> None:
         self.namespace = namespace
         self.cpu = cpu
@@ -244,8 +265,10 @@ class Shape:
             r.key == HOSTNAME_LABEL for term in node_affinity for r in term
         )
         self.exclusive = any(selector_matches(sel, labels) for sel in anti_affinity)
-        # Hard topologySpreadConstraints: (maxSkew, topology key, selector).
+        # Hard topologySpreadConstraints: (maxSkew, topology key, selector with the pod's
+        # matchLabelKeys values), and their `SpreadOptions` in the same order.
         self.spread = spread
+        self.spread_options = spread_options or tuple(DEFAULT_SPREAD_OPTIONS for _ in spread)
         # "ReplicaSet shop/web": kept when the pod has spread or anti-affinity rules, to name
         # the workload whose rule a plan would break.
         self.workload = workload
@@ -350,9 +373,9 @@ class ShapeBook:
         self._anti: SelectorIndex[bool] = SelectorIndex()
         seen: set[tuple[str, SelectorKey]] = set()
         for pod in pods:
-            selectors = [*pod.anti_affinity_hostname, *(c.selector for c in pod.topology_spread)]
-            for sel in selectors:
-                key = selector_key(sel)
+            keys = [selector_key(s) for s in pod.anti_affinity_hostname]
+            keys.extend(spread_selector(pod, c) for c in pod.topology_spread)
+            for key in keys:
                 if (pod.namespace, key) not in seen:
                     seen.add((pod.namespace, key))
                     self._anti.add(pod.namespace, key, True)
@@ -369,11 +392,23 @@ class ShapeBook:
         ns = pod.namespace if (anti or seen) else ""
         selector = tuple(sorted(pod.node_selector.items())) if pod.node_selector else ()
         spread: tuple[tuple[int, str, SelectorKey], ...] = ()
+        options: tuple[SpreadOptions, ...] = ()
+        rules: tuple[tuple[int, str, SelectorKey, int, bool, bool], ...] = ()
         if pod.topology_spread:
             found_spread = {
-                (c.max_skew, c.topology_key, selector_key(c.selector)) for c in pod.topology_spread
+                (
+                    c.max_skew,
+                    c.topology_key,
+                    spread_selector(pod, c),
+                    c.min_domains,
+                    c.node_affinity_policy != "Ignore",
+                    c.node_taints_policy == "Honor",
+                )
+                for c in pod.topology_spread
             }
-            spread = tuple(sorted(found_spread, key=repr))
+            rules = tuple(sorted(found_spread, key=repr))
+            spread = tuple((r[0], r[1], r[2]) for r in rules)
+            options = tuple((r[3], r[4], r[5]) for r in rules)
             ns = pod.namespace
         # The topology keys a node must carry (DoNotSchedule: a node without one is out).
         keys = tuple(sorted({k for _, k, _ in spread if k != HOSTNAME_LABEL}))
@@ -389,7 +424,7 @@ class ShapeBook:
             constraints,
             anti,
             labels,
-            spread,
+            rules,
             workload,
         )
         found = self._shapes.get(key)
@@ -408,6 +443,7 @@ class ShapeBook:
                 eid=eid,
                 spread=spread,
                 workload=workload,
+                spread_options=options,
             )
             self._shapes[key] = found
         return found
@@ -434,6 +470,25 @@ def eligible(shape: Shape, node: Bin) -> bool:
     if not affinity_allows(shape, node):
         return False
     return all(k == HOSTNAME_LABEL or k in node.labels for _, k, _ in shape.spread)
+
+
+def taints_allow(shape: Shape, node: Bin) -> bool:
+    """The shape tolerates every NoSchedule and NoExecute taint of the node."""
+    return all(
+        taint.effect not in ("NoSchedule", "NoExecute") or tolerates(shape.tolerations, taint)
+        for taint in node.taints
+    )
+
+
+def counts_as_domain(shape: Shape, c: int, node: Bin) -> bool:
+    """Whether the node's domain counts for the shape's spread constraint `c`, by the node
+    inclusion policies: nodeAffinityPolicy Honor (the default) counts only nodes passing the
+    pod's nodeSelector and required node affinity; nodeTaintsPolicy Honor only nodes whose
+    taints the pod tolerates (the default, Ignore, counts tainted nodes too)."""
+    _, honor_affinity, honor_taints = shape.spread_options[c]
+    if honor_affinity and not affinity_allows(shape, node):
+        return False
+    return not honor_taints or taints_allow(shape, node)
 
 
 def affinity_allows(shape: Shape, node: Bin) -> bool:
@@ -592,17 +647,19 @@ class Packer:
         a candidate when it carries every topology key, passes the pod's node selection and
         has room, and placing one more there keeps each constraint's skew (its domain's
         matching pods less the emptiest domain's) within maxSkew. Domains are counted over
-        every node of `world` that carries the key and passes the node selection. Among the
-        candidates the one whose domains hold fewest matching pods wins (ties: list order)."""
+        every node of `world` that carries the key and passes the constraint's node
+        inclusion policies (`counts_as_domain`); with fewer domains than its minDomains the
+        emptiest counts as 0. Among the candidates the one whose domains hold fewest
+        matching pods wins (ties: list order)."""
         world = list(self.world()) if self.world is not None else self.bins
         ns = shape.namespace
         counts: list[dict[str, int]] = []
         selfish: list[bool] = []
-        for _, key, sel in shape.spread:
+        for c, (_, key, sel) in enumerate(shape.spread):
             per: dict[str, int] = {}
             for node in world:
                 d = domain_of(node, key)
-                if d is None or not affinity_allows(shape, node):
+                if d is None or not counts_as_domain(shape, c, node):
                     continue
                 per[d] = per.get(d, 0) + count_matching(node, ns, sel)
             counts.append(per)
@@ -621,7 +678,8 @@ class Packer:
                         ok = False
                         break
                     here = per.get(d, 0)
-                    low = min(per.values(), default=0) if d in per else 0
+                    few = len(per) < shape.spread_options[c][0]
+                    low = min(per.values(), default=0) if d in per and not few else 0
                     if here + (1 if selfish[c] else 0) - min(low, here) > skew:
                         ok = False
                         break
@@ -640,7 +698,7 @@ class Packer:
                     world.append(node)
                 for c, (_, key, _) in enumerate(shape.spread):
                     d = domain_of(node, key)
-                    if d is not None and affinity_allows(shape, node):
+                    if d is not None and counts_as_domain(shape, c, node):
                         counts[c].setdefault(d, 0)
                 continue
             node = self.bins[best[1]]

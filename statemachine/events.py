@@ -291,6 +291,31 @@ class NodePrepared(ReplacementEvent):
     node: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrayPodEvictionRequested(ReplacementEvent):
+    """Intent: evict a pod the scheduler placed on the new node between its join and its
+    preparation (VPSie gives no way to register a worker tainted), which does not tolerate
+    `taint`, one of the old node's taints the new node now carries. Through the Eviction API,
+    so PodDisruptionBudgets hold; its controller makes it again where it belongs."""
+
+    node: str
+    namespace: str
+    pod: str
+    taint: str  # "key=value:Effect"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrayPodSettled(ReplacementEvent):
+    """The outcome: evicted (or gone), or left where it runs with the reason (a budget that
+    did not allow it within the retry time)."""
+
+    node: str
+    namespace: str
+    pod: str
+    evicted: bool
+    reason: str = ""
+
+
 # --- replacement: cordon and drain ---------------------------------------------------------
 
 
@@ -533,6 +558,8 @@ REPLACEMENT_EVENTS: tuple[type[ReplacementEvent], ...] = (
     NodeLabelled,
     NodePrepareRequested,
     NodePrepared,
+    StrayPodEvictionRequested,
+    StrayPodSettled,
     CordonRequested,
     NodeCordoned,
     CordonFailed,
@@ -574,6 +601,7 @@ INTENT_OUTCOMES: dict[type[Event], tuple[type[Event], ...]] = {
     PodEvictionRequested: (PodEvicted, EvictionBlocked),
     WorkerDeleteRequested: (WorkerDeleted, WorkerDeleteFailed),
     NodePrepareRequested: (NodePrepared,),
+    StrayPodEvictionRequested: (StrayPodSettled,),
     NodeDeleteRequested: (NodeDeleted, NodeDeleteFailed),
     UncordonRequested: (NodeUncordoned,),
     OutOfServiceTaintRequested: (NodeTaintedOutOfService,),

@@ -367,6 +367,8 @@ def _same_target(intent: ev.Event, outcome: ev.Event) -> bool:
             return intent.node == outcome.node
         case ev.NodePrepareRequested(), ev.NodePrepared():
             return intent.node == outcome.node
+        case ev.StrayPodEvictionRequested(), ev.StrayPodSettled():
+            return (intent.namespace, intent.pod) == (outcome.namespace, outcome.pod)
         case ev.OutOfServiceTaintRequested(), ev.NodeTaintedOutOfService():
             return intent.node == outcome.node
         case ev.PodDeleteRequested(), ev.PodDeleted():
@@ -443,6 +445,12 @@ def _prepare_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | Non
     return None if e.node == r.new_node else f"{e.node} is not this replacement's new node"
 
 
+def _stray_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
+    if e.node != r.new_node:
+        return f"{e.node} is not this replacement's new node"
+    return None if r.prepared else "the new node is not prepared yet"
+
+
 def _settled_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
     return "an intent is still pending" if r.pending_intent is not None else None
 
@@ -462,6 +470,7 @@ _GUARDS: dict[type[ev.Event], Guard] = {
     ev.WorkerDeleteRequested: _delete_guard,
     ev.NodeDeleteRequested: _node_delete_guard,
     ev.NodePrepareRequested: _prepare_guard,
+    ev.StrayPodEvictionRequested: _stray_guard,
     ev.WorkerLossConfirmed: _loss_guard,
     ev.OutOfServiceTaintRequested: _taint_guard,
     ev.ReplacementCompleted: _completed_guard,

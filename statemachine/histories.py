@@ -163,6 +163,13 @@ def _outcomes(pid: str, at: str, r: ReplacementState, spec: ReplacementSpec) -> 
             return [ev.NodeUncordoned(**base, node=node)]
         case ev.NodePrepareRequested(node=node):
             return [ev.NodePrepared(**base, node=node)]
+        case ev.StrayPodEvictionRequested(node=node, namespace=ns, pod=pod):
+            return [
+                ev.StrayPodSettled(**base, node=node, namespace=ns, pod=pod, evicted=True),
+                ev.StrayPodSettled(
+                    **base, node=node, namespace=ns, pod=pod, evicted=False, reason="HTTP 429"
+                ),
+            ]
         case ev.NodeDeleteRequested(node=node):
             return [
                 ev.NodeDeleted(**base, node=node, already_gone=False),
@@ -280,6 +287,13 @@ def _replacement_next(plan: PlanState, r: ReplacementState, at: str) -> list[ev.
                     ev.CordonRequested(**base, node=spec.old_node, prior_unschedulable=False)
                 )
                 out.append(ev.NodeLabelled(**base, node=r.new_node, labels={"a": "b"}))
+                if r.prepared:
+                    out.append(
+                        ev.StrayPodEvictionRequested(
+                            **base, node=r.new_node, namespace="default", pod="stray",
+                            taint="k=v:NoSchedule",
+                        )
+                    )
             case S.CORDONED:
                 pods = (f"default/{spec.old_node}-app-1", f"default/{spec.old_node}-app-2")
                 out.append(ev.DrainStarted(**base, node=spec.old_node, pods=pods))

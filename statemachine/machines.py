@@ -119,6 +119,9 @@ REPLACEMENT_TRANSITIONS: tuple[Row, ...] = (
     ("NodeLabelled", (_R.READY,), "="),
     ("NodePrepareRequested", (_R.READY,), "="),
     ("NodePrepared", (_R.READY,), "="),
+    # Pods that landed on the new node before it carried the old node's taints, moved away.
+    ("StrayPodEvictionRequested", (_R.READY,), "="),
+    ("StrayPodSettled", (_R.READY,), "="),
     # Consolidation (no new size) goes from planned straight to cordoning.
     ("CordonRequested", (_R.PLANNED, _R.READY), _R.CORDONING),
     ("NodeCordoned", (_R.CORDONING,), _R.CORDONED),
@@ -162,6 +165,7 @@ REPLACEMENT_TRANSITIONS: tuple[Row, ...] = (
     ("NodeDeleted", (_R.ROLLING_BACK,), "="),
     ("NodeDeleteFailed", (_R.ROLLING_BACK,), "="),
     ("NodePrepared", (_R.ROLLING_BACK,), "="),
+    ("StrayPodSettled", (_R.ROLLING_BACK,), "="),
     ("ReplacementRolledBack", (_R.ROLLING_BACK,), _R.ROLLED_BACK),
     ("ReplacementFailed", _R_LIVE, _R.FAILED),
 )
@@ -173,6 +177,7 @@ REPAIR_TRANSITIONS: tuple[Row, ...] = (
         "NodeGroupCreateRequested", "NodeGroupCreated", "NodeGroupCreateFailed",
         "WorkerAddRequested", "WorkerAdded", "WorkerAddFailed", "NodeJoined",
         "NodeJoinTimedOut", "NodePrepareRequested", "NodePrepared",
+        "StrayPodEvictionRequested", "StrayPodSettled",
     ) and row[1] != (_R.ROLLING_BACK,)),
     # The lost worker: deleted and confirmed gone by listing, or already gone. Without a new
     # worker to wait for (addFirst off), straight from planned.

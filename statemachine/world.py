@@ -110,13 +110,24 @@ class NodeCondition:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SpreadConstraint:
     """A topologySpreadConstraint with whenUnsatisfiable DoNotSchedule: among the nodes that
-    carry `topology_key` (and pass the pod's nodeSelector and required node affinity), the
-    number of pods `selector` matches (in the pod's namespace) per value of the key may differ
-    by at most `max_skew` after the pod is placed."""
+    carry `topology_key` (and pass the node inclusion policies below), the number of pods
+    `selector` matches (in the pod's namespace) per value of the key may differ by at most
+    `max_skew` after the pod is placed."""
 
     max_skew: int
     topology_key: str
     selector: LabelSelector = LabelSelector()
+    # Fewer eligible domains than this: the global minimum counts as 0 (1: no effect).
+    min_domains: int = 1
+    # The pod's own values of these label keys are ANDed into `selector` (a key the pod does
+    # not carry is ignored), e.g. pod-template-hash: only one ReplicaSet revision counts.
+    match_label_keys: tuple[str, ...] = ()
+    # Which nodes count as domains: "Honor" (only those passing the pod's nodeSelector and
+    # required node affinity; the default) or "Ignore" (all) ...
+    node_affinity_policy: str = "Honor"
+    # ... and "Ignore" (tainted nodes too; the default) or "Honor" (only nodes whose
+    # NoSchedule/NoExecute taints the pod tolerates).
+    node_taints_policy: str = "Ignore"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -150,7 +150,12 @@ def pod_of(pod: Pod) -> PodInfo:
         if c.type == "Ready":
             ready = c.status == "True"
             break
-    required_node, anti = _affinity(spec.affinity) if spec.affinity else _NO_AFFINITY
+    try:
+        required_node, anti = _affinity(spec.affinity) if spec.affinity else _NO_AFFINITY
+        spread = _spread(spec.topologySpreadConstraints) if spec.topologySpreadConstraints else ()
+    except msgspec.ValidationError as e:
+        # The raw-JSON parts are checked once per distinct text; say whose pod it was.
+        raise msgspec.ValidationError(f"pod {meta.namespace}/{meta.name}: {e}") from None
     local = False
     for v in spec.volumes or ():
         if v.hostPath or (v.emptyDir is not None and v.emptyDir.medium != "Memory"):
@@ -176,7 +181,7 @@ def pod_of(pod: Pod) -> PodInfo:
         owner_kind == "DaemonSet",
         MIRROR_ANNOTATION in annotations,
         bool(meta.deletionTimestamp),
-        _spread(spec.topologySpreadConstraints) if spec.topologySpreadConstraints else (),
+        spread,
     )
 
 
@@ -280,8 +285,10 @@ _spread_cache: dict[bytes, tuple[SpreadConstraint, ...]] = {}
 
 
 def _spread(raw: msgspec.Raw) -> tuple[SpreadConstraint, ...]:
-    """The hard topologySpreadConstraints (whenUnsatisfiable DoNotSchedule, the default).
-    One without a labelSelector counts no pod, so it never constrains: it is left out."""
+    """The hard topologySpreadConstraints (whenUnsatisfiable DoNotSchedule, the default), with
+    minDomains, matchLabelKeys (kept as keys: the planner ANDs the pod's own values in) and the
+    node inclusion policies. One without a labelSelector counts no pod, so it never
+    constrains: it is left out (after its fields are checked)."""
     key = bytes(raw)
     found = _spread_cache.get(key)
     if found is not None:
@@ -303,14 +310,42 @@ def _spread(raw: msgspec.Raw) -> tuple[SpreadConstraint, ...]:
             raise msgspec.ValidationError(
                 f"spec.topologySpreadConstraints[{i}].topologyKey: expected a label key, "
                 f"got {topology!r}")
+        where = f"spec.topologySpreadConstraints[{i}]"
+        min_domains = item.get("minDomains")
+        if min_domains is None:
+            min_domains = 1
+        elif not isinstance(min_domains, int) or isinstance(min_domains, bool) or min_domains < 1:
+            raise msgspec.ValidationError(
+                f"{where}.minDomains: expected an integer >= 1, got {min_domains!r}")
+        keys = item.get("matchLabelKeys") or []
+        if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+            raise msgspec.ValidationError(
+                f"{where}.matchLabelKeys: expected a list of label keys, got {keys!r}")
+        affinity_policy = _policy(item, "nodeAffinityPolicy", "Honor", where)
+        taints_policy = _policy(item, "nodeTaintsPolicy", "Ignore", where)
         if item.get("labelSelector") is None:
             continue
         out.append(SpreadConstraint(max_skew=skew, topology_key=topology,
-                                    selector=label_selector(item.get("labelSelector"))))
+                                    selector=label_selector(item.get("labelSelector")),
+                                    min_domains=min_domains,
+                                    match_label_keys=tuple(dict.fromkeys(keys)),
+                                    node_affinity_policy=affinity_policy,
+                                    node_taints_policy=taints_policy))
     if len(_spread_cache) >= CACHE_LIMIT:
         _spread_cache.clear()
     _spread_cache[key] = found = tuple(out)
     return found
+
+
+def _policy(item: dict[str, Any], name: str, default: str, where: str) -> str:
+    """A node inclusion policy of a spread constraint: Honor or Ignore (absent: `default`)."""
+    value = item.get(name)
+    if value is None:
+        return default
+    if value not in ("Honor", "Ignore"):
+        raise msgspec.ValidationError(
+            f"{where}.{name}: expected Honor or Ignore, got {value!r}")
+    return str(value)
 
 
 # ----- PodInfo without its generated __init__ ----------------------------------------------

@@ -141,6 +141,19 @@ class WorkerClaims:
 PROCESS_CLAIMS = WorkerClaims()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeftoverNode:
+    """A Node object of a worker a plan deleted, which the plan leaves behind."""
+
+    plan_id: str
+    replacement_id: str
+    node: str
+    uid: str
+    worker: str  # the VPSie worker identifier the plan deleted
+    reason: str
+    at: str
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExecutionContext:
     """The world a plan runs against, and how patiently. Durations are clock seconds."""
@@ -169,6 +182,10 @@ class ExecutionContext:
     on_unaccounted: (
         Callable[[ev.WorkerAddRequested, tuple[int, int], str], Awaitable[None]] | None
     ) = None
+    # Told of a Node object of a worker this plan deleted that it leaves behind (still Ready
+    # after `call_retry_s`, or its delete failed), before the outcome is recorded: the service
+    # deletes it later, once the world agrees (daemon/service/leftovers.py).
+    on_leftover: Callable[[LeftoverNode], Awaitable[None]] | None = None
     # Awaited before every call and every retry wait: raises when this daemon may not act
     # (it lost the lead); None when nothing else could lead (tests of the executor alone).
     fence: Callable[[], Awaitable[None]] | None = None

@@ -23,11 +23,15 @@ Taking a worker and its Node away is removal.py.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 
-from adapters.errors import Conflict, PermanentError, TemporaryError
+from adapters.errors import Conflict, NotFound, PermanentError, TemporaryError
 from daemon.executor.adding import model_node
 from daemon.executor.execution import Interrupted, Runtime, StepFailed
+from daemon.ports import Cluster
+from planner.scheduling import tolerates
 from statemachine import events as ev
 from statemachine.machines import PlanStatus, ReplacementStatus
 from statemachine.world import (
@@ -39,11 +43,13 @@ from statemachine.world import (
     VPSIE_GROUP_LABEL,
     VPSIE_NODE_LABEL,
     NodeInfo,
+    PodInfo,
     Taint,
     VpsieWorker,
 )
 
 _RS = ReplacementStatus
+log = logging.getLogger(__name__)
 
 # Label prefixes the kubelet and the cloud own; everything else on the old node is carried over.
 _SYSTEM_LABEL_DOMAINS = ("kubernetes.io/", "k8s.io/")
@@ -472,6 +478,83 @@ async def prepare_node(rt: Runtime, rid: str) -> None:
     )
 
 
+def _stray_taint(pod: PodInfo, taints: tuple[Taint, ...]) -> Taint | None:
+    """The first of the node's own scheduling taints `pod` does not tolerate, if any (a pod
+    that landed before the taint did). DaemonSet, mirror and terminating pods are never
+    strays; neither is a pod without a controller, which nothing would make again: such a pod
+    is only logged."""
+    if pod.is_daemonset or pod.is_mirror or pod.deleting:
+        return None
+    return next((t for t in taints if not tolerates(pod.tolerations, t)), None)
+
+
+async def _evict_if_there(cluster: Cluster, namespace: str, name: str) -> None:
+    with contextlib.suppress(NotFound):  # gone already: as good as evicted
+        await cluster.evict(namespace, name)
+
+
+async def evict_strays(rt: Runtime, rid: str) -> None:
+    """The scheduler may place a pending pod on the new node between its join and its
+    preparation: VPSie registers workers without taints, and the old node's taints arrive only
+    with `NodePrepareRequested`. Each pod there that does not tolerate one of them is evicted,
+    bracketed (`StrayPodEvictionRequested` ... `StrayPodSettled`), through the Eviction API so
+    budgets hold; its controller makes it again where it belongs. A pod a budget keeps for
+    `call_retry_s` stays, said in the log; the replacement goes on (the pod runs)."""
+    r = rt.replacement(rid)
+    deadline = rt.monotonic() + rt.ctx.call_retry_s
+    cluster = rt.ctx.cluster
+    node = await rt.call(
+        f"read node {r.new_node}", lambda: cluster.get_node(r.new_node), deadline=deadline
+    )
+    if node is None:
+        raise StepFailed(f"the new node {r.new_node} disappeared after joining")
+    taints = tuple(
+        t for t in _taints_for(node) if t.effect in ("NoSchedule", "NoExecute")
+    )
+    if not taints:
+        return
+    pods = await rt.call(
+        f"list the pods of node {r.new_node}",
+        lambda: cluster.list_pods(r.new_node),
+        deadline=deadline,
+    )
+    for pod in sorted(pods, key=lambda p: (p.namespace, p.name)):
+        taint = _stray_taint(pod, taints)
+        if taint is None:
+            continue
+        if not pod.owner_kind:
+            log.warning(
+                "plan %s: pod %s/%s landed on the new node %s before its taint %s and has no "
+                "controller to make it again elsewhere: left where it runs",
+                rt.plan_id, pod.namespace, pod.name, r.new_node, _taint_text(taint),
+                extra={"plan_id": rt.plan_id},
+            )
+            continue
+        base = {"plan_id": rt.plan_id, "replacement_id": rid, "node": r.new_node,
+                "namespace": pod.namespace, "pod": pod.name}
+        await rt.record(
+            ev.StrayPodEvictionRequested(**base, at=rt.at(), taint=_taint_text(taint))
+        )
+        ns, name = pod.namespace, pod.name
+        try:
+            await rt.call(
+                f"evict pod {ns}/{name} from the new node",
+                functools.partial(_evict_if_there, cluster, ns, name),
+                deadline=deadline, interruptible=False,
+            )
+        except StepFailed as exc:
+            await rt.record(
+                ev.StrayPodSettled(**base, at=rt.at(), evicted=False, reason=exc.reason)
+            )
+            log.warning(
+                "plan %s: pod %s/%s stays on the new node %s without tolerating %s: %s",
+                rt.plan_id, ns, name, r.new_node, _taint_text(taint), exc.reason,
+                extra={"plan_id": rt.plan_id},
+            )
+            continue
+        await rt.record(ev.StrayPodSettled(**base, at=rt.at(), evicted=True))
+
+
 async def finish_prepare(rt: Runtime, rid: str, intent: ev.NodePrepareRequested) -> None:
     """After a restart: apply the intent's labels and taints again (idempotent), record it."""
     taints = tuple(_parse_taint(text) for text in intent.taints)
@@ -504,6 +587,7 @@ async def provision(rt: Runtime, rid: str) -> None:
                 await wait_joined(rt, rid)
             case _RS.READY:
                 await prepare_node(rt, rid)
+                await evict_strays(rt, rid)
                 return
             case _RS.CREATING_GROUP | _RS.PROVISIONING:
                 raise StepFailed(f"replacement {rid}: {r.status} with an unsettled intent")

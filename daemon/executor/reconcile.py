@@ -10,6 +10,8 @@ and its outcome recorded as found:
   for up to `worker_visible_s`)? WorkerAdded, else WorkerAddFailed; several: the plan pauses for
   a person (a rollback records the add failed), none is taken for ours;
 - NodePrepareRequested: the labels and taints applied again (idempotent), NodePrepared;
+- StrayPodEvictionRequested: has the pod left the new node (or is it terminating)?
+  StrayPodSettled evicted, else not (the sweep after preparing looks again);
 - CordonRequested: does the node carry this plan's cordon (unschedulable with our mark)?
   NodeCordoned, else CordonFailed (a cordon without our mark is someone else's);
 - PodEvictionRequested: is the pod gone from the node or terminating? PodEvicted, else
@@ -129,6 +131,22 @@ async def reconcile_one(rt: Runtime, rid: str) -> str:
         case ev.NodePrepareRequested(node=name):
             await finish_prepare(rt, rid, intent)
             return f"node {name} has the old node's labels and taints"
+        case ev.StrayPodEvictionRequested(node=node_name, namespace=ns, pod=name):
+            pods = await rt.call(
+                f"list the pods of node {node_name}",
+                lambda: cluster.list_pods(node_name),
+                deadline=deadline,
+                interruptible=False,
+            )
+            pod = next((p for p in pods if (p.namespace, p.name) == (ns, name)), None)
+            stray = {**base, "node": node_name, "namespace": ns, "pod": name}
+            if pod is None or pod.deleting:
+                await rt.record(ev.StrayPodSettled(**stray, at=rt.at(), evicted=True))
+                return f"pod {ns}/{name} left the new node"
+            await rt.record(
+                ev.StrayPodSettled(**stray, at=rt.at(), evicted=False, reason=NOT_MADE)
+            )
+            return f"pod {ns}/{name} is still on the new node"
         case ev.NodeDeleteRequested(node=name, uid=uid):
             node = await read_node(rt, name, deadline)
             if node is None or (uid and node.uid != uid):

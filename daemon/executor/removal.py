@@ -12,7 +12,7 @@ Adding a worker and making its Node the old node's equal live in provisioning.py
 from __future__ import annotations
 
 from adapters.errors import Conflict
-from daemon.executor.execution import Runtime, StepFailed
+from daemon.executor.execution import LeftoverNode, Runtime, StepFailed
 from statemachine import events as ev
 from statemachine.machines import ReplacementStatus
 
@@ -88,13 +88,29 @@ async def worker_gone(rt: Runtime, worker: str, *, wait: bool, deadline: float) 
         await rt.ctx.clock.sleep(min(rt.ctx.poll_interval_s, max(0.0, deadline - rt.monotonic())))
 
 
+async def _leave(rt: Runtime, rid: str, name: str, uid: str, *, role: str, reason: str) -> None:
+    """Hand a Node this replacement leaves behind to the service's leftover ledger."""
+    if rt.ctx.on_leftover is None:
+        return
+    r, spec = rt.replacement(rid), rt.spec_of(rid)
+    worker = spec.old_worker if role == "old" else r.new_worker
+    await rt.ctx.on_leftover(
+        LeftoverNode(
+            plan_id=rt.plan_id, replacement_id=rid, node=name, uid=uid, worker=worker,
+            reason=reason, at=rt.at(),
+        )
+    )
+
+
 async def delete_node_object(rt: Runtime, rid: str, name: str, *, role: str) -> None:
     """Delete the Node object of a worker VPSie no longer lists, bracketed. Nothing to do when
     no such Node exists. A Node still Ready (its VM not yet stopped) is waited for up to
-    `call_retry_s`, then left alone (reported as a leftover later); a failure is recorded and
-    does not stop the replacement."""
+    `call_retry_s`, then left behind; a failure is recorded and does not stop the replacement.
+    Either way the Node is handed to the leftover ledger first (`on_leftover`), which deletes it
+    on a later round once it is NotReady and no worker is listed for it."""
     cluster = rt.ctx.cluster
     deadline = rt.monotonic() + rt.ctx.call_retry_s
+    started = rt.monotonic()
     while True:
         node = await rt.call(
             f"read node {name}", lambda: cluster.get_node(name), deadline=deadline,
@@ -105,6 +121,11 @@ async def delete_node_object(rt: Runtime, rid: str, name: str, *, role: str) -> 
         if not node.ready:
             break
         if rt.monotonic() >= deadline:
+            waited = rt.monotonic() - started
+            await _leave(
+                rt, rid, name, node.uid, role=role,
+                reason=f"still Ready {waited:.0f} s after its worker was deleted",
+            )
             return
         await rt.ctx.clock.sleep(min(rt.ctx.poll_interval_s, max(0.0, deadline - rt.monotonic())))
     base = {"plan_id": rt.plan_id, "replacement_id": rid}
@@ -126,6 +147,7 @@ async def delete_node_object(rt: Runtime, rid: str, name: str, *, role: str) -> 
             f"delete node {name}", attempt, deadline=deadline, interruptible=False
         )
     except StepFailed as exc:
+        await _leave(rt, rid, name, uid, role=role, reason=f"its delete failed: {exc.reason}")
         await rt.record(ev.NodeDeleteFailed(**base, at=rt.at(), node=name, reason=exc.reason))
         return
     await rt.record(ev.NodeDeleted(**base, at=rt.at(), node=name, already_gone=not deleted))

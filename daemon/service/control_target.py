@@ -69,6 +69,9 @@ class PlanControl:
             "unaccounted_workers": (
                 list(self._ctx.unaccounted.last) if self._ctx.unaccounted is not None else []
             ),
+            "leftover_nodes": (
+                list(self._ctx.leftovers.last) if self._ctx.leftovers is not None else []
+            ),
             "repair": self._repairs.status() if self._repairs is not None else None,
         }
 

@@ -69,7 +69,9 @@ from daemon.page import LogPages
 from daemon.ports import Clock, Cloud, Cluster
 from daemon.service.control_target import PlanControl, plan_summary
 from daemon.service.decisions import Decisions
+from daemon.service.fencing import FencedCluster
 from daemon.service.leadership import LeaderElector, NotLeading
+from daemon.service.leftovers import Leftovers
 from daemon.service.recovery import (
     Quarantines,
     RecoveryError,
@@ -87,7 +89,6 @@ from eventstore import EventStore, EventStoreError, FencedError
 log = logging.getLogger(__name__)
 
 
-SNAPSHOT_EVERY_S = 600.0
 STORE_RETRY_S = (1.0, 30.0)  # parked on a failed event log: first and longest wait
 LEASE_NAMESPACE = "kube-system"
 LEASE_NAME = "vpsie-rebalancer"
@@ -395,6 +396,7 @@ class Service:
             ctx.term = await ctx.event_store().acquire_term(elector.identity)
             log.info("leading with term %d", ctx.term)
             ctx.unaccounted = Unaccounted(ctx.event_store(), ctx.term)
+            ctx.leftovers = Leftovers(ctx.event_store(), ctx.term)
             return await self._lead_term(elector)
         except FencedError as exc:
             self._fenced(exc)
@@ -436,8 +438,10 @@ class Service:
                 await self._until_idle(elector)
             if self._acting(elector):
                 await self._look_for_unaccounted()
+            if self._acting(elector):
+                await self._clean_leftovers()
             return self._acting(elector) or self._stopping.is_set()
-        next_snapshot = ctx.clock.monotonic() + SNAPSHOT_EVERY_S
+        next_snapshot = ctx.clock.monotonic() + self.config.snapshot_interval_s
         next_look = 0.0
         next_health = ctx.clock.monotonic()
         while self._acting(elector):
@@ -445,6 +449,9 @@ class Service:
             if now >= next_look:
                 next_look = now + LOOK_EVERY_S
                 await self._look_for_unaccounted()
+                if not self._acting(elector):
+                    break
+                await self._clean_leftovers()
             if now >= next_health:
                 next_health = now + self.config.repair_check_interval_s
                 await self._repairs.check()
@@ -458,7 +465,7 @@ class Service:
                     if not self._acting(elector):
                         break
             if now >= next_snapshot:
-                next_snapshot = now + SNAPSHOT_EVERY_S
+                next_snapshot = now + self.config.snapshot_interval_s
                 await self._write_snapshot()
             restart = self._runners.revive()
             reopen = await self._runners.reopen_windows()
@@ -490,6 +497,24 @@ class Service:
             await ctx.unaccounted.look(cloud, ctx.logged_sizes(), ctx.now())
         except (AdapterError, OSError) as exc:
             log.warning("could not look for unaccounted workers now: %s", exc)
+
+    async def _clean_leftovers(self) -> None:
+        """Delete the Node objects our plans left behind, once the world agrees
+        (leftovers.py); an API that does not answer is tried again at the next round."""
+        ctx = self._ctx
+        if ctx.leftovers is None or ctx.guard is None:
+            return
+        cloud, cluster = ctx.ports()
+        try:
+            deleted = await ctx.leftovers.clean(
+                cloud, FencedCluster(cluster, ctx.guard), self.config.cluster, ctx.now()
+            )
+        except (AdapterError, OSError) as exc:
+            log.warning("could not look at the leftover Node objects now: %s", exc)
+            return
+        if ctx.reporter is not None:
+            for name in deleted:
+                ctx.reporter.leftover_deleted(name)
 
     def _acting(self, elector: LeaderElector) -> bool:
         return (

@@ -116,7 +116,7 @@ def _held(ctx: ServiceContext, now: float) -> dict[str, str]:
                 if r.old_deleted and not r.old_node_deleted:
                     held[spec.old_node] = (
                         f"its worker was deleted by plan {state.plan_id}; the Node object is a "
-                        "leftover (delete it), not a lost node"
+                        "leftover the rebalancer deletes once it is NotReady, not a lost node"
                     )
             continue
         for spec in state.spec.replacements:

@@ -137,6 +137,15 @@ class Reporter:
             "Warning",
         )
 
+    def leftover_deleted(self, name: str) -> None:
+        """A Node object a plan of ours left behind, deleted (leftovers.py)."""
+        self._emit(
+            Regarding(kind="Node", name=name),
+            "LeftoverNodeDeleted",
+            f"deleted node {name}: its VPSie worker was deleted by a plan of the rebalancer, "
+            "and it stayed behind NotReady",
+        )
+
     def node_unhealthy(self, u: Unhealthy, outlook: str) -> None:
         """A node shows a repair signal (once per node and signal)."""
         self._emit(

@@ -121,6 +121,7 @@ class Runners:
             recheck=self._recheck,
             skip_local_storage=self._ctx.policy(node_group).skip_nodes_with_local_storage,
             on_unaccounted=self._ctx.unaccounted.note if self._ctx.unaccounted else None,
+            on_leftover=self._ctx.leftovers.note if self._ctx.leftovers else None,
         )
 
     async def _recheck(self, state: PlanState) -> Sequence[CheckResult]:

@@ -28,6 +28,7 @@ from daemon.executor.journal import PlanJournal
 from daemon.executor.runner import PlanRunner
 from daemon.ports import Clock, Cloud, Cluster
 from daemon.service.fencing import Guard
+from daemon.service.leftovers import Leftovers
 from daemon.service.recovery import Quarantines
 from daemon.service.reporter import Reporter
 from daemon.service.unaccounted import Unaccounted
@@ -106,6 +107,8 @@ class ServiceContext:
         self.reporter: Reporter | None = None
         # Adds whose worker no plan accounts for (unaccounted.py); made when leading.
         self.unaccounted: Unaccounted | None = None
+        # Node objects our plans left behind (leftovers.py); made when leading.
+        self.leftovers: Leftovers | None = None
         # Workers our plans added, by the log at recovery: identifier -> size id.
         self.recovered_sizes: dict[str, int] = {}
         # What the last analysis found that does not add up (daemon/service/accounting.py).

@@ -4,13 +4,15 @@ The real scheduler's filters that matter for draining, reduced to plain function
 stored dicts: resource requests (max of the containers' sum and any init container, plus
 overhead), NoSchedule/NoExecute taints against tolerations, nodeSelector, required node
 affinity, required pod anti-affinity on `kubernetes.io/hostname`, and topologySpreadConstraints
-with whenUnsatisfiable DoNotSchedule (domains counted over the nodes that pass the pod's node
-selection, taints ignored as by default; minDomains and matchLabelKeys are not modelled).
+with whenUnsatisfiable DoNotSchedule (domains counted over the nodes the node inclusion
+policies let in: by default those passing the pod's node selection, taints ignored; with
+minDomains, and matchLabelKeys ANDed into the selector).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from simulator.kube.quantities import cpu_millis, mem_bytes
@@ -101,15 +103,48 @@ def anti_affinity_terms(pod: Mapping[str, Any]) -> list[tuple[Selector, frozense
     return out
 
 
-def spread_constraints(pod: Mapping[str, Any]) -> list[tuple[int, str, Selector]]:
-    """Hard topology spread: (maxSkew, topologyKey, selector) of each DoNotSchedule constraint
-    (the default); a constraint without a labelSelector counts no pod and is left out."""
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """One hard topology spread constraint, as the scheduler reads it."""
+
+    max_skew: int
+    key: str
+    selector: Selector  # matchLabelKeys already ANDed in
+    min_domains: int = 1
+    honor_affinity: bool = True  # nodeAffinityPolicy Honor (the default)
+    honor_taints: bool = False  # nodeTaintsPolicy Honor (the default is Ignore)
+
+    def counts(self, node: Mapping[str, Any], pod_spec: Mapping[str, Any]) -> bool:
+        """Whether the node's domain counts, by the node inclusion policies."""
+        labels = node["metadata"].get("labels") or {}
+        if self.honor_affinity and not node_affinity_ok(labels, pod_spec):
+            return False
+        return not self.honor_taints or taints_tolerated(node, pod_spec)
+
+
+def spread_constraints(pod: Mapping[str, Any]) -> list[Spread]:
+    """Hard topology spread: each DoNotSchedule constraint (the default); a constraint without
+    a labelSelector counts no pod and is left out. The pod's own values of `matchLabelKeys`
+    are ANDed into the selector (a key the pod lacks is ignored); minDomains below 1 or not
+    an integer counts as 1 (the API server would refuse it; this one does not validate)."""
     out = []
+    own = (pod.get("metadata") or {}).get("labels") or {}
     for c in (pod.get("spec") or {}).get("topologySpreadConstraints") or []:
         if (c.get("whenUnsatisfiable") or "DoNotSchedule") != "DoNotSchedule":
             continue
         if c.get("labelSelector") is None:
             continue
-        out.append((int(c.get("maxSkew") or 1), str(c.get("topologyKey") or ""),
-                    selector_from_object(c.get("labelSelector"))))
+        selector = selector_from_object(c.get("labelSelector"))
+        keys = c.get("matchLabelKeys") or []
+        extra = tuple(Requirement(str(k), "in", frozenset({own[k]}))
+                      for k in keys if isinstance(k, str) and k in own)
+        if extra:
+            selector = Selector(selector.requirements + extra, selector.nothing)
+        min_domains = c.get("minDomains")
+        out.append(Spread(
+            max_skew=int(c.get("maxSkew") or 1), key=str(c.get("topologyKey") or ""),
+            selector=selector,
+            min_domains=min_domains if isinstance(min_domains, int) and min_domains > 0 else 1,
+            honor_affinity=c.get("nodeAffinityPolicy") != "Ignore",
+            honor_taints=c.get("nodeTaintsPolicy") == "Honor"))
     return out

@@ -31,6 +31,7 @@ import orjson
 from simulator.clock import SimClock
 from simulator.kube.resources import Registry, ResourceType
 from simulator.kube.scheduling import (
+    Spread,
     anti_affinity_terms,
     node_affinity_ok,
     pod_requests,
@@ -622,10 +623,11 @@ class KubeWorld:
             return name
         return None
 
-    def _spread_counts(self, pod: dict[str, Any], spread: list[tuple[int, str, Selector]]
+    def _spread_counts(self, pod: dict[str, Any], spread: list[Spread]
                        ) -> list[dict[str, int]]:
-        """Per constraint, matching pods per domain over the nodes that pass the pod's node
-        selection and carry the key (taints do not matter: nodeTaintsPolicy Ignore)."""
+        """Per constraint, matching pods per domain over the nodes that carry the key and
+        pass the constraint's node inclusion policies (by default: the pod's node selection;
+        taints do not matter)."""
         ns = pod["metadata"].get("namespace", "default")
         out: list[dict[str, int]] = [{} for _ in spread]
         for name, slot in self._slots.items():
@@ -633,31 +635,32 @@ class KubeWorld:
             if node is None:
                 continue
             labels = node["metadata"].get("labels") or {}
-            if not node_affinity_ok(labels, pod["spec"]):
-                continue
-            for c, (_, key, sel) in enumerate(spread):
-                if key not in labels:
+            for c, rule in enumerate(spread):
+                if rule.key not in labels or not rule.counts(node, pod["spec"]):
                     continue
-                d = labels[key]
+                d = labels[rule.key]
                 hits = 0
                 for k in slot.pods_on:
                     other = self.store.get("/pods", *k)
-                    if other is not None and k[0] == ns and sel.matches(
+                    if other is not None and k[0] == ns and rule.selector.matches(
                             other["metadata"].get("labels") or {}):
                         hits += 1
                 out[c][d] = out[c].get(d, 0) + hits
         return out
 
     @staticmethod
-    def _spread_allows(pod: dict[str, Any], spread: list[tuple[int, str, Selector]],
+    def _spread_allows(pod: dict[str, Any], spread: list[Spread],
                        counts: list[dict[str, int]], node: dict[str, Any]) -> bool:
+        """Skew after placing: the domain's matching pods (plus the pod when it matches)
+        less the emptiest domain's, or less 0 while fewer domains than minDomains exist."""
         labels = node["metadata"].get("labels") or {}
         own = pod["metadata"].get("labels") or {}
-        for (skew, key, sel), per in zip(spread, counts, strict=True):
-            if key not in labels:
+        for rule, per in zip(spread, counts, strict=True):
+            if rule.key not in labels:
                 return False
-            here = per.get(labels[key], 0) + (1 if sel.matches(own) else 0)
-            if here - min(per.values(), default=0) > skew:
+            here = per.get(labels[rule.key], 0) + (1 if rule.selector.matches(own) else 0)
+            low = min(per.values(), default=0) if len(per) >= rule.min_domains else 0
+            if here - low > rule.max_skew:
                 return False
         return True
 

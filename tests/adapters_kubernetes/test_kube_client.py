@@ -365,6 +365,16 @@ async def test_a_malformed_pod_list_is_reported_with_where(sim: Sim, kube: KubeC
     sim.world.store.touch("/pods", pod)
     with pytest.raises(MalformedResponse, match="not a Kubernetes quantity: 'a lot'"):
         await kube.list_pods()
+    pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "1"
+    pod["spec"]["topologySpreadConstraints"] = [{  # minDomains 0: the API server refuses it
+        "maxSkew": 1, "topologyKey": "zone", "minDomains": 0,
+        "labelSelector": {"matchLabels": {"app": "web"}}}]
+    sim.world.store.touch("/pods", pod)
+    with pytest.raises(MalformedResponse) as spread:
+        await kube.list_pods()
+    name = pod["metadata"]["name"]
+    assert (f"pod shop/{name}: spec.topologySpreadConstraints[0].minDomains: expected an "
+            "integer >= 1, got 0") in str(spread.value)
 
 
 async def test_a_proxy_from_the_environment_is_used(sim: Sim, tmp_path: Path,

@@ -115,6 +115,49 @@ def test_hard_topology_spread_constraints_are_read() -> None:
             listed({"metadata": {"name": "b"}, "spec": {"topologySpreadConstraints": [bad]}})
 
 
+def test_spread_min_domains_match_label_keys_and_node_policies_are_read() -> None:
+    spec = {"topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "minDomains": 3,
+         "matchLabelKeys": ["pod-template-hash", "pod-template-hash", "track"],
+         "nodeAffinityPolicy": "Ignore", "nodeTaintsPolicy": "Honor",
+         "labelSelector": {"matchLabels": {"app": "x"}}},
+        {"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "minDomains": None,
+         "matchLabelKeys": None, "nodeAffinityPolicy": None, "nodeTaintsPolicy": None,
+         "labelSelector": {"matchLabels": {"app": "x"}}}]}
+    (p,) = listed({"metadata": {"name": "p"}, "spec": spec})
+    full, plain = p.topology_spread
+    assert (full.min_domains, full.match_label_keys) == (3, ("pod-template-hash", "track"))
+    assert (full.node_affinity_policy, full.node_taints_policy) == ("Ignore", "Honor")
+    # Absent or null: minDomains 1 (no effect), no keys, Honor for affinity, Ignore for taints.
+    assert (plain.min_domains, plain.match_label_keys) == (1, ())
+    assert (plain.node_affinity_policy, plain.node_taints_policy) == ("Honor", "Ignore")
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("minDomains", 0, "minDomains: expected an integer >= 1, got 0"),
+    ("minDomains", -2, "minDomains: expected an integer >= 1, got -2"),
+    ("minDomains", "3", "minDomains: expected an integer >= 1, got '3'"),
+    ("minDomains", True, "minDomains: expected an integer >= 1, got True"),
+    ("matchLabelKeys", "hash",
+     "matchLabelKeys: expected a list of label keys, got 'hash'"),
+    ("matchLabelKeys", ["a", 7], "matchLabelKeys: expected a list of label keys, got ['a', 7]"),
+    ("matchLabelKeys", [""], "matchLabelKeys: expected a list of label keys, got ['']"),
+    ("nodeAffinityPolicy", "honor", "nodeAffinityPolicy: expected Honor or Ignore, got 'honor'"),
+    ("nodeTaintsPolicy", 1, "nodeTaintsPolicy: expected Honor or Ignore, got 1"),
+])
+def test_a_malformed_spread_field_names_the_pod_and_the_field(
+        field: str, value: Any, says: str) -> None:
+    good = {"maxSkew": 1, "topologyKey": "zone", "labelSelector": {"matchLabels": {"a": "b"}}}
+    pod = {"metadata": {"name": "web-1", "namespace": "shop"},
+           "spec": {"topologySpreadConstraints": [good, {**good, field: value}]}}
+    with pytest.raises(msgspec.ValidationError) as err:
+        listed(pod)
+    assert str(err.value) == f"pod shop/web-1: spec.topologySpreadConstraints[1].{says}"
+    with pytest.raises(msgspec.ValidationError) as watched:
+        pod_info(pod)
+    assert str(watched.value) == str(err.value)
+
+
 def test_one_pod_from_a_watch_event_reads_the_same() -> None:
     obj = {"metadata": {"name": "w", "namespace": "n", "labels": {"a": "1"}},
            "spec": {"nodeName": "x", "containers": [{"resources": {"requests": {

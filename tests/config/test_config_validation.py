@@ -57,6 +57,18 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert (g.fleet_solver, g.fleet_solver_budget_s) == (True, 0.5)
 
 
+def test_the_snapshot_interval(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text(BASE + GROUP)
+    assert load_config(f).snapshot_interval_s == 600.0
+    f.write_text('snapshot_interval = "90s"\n' + BASE + GROUP)
+    assert load_config(f).snapshot_interval_s == 90.0
+    f.write_text('snapshot_interval = "0s"\n' + BASE + GROUP)
+    with pytest.raises(ConfigError) as info:
+        load_config(f)
+    assert "snapshot_interval: must be at least 1s" in str(info.value)
+
+
 def test_the_fleet_solver_is_configured_per_group(tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
     f.write_text(BASE + GROUP + 'fleetSolver = false\nfleetSolverBudget = "2s"\n')

@@ -164,6 +164,7 @@ def config_text(
     soak: str = "30s",
     require_approval: bool = False,
     listen: str = "unix:control.sock",
+    snapshot_interval: str = "10m",
     extra: str = "",
 ) -> str:
     return f"""\
@@ -173,6 +174,7 @@ vpsie_credentials = "sim/vpsie.json"
 database = "events.db"
 listen = "{listen}"
 token_file = "control.token"
+snapshot_interval = "{snapshot_interval}"
 analysis_interval = "10m"
 
 [[node_groups]]

@@ -69,6 +69,66 @@ async def test_the_old_nodes_taints_and_labels_survive_the_replacement(world: Wo
     assert events.index(intent) < events.index(prepared) < events.index(cordon)
 
 
+def _stray_deployment(avoid: list[str]) -> dict[str, object]:
+    """One pod that fits no node of today (required affinity: hostname NotIn `avoid`), and
+    tolerates nothing: pending until a new node joins."""
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": avoid},
+        ]}],
+    }}}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "elsewhere", "namespace": "shop"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "elsewhere"}},
+            "template": {
+                "metadata": {"labels": {"app": "elsewhere"}},
+                "spec": {
+                    "affinity": affinity,
+                    "containers": [{"name": "c", "image": "busybox",
+                                    "resources": {"requests": {"cpu": "100m"}}}],
+                },
+            },
+        },
+    }
+
+
+async def test_a_pod_that_landed_before_the_taints_is_moved_off_the_new_node(
+    world: World,
+) -> None:
+    """Adversary: the kube-scheduler, which places a pending pod on the new node the moment it
+    joins (VPSie registers workers untainted), before the old node's dedicated taint reaches
+    it; and an operator who dedicated the old node (taint `dedicated=db:NoSchedule`)."""
+    old = world.initial[0][1]
+    await world.cluster.set_taint(old, "dedicated", "db", "NoSchedule")
+    world.sim.kube.load_manifests([_stray_deployment([n for _, n in world.initial])])
+    spec = world.spec("f-stray", Strategy.ROLLING, count=1)
+    state = await PlanRunner(await world.approved(spec), world.context()).run()
+    assert state.status is PlanStatus.COMPLETED, state.reasons
+    new_node = state.replacements[spec.replacements[0].replacement_id].new_node
+    events = await replacement_events(world, spec.plan_id)
+    intent = next(e for e in events if isinstance(e, ev.StrayPodEvictionRequested))
+    settled = next(e for e in events if isinstance(e, ev.StrayPodSettled))
+    prepared = next(e for e in events if isinstance(e, ev.NodePrepared))
+    cordon = next(e for e in events if isinstance(e, ev.CordonRequested))
+    assert (intent.node, intent.namespace, intent.taint) == (
+        new_node, "shop", "dedicated=db:NoSchedule"
+    )
+    assert intent.pod.startswith("elsewhere-") and settled.pod == intent.pod and settled.evicted
+    assert events.index(prepared) < events.index(intent) < events.index(settled)
+    assert events.index(settled) < events.index(cordon)
+    # Nothing that does not tolerate the taint runs there now; its controller made the pod
+    # again, and it waits for room.
+    on_new = {p["metadata"]["name"] for p in world.sim.kube.pods_on(new_node)}
+    assert not any(name.startswith("elsewhere-") for name in on_new), on_new
+    again = [
+        p for p in world.sim.kube.pods("shop") if p["metadata"]["name"].startswith("elsewhere")
+    ]
+    assert again and all(not p["spec"].get("nodeName") for p in again)
+
+
 async def test_a_concurrent_foreign_add_is_never_claimed_when_the_answer_names_ours(
     world: World,
 ) -> None:

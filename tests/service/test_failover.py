@@ -28,7 +28,7 @@ from tests.service.two_daemons import (
     witnessed_daemon,
 )
 
-SNAPSHOT_INTERVAL_S = 600  # daemon/service/lifecycle.py SNAPSHOT_EVERY_S
+SNAPSHOT_INTERVAL_S = 60  # the configuration's snapshot_interval, below
 
 
 async def leads(daemon: DaemonProcess) -> bool:
@@ -45,7 +45,10 @@ async def test_a_standby_takes_over_and_the_old_leader_is_fenced(
     tmp_path: Path, adversary: str
 ) -> None:
     async with rehearsal(tmp_path, fork=False) as reh:
-        reh.configure(strategy="rolling", max_concurrent=1, batch_size=1)
+        reh.configure(
+            strategy="rolling", max_concurrent=1, batch_size=1,
+            snapshot_interval=f"{SNAPSHOT_INTERVAL_S}s",
+        )
         b = DaemonProcess(reh, identity="b")
         async with witnessed_daemon(reh, "a") as wa:
             a = wa.daemon

@@ -95,6 +95,89 @@ async def test_hard_topology_spread_is_respected_and_a_node_without_the_key_is_o
         await w.stop()
 
 
+HOSTNAME_SPREAD = {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                   "labelSelector": {"matchLabels": {"app": "web"}}}
+
+
+def tracked(name: str, replicas: int, rule: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """A Deployment whose pods carry app=web and track=<name>: two of them share the spread
+    selector app=web but not their pod-template-hash."""
+    d = deployment(name, replicas, cpu="10m", topologySpreadConstraints=[rule], **spec)
+    d["spec"]["selector"] = {"matchLabels": {"app": "web", "track": name}}
+    d["spec"]["template"]["metadata"]["labels"] = {"app": "web", "track": name}
+    return d
+
+
+@pytest.mark.parametrize(("field", "value", "placed_without", "placed_with"), [
+    # Two zones (n0, n2 in z1; n1, n3 in z2) against minDomains 3: the global minimum is 0,
+    # so a zone takes at most maxSkew (1) pods: 2 of 6 run, not 6.
+    ("minDomains", 3, 6, 2),
+    # n3 is tainted and the pods do not tolerate it. Counted (Ignore, the default) it is an
+    # empty domain forever, so each other node takes one pod; not counted (Honor), two each.
+    ("nodeTaintsPolicy", "Honor", 3, 6),
+    # The pods select zone z1 (n0, n2). Honor (the default) counts only those two nodes;
+    # Ignore counts the empty n1 and n3 too, so n0 and n2 take one each.
+    ("nodeAffinityPolicy", "Ignore", 6, 2),
+])
+async def test_spread_fields_change_what_the_scheduler_binds(
+        field: str, value: Any, placed_without: int, placed_with: int) -> None:
+    for extra, expected in (({}, placed_without), ({field: value}, placed_with)):
+        w = world_with(4)
+        rule: dict[str, Any] = {**HOSTNAME_SPREAD, **extra}
+        spec: dict[str, Any] = {}
+        if field == "minDomains":
+            rule["topologyKey"] = "zone"
+        elif field == "nodeTaintsPolicy":
+            node = w.node("n3")
+            assert node is not None
+            node["spec"]["taints"] = [{"key": "gpu", "effect": "NoSchedule"}]
+            w.store.touch("/nodes", node)
+        else:
+            spec["nodeSelector"] = {"zone": "z1"}
+        w.load_manifests([tracked("web", 6, rule, **spec)])
+        await w.start()
+        try:
+            placed = [n for n in placement_of(w).values() if n]
+            assert len(placed) == expected, (field, extra, placed)
+        finally:
+            await w.stop()
+
+
+def placement_of(w: KubeWorld) -> dict[str, str]:
+    return {p["metadata"]["name"]: p["spec"].get("nodeName", "") for p in w.pods("default")
+            if p["metadata"]["labels"].get("app") == "web"}
+
+
+async def test_match_label_keys_count_only_the_pods_own_revision() -> None:
+    # Two Deployments share app=web; "old" is pinned to n0 (two pods). The new ones spread
+    # by hostname over app=web, maxSkew 1, on n0 and n1 only. Counting the old pods, n0
+    # already holds 2, so both new pods must go to n1; with matchLabelKeys
+    # [pod-template-hash] only their own revision counts, and they take one node each.
+    for keys, expected in (([], ["n1", "n1"]), (["pod-template-hash"], ["n0", "n1"])):
+        w = world_with(4)
+        pin = {"maxSkew": 5, "topologyKey": "zone",
+               "labelSelector": {"matchLabels": {"app": "none"}}}
+        old = tracked("old", 2, pin, nodeSelector={"kubernetes.io/hostname": "n0"})
+        new = tracked("new", 2, {**HOSTNAME_SPREAD, "matchLabelKeys": keys},
+                      affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                          "nodeSelectorTerms": [{"matchExpressions": [{
+                              "key": "kubernetes.io/hostname", "operator": "In",
+                              "values": ["n0", "n1"]}]}]}}})
+        w.load_manifests([old])
+        await w.start()
+        try:
+            w.load_manifests([new])
+
+            def where(w: KubeWorld = w) -> list[str]:
+                return sorted(p["spec"].get("nodeName", "") for p in w.pods("default")
+                              if p["metadata"]["labels"].get("track") == "new")
+
+            await settle(w, lambda: len(where()) == 2 and all(where()))
+            assert where() == expected, keys
+        finally:
+            await w.stop()
+
+
 async def test_pods_that_do_not_fit_stay_pending_until_a_node_arrives() -> None:
     w = world_with(1)
     w.load_manifests([deployment("big", 2, cpu="1500m")])
