@@ -352,3 +352,30 @@ async def test_the_kubernetes_events_of_an_added_node_name_it(
     assert any(reason == "NodeProvisioning" and note.endswith("to grow the group")
                for _, reason, note in events)
     assert not any("replaces )" in note or "replace  " in note for _, _, note in events)
+
+
+async def test_the_added_node_is_made_the_equal_of_the_old_nodes(world: World) -> None:
+    """Adversary: an operator who labelled and tainted the group's nodes before we came (one
+    label on one node only). The node added where none is removed has no old node to copy: it
+    gets what every old node shares (the label on both, the taint on both), not what only one
+    has; the replacements copy their own old node as always."""
+    (_, first), (_, second) = world.initial
+    for name in (first, second):
+        await world.cluster.label_node(name, {"team": "data"})
+        await world.cluster.set_taint(name, "dedicated", "shop", "PreferNoSchedule")
+    await world.cluster.label_node(first, {"only-here": "yes"})
+    spec = await planned(world)
+    grow = added(spec)
+    state = await PlanRunner(await world.approved(spec), world.context()).run()
+    assert state.status is PlanStatus.COMPLETED, state.reasons
+    node = await world.cluster.get_node(state.replacements[grow].new_node)
+    assert node is not None
+    assert node.labels["team"] == "data" and "only-here" not in node.labels
+    assert [(t.key, t.value, t.effect) for t in node.taints] == [
+        ("dedicated", "shop", "PreferNoSchedule")
+    ]
+    events = await events_of(world, spec.plan_id)
+    intent = next(e for e in events
+                  if isinstance(e, ev.NodePrepareRequested) and e.replacement_id == grow)
+    assert intent.taints == ("dedicated=shop:PreferNoSchedule",)
+    assert intent.labels["team"] == "data" and intent.labels[SIZE_LABEL] == str(GROW_SIZE)
