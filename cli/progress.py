@@ -173,7 +173,7 @@ def _node_of(spec: PlanSpec | None, replacement_id: str) -> str:
     if spec is not None:
         for r in spec.replacements:
             if r.replacement_id == replacement_id:
-                return r.old_node
+                return r.old_node or f"added {r.new_size_name or r.new_size_id}"
     return replacement_id
 
 

@@ -226,7 +226,7 @@ async def plan_report(store: EventStore, plan_id: str) -> PlanReport:
     if plan is None:
         raise AuditError(f"plan {plan_id!r} has no readable PlanProposed event")
     spec = plan.spec
-    old_node = {r.replacement_id: r.old_node for r in spec.replacements}
+    old_node = {r.replacement_id: r.old_node or "(added)" for r in spec.replacements}
     timeline = tuple(
         TimelineEntry(
             seq=c.seq,
@@ -269,8 +269,8 @@ async def plan_report(store: EventStore, plan_id: str) -> PlanReport:
         replacements=tuple(
             (
                 r.replacement_id,
-                r.old_node,
-                f"size {r.old_size_id} ${r.old_monthly_price}",
+                r.old_node or "none (add)",
+                "-" if r.adds_only else f"size {r.old_size_id} ${r.old_monthly_price}",
                 "none (remove)"
                 if r.new_size_id is None
                 else f"size {r.new_size_id} {r.new_size_name} ${r.new_monthly_price}".replace(

@@ -100,8 +100,9 @@ def _fleet(plan: PlanState) -> dict[str, Any]:
     after: Counter[tuple[str, str]] = Counter()
     cost_before = cost_after = Decimal(0)
     for r in plan.spec.replacements:
-        before[(f"size {r.old_size_id}", str(r.old_monthly_price))] += 1
-        cost_before += r.old_monthly_price
+        if not r.adds_only:  # an added node replaces none
+            before[(f"size {r.old_size_id}", str(r.old_monthly_price))] += 1
+            cost_before += r.old_monthly_price
         if r.new_size_id is not None:
             after[(r.new_size_name or f"size {r.new_size_id}", str(r.new_monthly_price))] += 1
             cost_after += r.new_monthly_price
@@ -128,9 +129,11 @@ def _replacements(plan: PlanState) -> list[dict[str, Any]]:
             {
                 "replacement_id": spec.replacement_id,
                 "batch": spec.batch,
-                "old_node": spec.old_node,
-                "old_size": f"size {spec.old_size_id}",
-                "old_monthly_price": str(spec.old_monthly_price),
+                # An add-only replacement (the group grows) has no old node: null fields.
+                "adds_only": spec.adds_only,
+                "old_node": spec.old_node or None,
+                "old_size": None if spec.adds_only else f"size {spec.old_size_id}",
+                "old_monthly_price": None if spec.adds_only else str(spec.old_monthly_price),
                 "new_node": state.new_node or state.new_hostname,
                 "new_size": None
                 if spec.new_size_id is None

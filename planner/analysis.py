@@ -7,18 +7,23 @@ things in (everything is sorted by a stable key before use; money stays `Decimal
 
 Cost model: a node costs its VPSie size's monthly `price`. The fleet search (`planner.fleet`)
 finds the cheapest mix of allowed sizes carrying the candidates' movable pods on nodes of room
-`usable(capacity - reserve) - DaemonSet load`, at least minNodes minus the nodes that stay,
-at most one node per candidate (the group never grows: the executor adds a node only in place
-of one it removes); every single size packed by first-fit decreasing stays a fallback. Fleets
-are tried cheapest first against the batch-by-batch capacity check. The saving (old
-candidates' cost minus the new fleet's) must reach `min_saving_monthly` and
-`min_saving_percent` of the whole group's monthly cost.
+`usable(capacity - reserve) - DaemonSet load`, at least minNodes minus the nodes that stay.
+The fleet may have more nodes than the candidates when more, smaller nodes cost less (each
+new node pays the group's DaemonSet load and the reserve, which the search weighs): at most as
+many as cost less than the candidates at the cheapest allowed size, and within maxNodes minus
+the nodes that stay (`_ceiling`). The nodes beyond one per replaced candidate are add-only
+replacements (`ReplacementSpec.adds_only`: a node added, none removed; ids "+1", "+2", ...).
+Every single size packed by first-fit decreasing stays a fallback. Fleets are tried cheapest
+first against the batch-by-batch capacity check. The saving (old candidates' cost minus the
+new fleet's) must reach `min_saving_monthly` and `min_saving_percent` of the whole group's
+monthly cost.
 
 Candidates already of a size the fleet has are kept (with the column program, the ones it
 chose), the least utilised of the others are removed without replacement when the fleet is
 smaller (from the most populated topology domain first), the rest get a node of the fleet.
-Priority (execution order): replacements that add a node before pure removals (capacity is
-built before it is taken away), then larger saving, lower utilisation, fewer pods, name.
+Priority (execution order): add-only replacements first, then replacements that add a node
+before pure removals (capacity is built before it is taken away), then larger saving, lower
+utilisation, fewer pods, name.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from planner import checks
-from planner.fleet import Fleet, FleetSearch, SizeRoom, describe
+from planner.fleet import COLUMN_MAX_NODES, Fleet, FleetSearch, SizeRoom, describe
 from planner.inventory import (
     ALREADY_TARGET_SIZE,
     POD_DISRUPTION_BUDGET,
@@ -393,9 +398,11 @@ def _size_options(
     staying: int,
     min_nodes: int,
     bound: Decimal | None,
+    ceiling: int,
 ) -> list[SizeOption]:
-    """Each allowed size alone, packed by first-fit decreasing; a size whose summed-requests
-    lower bound already costs more than `bound` (the fleet search's best) is not packed."""
+    """Each allowed size alone, packed by first-fit decreasing on at most `ceiling` nodes; a
+    size whose summed-requests lower bound already costs more than `bound` (the fleet
+    search's best) is not packed."""
     buckets = group.movable_buckets([c.node for c in candidates])
     min_cpu = min((s.cpu for s, _ in buckets), default=0)
     min_mem = min((s.memory for s, _ in buckets), default=0)
@@ -409,7 +416,7 @@ def _size_options(
         least = max(
             floor,
             *(
-                -(-need // room) if room > 0 else len(candidates) + 1
+                -(-need // room) if room > 0 else ceiling + 1
                 for need, room in (
                     (need_cpu, free.cpu_millis),
                     (need_mem, free.memory_bytes),
@@ -438,7 +445,7 @@ def _size_options(
             return group.make_new_bin(offer, i)
 
         packer = Packer(
-            bins=[], factory=factory, max_new=len(candidates), min_cpu=min_cpu, min_mem=min_mem
+            bins=[], factory=factory, max_new=ceiling, min_cpu=min_cpu, min_mem=min_mem
         )
         left = packer.place_all(buckets)
         k = max(packer.opened, floor)
@@ -446,11 +453,11 @@ def _size_options(
         if left:
             shape = left[0][0]
             note = (
-                f"{sum(c for _, c in left)} pods do not fit on {len(candidates)} nodes of this "
+                f"{sum(c for _, c in left)} pods do not fit on {ceiling} nodes of this "
                 f"size (e.g. a {shape.describe()})"
             )
-        elif k > len(candidates):
-            note = f"minNodes needs {k} nodes, more than the {len(candidates)} candidates"
+        elif k > ceiling:
+            note = f"minNodes needs {k} nodes, more than the {ceiling} the group may have"
         else:
             nodes, note = k, f"{k} nodes carry the candidates' pods"
         out.append(
@@ -589,12 +596,27 @@ def _fleet_option(
     return _FleetOption(members=kept, cost=cost, layout=layout or {})
 
 
-def _ceiling(candidates: int, staying: int, max_nodes: int | None) -> int:
-    """The most nodes the new fleet may have: one per candidate (a node is added only in
-    place of one removed), and within maxNodes."""
+def _ceiling(
+    candidates: Sequence[Candidate],
+    staying: int,
+    max_nodes: int | None,
+    offers: Sequence[SizeOffer],
+) -> int:
+    """The most nodes the new fleet may have. One per candidate, or more when more, smaller
+    nodes can cost less: as many nodes of the cheapest allowed size as cost less than the
+    candidates do (any fleet with more nodes costs more than today, whatever its sizes), but
+    no more than the column program reaches (COLUMN_MAX_NODES) for groups it sizes. Always
+    within maxNodes minus the nodes that stay."""
+    n = len(candidates)
+    cheapest = min((o.monthly_price for o in offers if o.monthly_price > 0), default=None)
+    most = n
+    if cheapest is not None:
+        old_cost = sum((c.monthly_price for c in candidates), Decimal(0))
+        affordable = int((old_cost - Decimal("0.005")) // cheapest)  # strictly cheaper
+        most = max(n, affordable if n > COLUMN_MAX_NODES else min(affordable, COLUMN_MAX_NODES))
     if max_nodes is None:
-        return candidates
-    return min(candidates, max(max_nodes - staying, 0))
+        return most
+    return min(most, max(max_nodes - staying, 0))
 
 
 def _searched_fleets(
@@ -634,7 +656,7 @@ def _searched_fleets(
         buckets,
         sizes,
         floor=max(min_nodes - staying, 0),
-        ceiling=_ceiling(len(candidates), staying, max_nodes),
+        ceiling=_ceiling(candidates, staying, max_nodes, offers),
         solver=policy.fleet_solver,
         time_budget_s=policy.fleet_solver_budget_s,
         keepable=keepable,
@@ -665,9 +687,7 @@ def _fleet_choices(
     searched: Sequence[_FleetOption],
     offers: Sequence[SizeOffer],
     options: Sequence[SizeOption],
-    candidates: int,
-    staying: int,
-    max_nodes: int | None,
+    ceiling: int,
 ) -> list[_FleetOption]:
     """Fleets for the candidates' pods, cheapest first: the fleet search's (mixed) fleets and
     every feasible single size (a fallback the search cannot do worse than)."""
@@ -675,7 +695,6 @@ def _fleet_choices(
     for f in searched:
         found.setdefault(tuple((o.id, n) for o, n in f.members), f)
     by_id = {o.id: o for o in offers}
-    ceiling = _ceiling(candidates, staying, max_nodes)
     for opt in options:
         if opt.nodes is not None and opt.nodes <= ceiling:
             f = _fleet_option([(by_id[opt.size_id], opt.nodes)])
@@ -712,7 +731,7 @@ def _refit_around_kept(
         buckets,
         sizes,
         floor=max(min_nodes - staying - len(kept), 0),
-        ceiling=_ceiling(len(rest), staying + len(kept), max_nodes),
+        ceiling=_ceiling(rest, staying + len(kept), max_nodes, offers),
         solver=policy.fleet_solver,
         existing=rooms,
     )
@@ -822,7 +841,7 @@ def _assign(
         slots.extend([offer] * (n - min(n, len(same))))
     kept_names = {c.node for c in kept}
     rest = [c for c in candidates if c.node not in kept_names]
-    n_remove = len(rest) - len(slots)
+    n_remove = max(len(rest) - len(slots), 0)
     gone = set(_removals(rest, n_remove, domains or {}))
     by_emptiness = sorted(rest, key=lambda c: (c.utilisation_per_mille, c.pods, c.node))
     removed = [c for c in by_emptiness if c.node in gone]
@@ -831,7 +850,30 @@ def _assign(
         key=lambda c: (-c.utilisation_per_mille, -c.pods, c.node),
     )
     slots.sort(key=lambda o: (-o.cpu, -o.ram_mb, -o.monthly_price, o.id))
+    # More new nodes than candidates left to replace: the smallest new nodes are added where
+    # none is removed (the fleet grows).
+    extra = slots[len(replaced):]
+    slots = slots[: len(replaced)]
     out: list[ReplacementSpec] = []
+    for i, offer in enumerate(extra, start=1):
+        out.append(
+            ReplacementSpec(
+                replacement_id=f"+{i}",
+                batch=0,
+                old_node="",
+                old_worker="",
+                old_size_id=0,
+                old_monthly_price=Decimal(0),
+                new_size_id=offer.id,
+                new_size_name=offer.name,
+                new_monthly_price=offer.monthly_price,
+                reason=(
+                    f"add a {offer.name} (${_money(offer.monthly_price)}/month) where none is "
+                    f"removed: the new fleet ({fleet.label}) has more, smaller nodes and costs "
+                    "less"
+                ),
+            )
+        )
     for c in removed:
         reason = (
             f"remove: its {c.pods} pods fit on the new fleet ({fleet.label}); "
@@ -870,8 +912,18 @@ def _orders(
     pure removals, then larger saving, lower utilisation, fewer pods, name. Then: the largest
     new nodes first (capacity is built before it is needed), the fullest old nodes last."""
     by_node = {c.node: c for c in candidates}
+    # Add-only replacements come first in every order: capacity only grows before any is
+    # taken away (largest first, then their ids).
+    room = {key_of(r): group.new_free_of(r.new_size_id) for r in reps}
+
+    def size_key(r: ReplacementSpec) -> int:
+        free = room[key_of(r)]
+        return -free.cpu_millis - free.memory_bytes // (1 << 20)
+
+    adds = sorted((r for r in reps if r.adds_only), key=lambda r: (size_key(r), r.replacement_id))
+    others = [r for r in reps if not r.adds_only]
     usual = sorted(
-        reps,
+        others,
         key=lambda r: (
             r.new_size_id is None,
             -r.monthly_saving,
@@ -880,18 +932,17 @@ def _orders(
             r.old_node,
         ),
     )
-    room = {r.old_node: group.new_free_of(r.new_size_id) for r in reps}
     capacity_first = sorted(
-        reps,
+        others,
         key=lambda r: (
             r.new_size_id is None,
-            -room[r.old_node].cpu_millis - room[r.old_node].memory_bytes // (1 << 20),
+            size_key(r),
             by_node[r.old_node].utilisation_per_mille,
             r.old_node,
         ),
     )
     emptiest_first = sorted(
-        reps,
+        others,
         key=lambda r: (
             by_node[r.old_node].utilisation_per_mille,
             by_node[r.old_node].pods,
@@ -900,9 +951,27 @@ def _orders(
     )
     out: list[list[ReplacementSpec]] = []
     for order in (usual, capacity_first, emptiest_first):
-        if order not in out:
-            out.append(order)
+        if [*adds, *order] not in out:
+            out.append([*adds, *order])
     return out
+
+
+def _batches(order: Sequence[ReplacementSpec], policy: NodeGroupPolicy) -> list[list[int]]:
+    """Batches of `order` (add-only replacements first): the adds in batches of their own, so
+    a rolling plan has every added node Ready before it drains any old node; blue-green keeps
+    its one batch."""
+    adds = sum(1 for r in order if r.adds_only)
+    if policy.strategy is Strategy.BLUE_GREEN or not adds:
+        return make_batches(len(order), policy.strategy, policy.batch_size)
+    head = make_batches(adds, policy.strategy, policy.batch_size)
+    rest = make_batches(len(order) - adds, policy.strategy, policy.batch_size)
+    return [*head, *([i + adds for i in batch] for batch in rest)]
+
+
+def key_of(r: ReplacementSpec) -> str:
+    """How the analysis names a replacement (its batches list these): the old node, or for an
+    add-only replacement its id ("+1", "+2", ...: never a node name, "+" is not allowed)."""
+    return r.old_node or r.replacement_id
 
 
 def _try_fleet(
@@ -934,8 +1003,8 @@ def _simulate(
     fleet: _FleetOption,
     kept: Sequence[Candidate],
 ) -> checks.CapacityOutcome:
-    batch_idx = make_batches(len(order), policy.strategy, policy.batch_size)
-    in_plan = {r.old_node for r in order}
+    batch_idx = _batches(order, policy)
+    in_plan = {r.old_node for r in order if not r.adds_only}
     survivors = [group.bin_for(n.name) for n in nodes if n.name not in in_plan]
     # Kept nodes take a planned content of their size first, less the pods they already
     # hold; new nodes of a size take the rest of that size's planned contents in turn.
@@ -953,7 +1022,7 @@ def _simulate(
                 key = (shape.cpu, shape.memory)
                 held[key] = held.get(key, 0) + count
             b.plan = {k: max(n - held.get(k, 0), 0) for k, n in plan.items()}
-    old_bins = {r.old_node: group.bin_for(r.old_node) for r in order}
+    old_bins = {r.old_node: group.bin_for(r.old_node) for r in order if not r.adds_only}
     new_offers = [
         r.new_size_id for idx in batch_idx for i in idx if (r := order[i]).new_size_id is not None
     ]
@@ -968,7 +1037,7 @@ def _simulate(
 
     return checks.simulate_batches(
         survivors,
-        [[old_bins[order[i].old_node] for i in idx] for idx in batch_idx],
+        [[old_bins[order[i].old_node] for i in idx if not order[i].adds_only] for idx in batch_idx],
         [sum(1 for i in idx if order[i].new_size_id is not None) for idx in batch_idx],
         new_bin,
         policy.strategy,
@@ -1104,8 +1173,11 @@ def _analyze(
         else ([], iter(()))
     )
     bound = min((f.cost for f in searched), default=None)
+    ceiling = _ceiling(candidates, staying, max_nodes, offers)
     options = (
-        _size_options(group, offers, candidates, staying, min_nodes, bound) if candidates else []
+        _size_options(group, offers, candidates, staying, min_nodes, bound, ceiling)
+        if candidates
+        else []
     )
     old_cost = sum((c.monthly_price for c in candidates), Decimal(0))
     group_cost = sum(
@@ -1119,7 +1191,7 @@ def _analyze(
         sizes_before[label] = sizes_before.get(label, 0) + 1
     fleet_before = describe(list(sizes_before.items()))
 
-    choices = _fleet_choices(searched, offers, options, len(candidates), staying, max_nodes)
+    choices = _fleet_choices(searched, offers, options, ceiling)
     no_plan_reasons: list[str] = []
     rejected: list[str] = []
     chosen: _Choice | None = None
@@ -1204,26 +1276,29 @@ def _analyze(
         label_of = {c.node: c.size_name or str(c.size_id) for c in candidates}
         after = dict(sizes_before)
         for r in replacements:
-            old = label_of[r.old_node]
-            after[old] -= 1
+            if not r.adds_only:
+                after[label_of[r.old_node]] -= 1
             if r.new_size_id is not None:
                 after[r.new_size_name] = after.get(r.new_size_name, 0) + 1
         fleet_after = describe(list(after.items()))
         n_remove = sum(1 for r in replacements if r.new_size_id is None)
         added = len(replacements) - n_remove
-        if n_remove == 0:
+        if any(r.adds_only for r in replacements):
+            opportunity = Opportunity.RIGHT_SIZE  # more, smaller nodes
+        elif n_remove == 0:
             opportunity = Opportunity.DOWNSIZE
         elif added == 0:
             opportunity = Opportunity.CONSOLIDATE
         else:
             opportunity = Opportunity.RIGHT_SIZE
 
-    batch_idx = make_batches(len(replacements), policy.strategy, policy.batch_size)
+    batch_idx = _batches(replacements, policy)
     for b, idx in enumerate(batch_idx):
         for i in idx:
             replacements[i] = replace(replacements[i], batch=b)
-    batches = tuple(tuple(replacements[i].old_node for i in idx) for idx in batch_idx)
+    batches = tuple(tuple(key_of(replacements[i]) for i in idx) for idx in batch_idx)
     adds = [[replacements[i].new_size_id is not None for i in idx] for idx in batch_idx]
+    olds = [sum(1 for i in idx if not replacements[i].adds_only) for idx in batch_idx]
     duration = estimate_duration(
         adds,
         policy.strategy,
@@ -1231,13 +1306,16 @@ def _analyze(
         provision_s=policy.provision_estimate_s,
         drain_s=policy.drain_estimate_s,
         soak_s=policy.soak_s,
+        olds=olds,
     )
     saving_total = sum((r.monthly_saving for r in replacements), Decimal(0))
 
     results: list[CheckResult] = [
         checks.check_cluster_health(snapshot, nodes, policy.min_healthy_percent)
     ]
-    path = checks.node_count_path(len(nodes), policy.strategy, [(sum(a), len(a)) for a in adds])
+    path = checks.node_count_path(
+        len(nodes), policy.strategy, [(sum(a), m) for a, m in zip(adds, olds, strict=True)]
+    )
     results.append(
         checks.check_node_group_health(
             path,
@@ -1254,7 +1332,9 @@ def _analyze(
             needs, respect_pdbs=policy.respect_pdbs, pdb_count=len(snapshot.pdbs)
         )
     )
-    moved_pods = sum(len(group.loads[r.old_node].movable) for r in replacements)
+    moved_pods = sum(
+        len(group.loads[r.old_node].movable) for r in replacements if not r.adds_only
+    )
     outcome = (
         chosen.outcome
         if chosen is not None
@@ -1284,6 +1364,7 @@ def _analyze(
         "target_size_id": target.id if target is not None else None,
         "target_size_name": target.name if target is not None else None,
         "target_nodes": k if target is not None else None,
+        "nodes_added": sum(1 for r in replacements if r.adds_only),
         "fleet_before": fleet_before,
         "fleet_after": fleet_after,
         "fleet_after_monthly_cost": _money(group_cost - saving_total),
@@ -1329,7 +1410,8 @@ def make_plan(
     (then `analysis.action_reasons` says why). `now` defaults to the analysis instant.
 
     plan_id is "plan-" + the first 20 hex digits of SHA-256 over the plan's content (which
-    includes the instant and the snapshot time); replacement ids are "<plan_id>/<old node>".
+    includes the instant and the snapshot time); replacement ids are "<plan_id>/<old node>",
+    and "<plan_id>/+<n>" for the n-th node added where none is removed.
     """
     if analysis.opportunity is None or not analysis.replacements:
         return None
@@ -1362,9 +1444,11 @@ def make_plan(
     )
     plan_id = "plan-" + hashlib.sha256(repr(body).encode()).hexdigest()[:20]
     reps = tuple(
-        replace(r, replacement_id=f"{plan_id}/{r.old_node}") for r in analysis.replacements
+        replace(r, replacement_id=f"{plan_id}/{key_of(r)}") for r in analysis.replacements
     )
-    by_node = {r.old_node: r.replacement_id for r in reps}
+    by_node = {
+        key_of(a): r.replacement_id for a, r in zip(analysis.replacements, reps, strict=True)
+    }
     batches = tuple(tuple(by_node[n] for n in batch) for batch in analysis.batches)
     return replace(body, plan_id=plan_id, replacements=reps, batches=batches)
 
@@ -1393,7 +1477,7 @@ def validate_plan(spec: PlanSpec, policy: NodeGroupPolicy | None = None) -> list
         problems.append("plan has no replacements")
     if len(set(ids)) != len(ids):
         problems.append("replacement ids are not unique")
-    olds = [r.old_node for r in spec.replacements]
+    olds = [r.old_node for r in spec.replacements if not r.adds_only]
     if len(set(olds)) != len(olds):
         dup = sorted({n for n in olds if olds.count(n) > 1})
         problems.append(f"node(s) replaced twice: {', '.join(dup)}")
@@ -1415,9 +1499,24 @@ def validate_plan(spec: PlanSpec, policy: NodeGroupPolicy | None = None) -> list
             problems.append(f"batch {b} names unknown replacement {rid}")
         elif r.batch != b:
             problems.append(f"replacement {rid} says batch {r.batch} but is listed in {b}")
+    first_removal: int | None = None
+    for b, batch in enumerate(spec.batches):
+        if any(rid in by_id and by_id[rid].new_size_id is None for rid in batch):
+            first_removal = b
+            break
     for r in spec.replacements:
-        if not r.old_worker:
-            problems.append(f"replacement {r.replacement_id} has no old worker")
+        shape_problem = r.shape_problem()
+        if shape_problem is not None:
+            problems.append(shape_problem)
+        if r.adds_only:
+            if spec.opportunity is Opportunity.REPAIR:
+                problems.append(f"repair {r.replacement_id} has no lost node")
+            if first_removal is not None and r.batch > first_removal:
+                problems.append(
+                    f"add-only {r.replacement_id} comes after a removal (batch {first_removal}):"
+                    " capacity must grow before any is taken away"
+                )
+            continue
         if r.old_size_id <= 0:
             problems.append(f"replacement {r.replacement_id} has no old size")
         if r.new_size_id is None and r.new_monthly_price != 0:
@@ -1440,12 +1539,13 @@ def validate_plan(spec: PlanSpec, policy: NodeGroupPolicy | None = None) -> list
         shape = [
             (
                 sum(1 for rid in batch if rid in by_id and by_id[rid].new_size_id is not None),
-                len(batch),
+                sum(1 for rid in batch if not (rid in by_id and by_id[rid].adds_only)),
             )
             for batch in spec.batches
         ]
         path = checks.node_count_path(current, spec.strategy, shape)
-        if path.lowest < spec.min_nodes:
+        # Below minNodes, and lower than the group is (one already below minNodes may grow).
+        if path.lowest < min(spec.min_nodes, current):
             problems.append(f"node count drops to {path.lowest}, below minNodes {spec.min_nodes}")
     else:
         problems.append("snapshot_summary lacks group_nodes")

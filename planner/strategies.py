@@ -45,13 +45,21 @@ def estimate_duration(
     provision_s: float,
     drain_s: float,
     soak_s: float,
+    olds: Sequence[int] | None = None,
 ) -> float:
-    """`batches` holds, per replacement, whether it adds a new node."""
+    """`batches` holds, per replacement, whether it adds a new node; `olds`, per batch, how
+    many old nodes it drains (default: one per replacement; an add-only one drains none)."""
     c = max(max_concurrent, 1)
+    drains = list(olds) if olds is not None else [len(b) for b in batches]
     if strategy is Strategy.ROLLING:
-        return float(sum(_ceil_div(sum(b), c) * provision_s + len(b) * drain_s for b in batches))
+        return float(
+            sum(
+                _ceil_div(sum(b), c) * provision_s + m * drain_s
+                for b, m in zip(batches, drains, strict=True)
+            )
+        )
     new = sum(sum(b) for b in batches)
-    old = sum(len(b) for b in batches)
+    old = sum(drains)
     extra = soak_s if strategy is Strategy.BLUE_GREEN else 0.0
     return float(_ceil_div(new, c) * provision_s + extra + old * drain_s)
 

@@ -16,6 +16,7 @@ from transitions import Machine
 from statemachine.machines import (
     PLAN_TERMINAL,
     REPLACEMENT_TERMINAL,
+    add_machine,
     plan_machine,
     repair_machine,
     replacement_machine,
@@ -66,6 +67,8 @@ def render() -> str:
         ("Node replacement", replacement_machine(), REPLACEMENT_TERMINAL),
         ("Node repair (a plan whose opportunity is `repair`)", repair_machine(),
          REPLACEMENT_TERMINAL),
+        ("Node added (an add-only replacement: the fleet grows, nothing is removed)",
+         add_machine(), REPLACEMENT_TERMINAL),
     ):
         diagram, loops = mermaid(machine, frozenset(terminal))
         parts += [f"## {title}", "", diagram, ""]

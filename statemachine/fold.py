@@ -23,6 +23,7 @@ import orjson
 
 from statemachine import events as ev
 from statemachine.machines import (
+    ADD_NEXT,
     PLAN_NEXT,
     PLAN_RUNNING,
     PLAN_TERMINAL,
@@ -260,6 +261,12 @@ def _check_spec(event: ev.PlanProposed, illegal: Illegal) -> None:
     batched = [r for batch in spec.batches for r in batch]
     if sorted(batched) != sorted(ids):
         raise illegal("none", "batches do not list each replacement once")
+    for r in spec.replacements:
+        if r.adds_only and spec.opportunity is Opportunity.REPAIR:
+            raise illegal("none", f"repair {r.replacement_id} has no lost node")
+        problem = r.shape_problem() if r.adds_only else None
+        if problem is not None:
+            raise illegal("none", problem)
 
 
 def _finish(state: FoldState, plan: PlanState) -> None:
@@ -338,6 +345,7 @@ _REPLACEMENT_NEXT = {
 _REPAIR_NEXT = {
     (ReplacementStatus(s), t): ReplacementStatus(d) for (s, t), d in REPAIR_NEXT.items()
 }
+_ADD_NEXT = {(ReplacementStatus(s), t): ReplacementStatus(d) for (s, t), d in ADD_NEXT.items()}
 _PLAN_NEXT = {(PlanStatus(s), t): PlanStatus(d) for (s, t), d in PLAN_NEXT.items()}
 
 Guard = Callable[[ReplacementState, ReplacementSpec, Any], str | None]
@@ -394,6 +402,8 @@ def _added_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
 
 def _delete_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
     worker, rolling_back = e.worker_identifier, r.status is ReplacementStatus.ROLLING_BACK
+    if s.adds_only and e.role == "old":
+        return "an add-only replacement has no old worker to delete"
     if r.status is ReplacementStatus.PLANNED and s.new_size_id is not None:
         return "the replacement node is not ready"
     if e.role == "old" and not worker:
@@ -406,6 +416,8 @@ def _delete_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None
 
 
 def _node_delete_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
+    if e.role == "old" and s.adds_only:
+        return "an add-only replacement has no old node to delete"
     if e.role == "old":
         if e.node != s.old_node or not r.old_deleted:
             return f"{e.node} is not the old node of a worker deleted by this replacement"
@@ -443,6 +455,12 @@ def _settled_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | Non
     return "an intent is still pending" if r.pending_intent is not None else None
 
 
+def _completed_guard(r: ReplacementState, s: ReplacementSpec, e: Any) -> str | None:
+    if s.adds_only and not r.prepared:
+        return "the added node is not prepared (labels and taints) yet"
+    return _settled_guard(r, s, e)
+
+
 _GUARDS: dict[type[ev.Event], Guard] = {
     ev.NodeGroupCreateRequested: _no_worker_for_consolidation,
     ev.WorkerAddRequested: _no_worker_for_consolidation,
@@ -455,7 +473,7 @@ _GUARDS: dict[type[ev.Event], Guard] = {
     ev.StrayPodEvictionRequested: _stray_guard,
     ev.WorkerLossConfirmed: _loss_guard,
     ev.OutOfServiceTaintRequested: _taint_guard,
-    ev.ReplacementCompleted: _settled_guard,
+    ev.ReplacementCompleted: _completed_guard,
     ev.ReplacementRolledBack: _settled_guard,
 }
 
@@ -574,11 +592,14 @@ def _apply_replacement(
     if plan.status not in PLAN_RUNNING:
         raise illegal(f"plan {plan.status}")
     before = r.status
-    table = _REPAIR_NEXT if plan.spec.opportunity is Opportunity.REPAIR else _REPLACEMENT_NEXT
+    spec = plan.spec_of(r.replacement_id)
+    if plan.spec.opportunity is Opportunity.REPAIR:
+        table = _REPAIR_NEXT
+    else:
+        table = _ADD_NEXT if spec.adds_only else _REPLACEMENT_NEXT
     dest = table.get((before, cls.__name__))
     if dest is None:
-        raise illegal(before)
-    spec = plan.spec_of(r.replacement_id)
+        raise illegal(before, "an add-only replacement" if spec.adds_only else "")
     is_intent = cls in ev.INTENT_OUTCOMES
     intent_cls = ev.OUTCOME_OF.get(cls)
     if is_intent and r.pending_intent is not None:

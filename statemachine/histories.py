@@ -48,8 +48,10 @@ def example_spec(
     strategy: Strategy = Strategy.ROLLING,
     created_at: str = "2026-01-05T02:00:00Z",
     repair: bool = False,
+    adds: int = 0,
 ) -> PlanSpec:
-    """A plausible plan: replace `replacements` nodes of size 3 by size 2, remove others.
+    """A plausible plan: replace `replacements` nodes of size 3 by size 2, remove others,
+    then add `adds` nodes of size 1 where none is removed (add-only replacements).
     With `repair`, a repair plan: the lost nodes replaced (the "removals" by nothing)."""
     specs: list[ReplacementSpec] = []
     for i in range(replacements + consolidations):
@@ -66,6 +68,21 @@ def example_spec(
                 new_size_name="" if consolidate else "2c-4g",
                 new_monthly_price=Decimal("0") if consolidate else Decimal("24.00"),
                 reason="consolidate: pods fit elsewhere" if consolidate else "downsize: p95 35%",
+            )
+        )
+    for i in range(adds):
+        specs.append(
+            ReplacementSpec(
+                replacement_id=f"{plan_id}-a{i + 1}",
+                batch=len(specs),
+                old_node="",
+                old_worker="",
+                old_size_id=0,
+                old_monthly_price=Decimal(0),
+                new_size_id=1,
+                new_size_name="1c-2g",
+                new_monthly_price=Decimal("12.00"),
+                reason="add: more, smaller nodes cost less",
             )
         )
     saving = sum((s.monthly_saving for s in specs), Decimal(0))
@@ -235,7 +252,7 @@ def _replacement_next(plan: PlanState, r: ReplacementState, at: str) -> list[ev.
                         cluster=plan.spec.cluster,
                         group_id=r.group_id or 7,
                         size_id=spec.new_size_id,
-                        known_workers=(spec.old_worker,),
+                        known_workers=tuple(w for w in (spec.old_worker,) if w),
                     )
                 )
                 if r.group_id is None:
@@ -250,6 +267,15 @@ def _replacement_next(plan: PlanState, r: ReplacementState, at: str) -> list[ev.
             case S.JOINING:
                 out.append(ev.NodeJoined(**base, node_name=r.new_hostname or "new-node"))
                 out.append(ev.NodeJoinTimedOut(**base, waited_s=600.0))
+            case S.READY if spec.adds_only:
+                if not r.prepared:
+                    out.append(
+                        ev.NodePrepareRequested(**base, node=r.new_node, labels={"a": "b"})
+                    )
+                else:
+                    out.append(
+                        ev.ReplacementCompleted(**base, monthly_saving=spec.monthly_saving)
+                    )
             case S.READY:
                 if not r.prepared:
                     out.append(
@@ -315,7 +341,7 @@ def _replacement_next(plan: PlanState, r: ReplacementState, at: str) -> list[ev.
                 pass
     undoable = (
         status in (S.PLANNED, S.CREATING_GROUP, S.PROVISIONING, S.JOINING, S.READY)
-        if repair
+        if repair or spec.adds_only
         else status not in (S.TERMINATING, S.TERMINATED, S.ROLLING_BACK)
     )
     if undoable:

@@ -14,6 +14,11 @@ listing (or found gone: `WorkerLossConfirmed`), and only then the Node cordoned,
 `node.kubernetes.io/out-of-service`, its pods deleted (their controllers recreate them), and
 the Node object deleted. Its point of no return is the lost worker's delete.
 
+An add-only replacement (`ReplacementSpec.adds_only`: a node added where none is removed, the
+fleet growing) has its own table, a part of the replacement's: group, worker, join and prepare,
+then `ReplacementCompleted` from ready. It has no cordon, drain or delete of an old worker at
+all; rolled back, it deletes the worker it added (the replacement's rollback rows).
+
 A dest of "=" keeps the state (the event is recorded, e.g. a pod evicted while draining).
 A model is restored into a folded state with `restore`, which fires no callbacks.
 """
@@ -202,6 +207,26 @@ REPAIR_TRANSITIONS: tuple[Row, ...] = (
 )
 
 
+# The replacement's steps up to ready (group, worker, join, prepare, and whatever else a new
+# node goes through before the old one is touched): rows that leave and reach only these states.
+_UP_TO_READY = (_R.PLANNED, _R.CREATING_GROUP, _R.PROVISIONING, _R.JOINING, _R.READY)
+# Outcomes of the old node's steps: an add-only replacement never asks for them.
+_OLD_NODE_STEPS = (
+    "NodeCordoned", "CordonFailed", "PodEvicted", "EvictionBlocked", "UncordonRequested",
+    "NodeUncordoned",
+)
+ADD_TRANSITIONS: tuple[Row, ...] = (
+    *(row for row in REPLACEMENT_TRANSITIONS
+      if set(row[1]) <= set(_UP_TO_READY) and (row[2] == "=" or row[2] in _UP_TO_READY)),
+    # Joined and prepared (the fold checks `prepared`): the added node is the whole job.
+    ("ReplacementCompleted", (_R.READY,), _R.DONE),
+    ("ReplacementRollbackStarted", _UP_TO_READY, _R.ROLLING_BACK),
+    *(row for row in REPLACEMENT_TRANSITIONS
+      if row[1] == (_R.ROLLING_BACK,) and row[0] not in _OLD_NODE_STEPS),
+    ("ReplacementFailed", (*_UP_TO_READY, _R.ROLLING_BACK), _R.FAILED),
+)
+
+
 class IllegalTransition(Exception):
     """An event that its machine does not allow in the current state. Never applied."""
 
@@ -246,6 +271,11 @@ def repair_machine(model: Any = None) -> Machine:
     return _machine(ReplacementStatus, REPAIR_TRANSITIONS, ReplacementStatus.PLANNED.value, model)
 
 
+def add_machine(model: Any = None) -> Machine:
+    """An add-only replacement (a node added, none removed)."""
+    return _machine(ReplacementStatus, ADD_TRANSITIONS, ReplacementStatus.PLANNED.value, model)
+
+
 def restore(machine: Machine, model: Any, state: str) -> None:
     """Put `model` into a folded `state` without firing any callback."""
     machine.set_state(state, model=model)
@@ -267,3 +297,4 @@ def _lookup(machine: Machine) -> dict[tuple[str, str], str]:
 PLAN_NEXT: dict[tuple[str, str], str] = _lookup(plan_machine())
 REPLACEMENT_NEXT: dict[tuple[str, str], str] = _lookup(replacement_machine())
 REPAIR_NEXT: dict[tuple[str, str], str] = _lookup(repair_machine())
+ADD_NEXT: dict[tuple[str, str], str] = _lookup(add_machine())

@@ -65,10 +65,14 @@ class Exclusion:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReplacementSpec:
-    """Replace (or, with `new_size_id` None, just remove) one node.
+    """Replace (or, with `new_size_id` None, just remove) one node; or, with no old node
+    (`adds_only`), add one node of `new_size_id` and remove none.
 
     `old_worker` is the VPSie worker identifier of the old node: the only worker this
-    replacement may ever delete besides the one it adds itself.
+    replacement may ever delete besides the one it adds itself. An add-only replacement has
+    `old_node` and `old_worker` empty, `old_size_id` 0 and `old_monthly_price` 0: it never
+    cordons, drains or deletes anything but the worker it added (when rolled back). Its
+    `monthly_saving` is negative (the new node's price); the plan's saving is the sum.
     """
 
     replacement_id: str
@@ -85,6 +89,25 @@ class ReplacementSpec:
     @property
     def monthly_saving(self) -> Decimal:
         return self.old_monthly_price - self.new_monthly_price
+
+    @property
+    def adds_only(self) -> bool:
+        """A node added and none removed: the fleet grows by one (no old node)."""
+        return not self.old_node
+
+    def shape_problem(self) -> str | None:
+        """What makes this spec nonsense as an add-only or as a replacement (None: fine)."""
+        if self.adds_only:
+            if self.old_worker:
+                return f"add-only {self.replacement_id} names an old worker {self.old_worker}"
+            if self.old_size_id or self.old_monthly_price:
+                return f"add-only {self.replacement_id} has an old size or price"
+            if self.new_size_id is None:
+                return f"add-only {self.replacement_id} adds no node (no new size)"
+            return None
+        if not self.old_worker:
+            return f"replacement {self.replacement_id} has no old worker"
+        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -278,6 +278,23 @@ def _render(analysis: Analysis, spec: PlanSpec | None, *, recorded: bool, db: st
         rows,
         "    ",
     )
+    added = [r for r in (spec.replacements if spec else analysis.replacements) if r.adds_only]
+    if added:
+        lines.append("")
+        lines.append("  Added (the group grows: a new node, none removed for it)")
+        lines += _table(
+            ["NODE", "NEW SIZE", "PRICE/MO", "BATCH"],
+            [
+                [
+                    "new " + r.replacement_id.rsplit("/", 1)[-1],
+                    r.new_size_name or str(r.new_size_id),
+                    _money(r.new_monthly_price),
+                    str(r.batch),
+                ]
+                for r in added
+            ],
+            "    ",
+        )
     lines.append("")
     lines.append("  Left out")
     lines += _table(
@@ -289,7 +306,8 @@ def _render(analysis: Analysis, spec: PlanSpec | None, *, recorded: bool, db: st
     if analysis.fleet_before:
         lines.append(f"  Fleet now:   {analysis.fleet_before}")
     if target is not None:
-        lines.append(f"  Fleet after: {analysis.fleet_after}")
+        grows = f" ({len(added)} node{'s' if len(added) != 1 else ''} added)" if added else ""
+        lines.append(f"  Fleet after: {analysis.fleet_after}{grows}")
     for why in analysis.rejected_fleets:
         lines.append(f"  Cheaper fleet not taken: {why}")
     lines.append(f"  Saving: {_money(analysis.monthly_saving)}/month")

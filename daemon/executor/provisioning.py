@@ -28,6 +28,7 @@ import functools
 import logging
 
 from adapters.errors import Conflict, NotFound, PermanentError, TemporaryError
+from daemon.executor.adding import model_node
 from daemon.executor.execution import Interrupted, Runtime, StepFailed
 from daemon.ports import Cluster
 from planner.scheduling import tolerates
@@ -449,9 +450,13 @@ async def prepare_node(rt: Runtime, rid: str) -> None:
     )
     if node is None:
         raise StepFailed(f"the new node {r.new_node} disappeared after joining")
-    old = await rt.call(
-        f"read node {spec.old_node}", lambda: cluster.get_node(spec.old_node), deadline=deadline
-    )
+    if spec.adds_only:  # no old node: the plan's old nodes' shared labels and taints
+        old = await model_node(rt, deadline)
+    else:
+        old = await rt.call(
+            f"read node {spec.old_node}", lambda: cluster.get_node(spec.old_node),
+            deadline=deadline,
+        )
     labels = _labels_for(rt, rid, old)
     labels[SIZE_LABEL] = str(spec.new_size_id)
     if r.group_id is not None:

@@ -17,6 +17,9 @@ Strategies, as planned (`PlanSpec.strategy`, `batches`, `max_concurrent`):
 
 - rolling: batch by batch, up to `max_concurrent` replacements at once, each add -> Ready ->
   cordon -> drain -> delete;
+- an add-only replacement (the fleet grows: a node added, none removed; the planner puts them
+  before every removal) is add -> Ready -> prepared -> done in every strategy: it has no old
+  node to cordon, drain or delete (daemon/executor/adding.py);
 - surge: every new node first; if any fails to become Ready, nothing is drained and the plan
   rolls back; then batch by batch cordon -> drain -> delete;
 - blue-green: every new node, then every old node cordoned, `soak_s` of soak, drains, deletes;
@@ -39,6 +42,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 
+from daemon.executor.adding import complete_add
 from daemon.executor.drain import Drainer, cordon, skip_if_protected
 from daemon.executor.execution import (
     PROCESS_CLAIMS,
@@ -453,7 +457,7 @@ class PlanRunner:
                 await self._together(todo, self._provision, len(everything))
                 await self._together(self._open(todo), self._cordon, len(everything))
                 await self._soak(self._open(todo))
-                left = self._open(todo)
+                left = [r for r in self._open(todo) if not self._adds_only(r)]
                 if left and all(self.state.replacements[r].status is _RS.CORDONED for r in left):
                     # The drains are the disruption: they start inside a window, or wait.
                     await self._checkpoint("blue-green drains")
@@ -463,7 +467,8 @@ class PlanRunner:
     async def _soak(self, rids: Sequence[str]) -> None:
         """Blue-green: serve on the new nodes for soak_s after the last cordon, counted from
         the log (a restart does not start the soak over, nor skip it)."""
-        states = [self.state.replacements[rid] for rid in rids]
+        states = [self.state.replacements[rid] for rid in rids if not self._adds_only(rid)]
+        rids = [rid for rid in rids if not self._adds_only(rid)]
         soak = self.state.spec.soak_s
         if soak <= 0 or not states or any(r.status is not _RS.CORDONED for r in states):
             return
@@ -523,6 +528,8 @@ class PlanRunner:
     async def _screen(self, rids: Sequence[str]) -> None:
         """Before a batch starts: skip the replacements whose node is protected now."""
         for rid in rids:
+            if self._forward.spec_of(rid).adds_only:
+                continue  # no old node to protect
             if self.state.replacements[rid].status is _RS.PLANNED:
                 try:
                     await skip_if_protected(self._forward, rid)
@@ -535,14 +542,22 @@ class PlanRunner:
     async def _provision(self, rid: str) -> None:
         await provision(self._forward, rid)
 
+    def _adds_only(self, rid: str) -> bool:
+        return self._forward.spec_of(rid).adds_only
+
     async def _cordon(self, rid: str) -> None:
-        await cordon(self._forward, rid)
+        if not self._adds_only(rid):
+            await cordon(self._forward, rid)
 
     async def _drain(self, rid: str) -> None:
-        await Drainer(self._forward, rid).run()
+        if not self._adds_only(rid):
+            await Drainer(self._forward, rid).run()
 
     async def _terminate(self, rid: str) -> None:
-        await terminate(self._forward, rid)
+        if self._adds_only(rid):
+            await complete_add(self._forward, rid)
+        else:
+            await terminate(self._forward, rid)
 
     async def _retire(self, rid: str) -> None:
         """Cordon, drain and delete the old node of a replacement whose new node is Ready."""

@@ -121,7 +121,7 @@ def recheck_plan(
     next_batch = [
         r.old_node
         for r in (open_batches[0] if open_batches else [])
-        if state.replacements[r.replacement_id].status in _NOT_DRAINED
+        if not r.adds_only and state.replacements[r.replacement_id].status in _NOT_DRAINED
     ]
     pods_by_node: dict[str, list[PodInfo]] = {}
     for pod in snapshot.pods:

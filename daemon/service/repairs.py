@@ -77,7 +77,8 @@ def _handled(ctx: ServiceContext) -> dict[str, Tracked]:
             r = state.replacements[spec.replacement_id]
             if r.status in REPLACEMENT_TERMINAL:
                 continue
-            found.setdefault(spec.old_node, tracked)
+            if spec.old_node:  # an add-only replacement has none
+                found.setdefault(spec.old_node, tracked)
             if r.new_node:
                 found.setdefault(r.new_node, tracked)
             if r.new_hostname:

@@ -295,7 +295,15 @@ class Reporter:
         rid = event.replacement_id
         spec = next(r for r in state.spec.replacements if r.replacement_id == rid)
         r = state.replacements[rid]
-        old = Regarding("Node", spec.old_node)
+        # An add-only replacement has no old node: its events regard the node it added (once
+        # joined), else the group.
+        added = spec.adds_only
+        old = (
+            Regarding("Node", spec.old_node) if not added
+            else Regarding("Node", r.new_node) if r.new_node else where
+        )
+        subject = f"node {r.new_node or 'added'}" if added else spec.old_node
+        purpose = "to grow the group" if added else f"to replace {spec.old_node}"
         key = (state.plan_id, rid)
         match event:
             case ev.WorkerAddRequested(group_id=group_id):
@@ -304,7 +312,7 @@ class Reporter:
                     where,
                     "NodeProvisioning",
                     f"Provisioning a {spec.new_size_name or spec.new_size_id} worker in VPSie "
-                    f"group {group_id} to replace {spec.old_node}",
+                    f"group {group_id} {purpose}",
                 )
             case ev.NodeJoined(node_name=node):
                 start = self._marks.pop((*key, "provision"), r.started_at)
@@ -312,7 +320,8 @@ class Reporter:
                 self._emit(
                     Regarding("Node", node),
                     "NodeProvisioned",
-                    f"Node {node} provisioned (replaces {spec.old_node})",
+                    f"Node {node} provisioned "
+                    + ("(added to the group)" if added else f"(replaces {spec.old_node})"),
                 )
             case ev.DrainStarted(pods=pods):
                 self._marks[(*key, "drain")] = event.at
@@ -332,11 +341,13 @@ class Reporter:
                 self._emit(
                     where,
                     "NodeFailed",
-                    f"The replacement of {spec.old_node} was not Ready after {waited:.0f}s",
+                    (f"The node added to group {group}" if added
+                     else f"The replacement of {spec.old_node}")
+                    + f" was not Ready after {waited:.0f}s",
                     "Warning",
                 )
             case ev.ReplacementRollbackStarted(reason=reason):
-                self._emit(old, "NodeFailed", f"Rolling back {spec.old_node}: {reason}", "Warning")
+                self._emit(old, "NodeFailed", f"Rolling back {subject}: {reason}", "Warning")
             case ev.ReplacementRolledBack():
                 self._metrics.node_failed(group)
             case ev.ReplacementCompleted() if state.spec.opportunity is Opportunity.REPAIR:
@@ -349,7 +360,7 @@ class Reporter:
                 self._metrics.set_savings_realized(group, float(total))
             case ev.ReplacementFailed(reason=reason):
                 self._metrics.node_failed(group)
-                self._emit(old, "NodeFailed", f"{spec.old_node}: {reason}", "Warning")
+                self._emit(old, "NodeFailed", f"{subject}: {reason}", "Warning")
             case _:
                 pass
         self._batch(state, spec.batch, where, event.at)

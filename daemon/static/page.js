@@ -136,8 +136,8 @@ function replacements(plan) {
   return table(
     ["old node", "size", "price", "", "new node", "size", "price", "state", "since"],
     plan.replacements.map((r) => [
-      h("td", { class: "mono" }, r.old_node), r.old_size,
-      h("td", { class: "num" }, money(r.old_monthly_price)), "→",
+      h("td", { class: "mono" }, r.adds_only ? "none: added" : r.old_node), r.old_size || "–",
+      h("td", { class: "num" }, r.adds_only ? "–" : money(r.old_monthly_price)), "→",
       h("td", { class: "mono" }, r.new_node || (r.new_size ? "(not yet)" : "none: removed")),
       r.new_size || "–", h("td", { class: "num" }, money(r.new_monthly_price)),
       h("td", { "data-replacement": r.replacement_id }, badge(r.state),

@@ -262,3 +262,18 @@ def test_a_foreign_sqlite_file_is_refused_untouched(
     assert _fingerprint(path) == before
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_a_plan_that_grows_the_group_reads_as_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A replacement with no old node: the audit names it an add, never an empty node."""
+    path = tmp_path / "grown.db"
+    asyncio.run(build(path, ("grown_then_completed",)))
+    code, out, _ = run(capsys, "audit", "--db", str(path), "--plan", "golden-grown")
+    assert code == 0, out
+    assert "plan golden-grown: completed" in out
+    assert "none (add)" in out and "size 1 1c-2g $12.00" in out
+    timeline = out[out.index("TIMELINE") : out.index("TOTALS")]
+    assert "(added)" in timeline
+    assert "replaced 2, rolled back 0, failed 0; realised saving $4.00" in out

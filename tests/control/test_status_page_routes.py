@@ -188,3 +188,32 @@ async def test_a_rebound_name_reads_nothing(log: EventStore) -> None:
         await server.stop()
     assert rebound[0] == 403 and "Host" in rebound[1]["error"]
     assert by_name == 200 and by_address == 200
+
+
+async def test_page_json_of_a_plan_that_grows_the_group(tmp_path: Path) -> None:
+    """A replacement with no old node (a node added, none removed): the page says so (no old
+    node, size or price; `adds_only`) and counts it only in the fleet after."""
+    path = tmp_path / "grown.db"
+    await build(path, ("grown_then_completed",))
+    store = await EventStore.open(path)
+    server = await _serve(store, None, None)
+    try:
+        async with (
+            aiohttp.ClientSession(str(server.address)) as http,
+            http.get("/v1/page/plans/golden-grown") as resp,
+        ):
+            assert resp.status == 200
+            plan = await resp.json()
+    finally:
+        await server.stop()
+        await store.close()
+    added, replaced = plan["replacements"]
+    assert added["adds_only"] is True and added["old_node"] is None
+    assert added["old_size"] is None and added["old_monthly_price"] is None
+    assert added["new_size"] == "1c-2g" and added["state"] == "done" and added["new_node"]
+    assert replaced["adds_only"] is False and replaced["old_node"] == "workers-node-1"
+    assert plan["fleet"]["before"] == [{"size": "size 3", "monthly_price": "40.00", "count": 1}]
+    assert plan["fleet"]["monthly_cost_before"] == "40.00"
+    assert plan["fleet"]["monthly_cost_after"] == "36.00"
+    nodes = {t["node"] for t in plan["timeline"] if t["replacement_id"] == added["replacement_id"]}
+    assert nodes == {"(added)"}

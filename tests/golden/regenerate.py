@@ -160,6 +160,36 @@ def recovered_then_completed() -> list[ev.Event]:
     return out
 
 
+def grown_then_completed() -> list[ev.Event]:
+    """A plan that grows the group: a node added where none is removed (add-only, first),
+    then one node replaced."""
+    spec = example_spec("golden-grown", replacements=1, adds=1)
+    replaced, added = spec.replacements
+    spec = dataclasses.replace(
+        spec,
+        replacements=(
+            dataclasses.replace(added, batch=0),
+            dataclasses.replace(replaced, batch=1),
+        ),
+        batches=((added.replacement_id,), (replaced.replacement_id,)),
+    )
+    return scripted(
+        spec,
+        [
+            "PlanApproved",
+            "PlanExecutionStarted",
+            "WorkerAddRequested",
+            "WorkerAdded",
+            "NodeJoined",
+            "NodePrepareRequested",
+            "NodePrepared",
+            "ReplacementCompleted",
+            *REPLACE,
+            "PlanCompleted",
+        ],
+    )
+
+
 def old_shape(event: ev.Event) -> dict[str, Any]:
     """The stored line; some events in the shapes older builds wrote."""
     encoded = ev.encode(event)
@@ -184,6 +214,7 @@ LOGS = {
     "completed_rolling": completed_rolling,
     "rolled_back": rolled_back,
     "recovered_then_completed": recovered_then_completed,
+    "grown_then_completed": grown_then_completed,
 }
 
 

@@ -20,7 +20,7 @@ from eventstore import EventStore, NewEvent, RecordedEvent
 from statemachine.fold import FoldState, apply, state_to_plain
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-NAMES = ("completed_rolling", "rolled_back", "recovered_then_completed")
+NAMES = ("completed_rolling", "rolled_back", "recovered_then_completed", "grown_then_completed")
 
 
 def load(name: str) -> list[dict[str, Any]]:
@@ -78,6 +78,8 @@ def test_the_logs_hold_old_schema_versions() -> None:
         ("completed_rolling", "completed", 2, 0, "32.00"),
         ("rolled_back", "rolled_back", 0, 1, None),
         ("recovered_then_completed", "completed", 2, 0, "56.00"),
+        # 16.00 saved by the replacement, 12.00 spent on the node added
+        ("grown_then_completed", "completed", 2, 0, "4.00"),
     ],
 )
 async def test_stored_golden_logs_verify_recover_and_audit(

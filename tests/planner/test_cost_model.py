@@ -196,7 +196,10 @@ def test_new_nodes_count_with_the_memory_existing_nodes_of_their_size_report() -
     from tests.planner.cluster_builder import MIB, NOW, SMALL, cluster, fleet, node
 
     nodes, pods = fleet(4, 2, mem_mib=700, cpu=100)
-    policy = NodeGroupPolicy(name="pool", min_nodes=1, allowed_sizes=(str(SMALL.id),))
+    # maxNodes 4: the group may not grow past its 4 nodes (more, smaller nodes would do).
+    policy = NodeGroupPolicy(
+        name="pool", min_nodes=1, max_nodes=4, allowed_sizes=(str(SMALL.id),)
+    )
     plain = analyze(cluster(nodes, pods), policy, now=NOW)
     ballooned = _replace(
         node("small-elsewhere", SMALL, group="other"),

@@ -96,7 +96,35 @@ BREAKAGES = [
         "replaced twice",
     ),
     ("savings do not add up", lambda s: replace(s, monthly_saving=Decimal(1)), "do not add up"),
-    ("below minNodes", lambda s: replace(s, min_nodes=6), "below minNodes"),
+    (
+        # The first replacement made a removal: the 5-node group (minNodes 5) drops to 4.
+        "below minNodes",
+        lambda s: replace(
+            s,
+            replacements=(
+                replace(
+                    s.replacements[0], new_size_id=None, new_size_name="",
+                    new_monthly_price=Decimal(0),
+                ),
+                *s.replacements[1:],
+            ),
+        ),
+        "below minNodes",
+    ),
+    (
+        "add-only naming an old worker",
+        lambda s: replace(
+            s,
+            replacements=(
+                *s.replacements,
+                replace(
+                    s.replacements[0], replacement_id="x/+1", old_node="", old_worker="vm-1",
+                    old_size_id=0, old_monthly_price=Decimal(0),
+                ),
+            ),
+        ),
+        "names an old worker",
+    ),
     (
         "batch too large",
         lambda s: replace(s, batches=(s.batches[0] + s.batches[1], s.batches[2])),

@@ -36,7 +36,9 @@ def _foreign(event: ev.Event, plan_id: str, index: int) -> ev.Event:
 @st.composite
 def histories(draw: st.DrawFn) -> tuple[list[ev.Event], list[tuple[int, ev.Event]]]:
     """A legal history of up to 60 events for one plan, plus illegal attempts along the way."""
-    spec = example_spec("hp", replacements=2, consolidations=draw(st.integers(0, 1)))
+    spec = example_spec(
+        "hp", replacements=2, consolidations=draw(st.integers(0, 1)), adds=draw(st.integers(0, 1))
+    )
     state = FoldState()
     first = ev.PlanProposed(plan_id="hp", at=timestamp(0), plan=spec)
     apply_event(state, first, stream="plan-hp", seq=1, version=1)
