@@ -34,6 +34,11 @@ from eventstore import EventStore, NewEvent
 from statemachine import events as ev
 from statemachine.fold import FoldState, PlanState, apply, apply_event
 
+# Of the time between two leadership terms' events on one step, the most counted as acting:
+# about what a run killed mid-step and its restart take (systemd's RestartSec, start-up,
+# recovery). More than that is the daemon down, not acting.
+RESTART_GAP_S = 30.0
+
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[[PlanState, ev.Event], None]
@@ -155,10 +160,13 @@ class PlanJournal:
         """Seconds this replacement's step has been worked on since `event_type` was last
         recorded for it (0 if never), counting only time a daemon was acting on it: within
         each leadership term, from the first to the last event of the replacement recorded in
-        it (and, in this daemon's own term, on to `now`). The time between a term's last event
-        and the next term (the daemon down, or another waiting for the Lease) is not counted:
-        a restart after a long outage does not time out a step that was making progress.
-        Without leadership terms (term 0 throughout) this is the time since the event."""
+        it (and, in this daemon's own term, on to `now`). Of the time between a term's last
+        event and the next term's first (the rest of that run, a restart, or the daemon down,
+        or another waiting for the Lease) at most `RESTART_GAP_S` is counted: a restart after a
+        long outage does not time out a step that was making progress, and a daemon that
+        crash-loops inside one step still reaches its timeout (each restart counts what a
+        restart takes, not nothing). Without leadership terms (term 0 throughout) this is the
+        time since the event."""
         history = self._history.get(replacement_id, [])
         name = event_type.type_name()
         start = next((i for i in range(len(history) - 1, -1, -1) if history[i][1] == name), None)
@@ -170,11 +178,11 @@ class PlanJournal:
             return 0.0
         used = 0.0
         for (term_a, at_a), (term_b, at_b) in zip(times[start:], times[start + 1 :], strict=False):
-            if term_a == term_b:
-                used += max(0.0, at_b - at_a)
+            gap = max(0.0, at_b - at_a)
+            used += gap if term_a == term_b else min(gap, RESTART_GAP_S)
         last_term, last_at = times[-1]
-        if last_term == (self._term or 0):
-            used += max(0.0, now - last_at)
+        gap = max(0.0, now - last_at)
+        used += gap if last_term == (self._term or 0) else min(gap, RESTART_GAP_S)
         return used
 
     def last(self, replacement_id: str, event_type: type[E]) -> E | None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from daemon.executor.journal import PlanJournal
+from daemon.executor.journal import RESTART_GAP_S, PlanJournal
 from eventstore import ConcurrencyError, EventStore, NewEvent
 from statemachine import events as ev
 from statemachine.fold import PlanState, fold
@@ -135,3 +137,42 @@ async def test_subscribers_see_each_event_and_a_broken_one_is_contained(
         )
     assert seen == [("approved", "PlanProposed"), ("approved", "PlanApproved")]
     assert "reporter down" in caplog.text
+
+
+def _at(seconds: float) -> str:
+    return datetime.fromtimestamp(1_767_225_600 + seconds, UTC).isoformat()
+
+
+async def test_acting_time_counts_a_restart_but_not_an_outage(store: EventStore) -> None:
+    """Adversary: the daemon's own deaths. Term 1 drains for 10 s and dies; the daemon is down
+    1,000 s; term 2 drains 5 s more and dies; term 3 asks 85 s later. Each gap between terms
+    counts what a restart takes (at most RESTART_GAP_S), never the whole outage: a long outage
+    does not time the drain out, and a crash loop inside it still reaches the timeout."""
+    rid = "j1/n1"
+    base = {"plan_id": "j1", "replacement_id": rid}
+    spec = _spec()  # a consolidation: straight to the cordon and the drain
+    only = dataclasses.replace(spec.replacements[0], new_size_id=None, new_monthly_price=Decimal(0))
+    spec = dataclasses.replace(spec, replacements=(only,))
+    term1 = await store.acquire_term("a")
+    first = await PlanJournal.load(store, "j1", term=term1)
+    await first.record(
+        ev.PlanProposed(plan_id="j1", at=_at(0), plan=spec),
+        ev.PlanApproved(plan_id="j1", at=_at(0), by="alice"),
+        ev.PlanExecutionStarted(plan_id="j1", at=_at(0)),
+        ev.CordonRequested(**base, at=_at(0), node="n1", prior_unschedulable=False),
+        ev.NodeCordoned(**base, at=_at(0), node="n1"),
+        ev.DrainStarted(**base, at=_at(0), node="n1", pods=("shop/web-1",)),
+        ev.PodEvictionRequested(**base, at=_at(10), namespace="shop", pod="web-1"),
+    )
+    term2 = await store.acquire_term("a")
+    second = await PlanJournal.load(store, "j1", term=term2)
+    await second.record(
+        ev.EvictionBlocked(**base, at=_at(1010), namespace="shop", pod="web-1", attempt=1),
+        ev.PodEvictionRequested(**base, at=_at(1015), namespace="shop", pod="web-1"),
+    )
+    third = await PlanJournal.load(store, "j1", term=await store.acquire_term("a"))
+    now = datetime.fromisoformat(_at(1100)).timestamp()
+    assert RESTART_GAP_S == 30.0
+    assert third.acting_s(rid, ev.DrainStarted, now) == pytest.approx(10 + 30 + 5 + 30)
+    # In its own term, the time since its last event counts in full.
+    assert second.acting_s(rid, ev.DrainStarted, now) == pytest.approx(10 + 30 + 5 + 85)
