@@ -27,7 +27,6 @@ reported (accounting.py), never deleted here. Each open entry shows in `status`
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -35,7 +34,8 @@ from typing import Any
 from adapters.errors import AdapterError, Conflict
 from daemon.executor.execution import LeftoverNode
 from daemon.ports import Cloud, Cluster
-from eventstore import EventStore, NewEvent
+from daemon.service.records import append_record, read_records
+from eventstore import EventStore
 from statemachine.world import HOSTNAME_LABEL, NodeInfo, VpsieWorker
 
 log = logging.getLogger(__name__)
@@ -55,13 +55,12 @@ class Ledger:
 
     @classmethod
     async def read(cls, store: EventStore) -> Ledger:
-        ledger = cls()
-        for recorded in await store.read_stream(STREAM):
-            ledger.version = recorded.version
-            data = json.loads(recorded.data)
-            if recorded.type == NOTED:
+        records, version = await read_records(store, STREAM)
+        ledger = cls(version=version)
+        for type_name, data in records:
+            if type_name == NOTED:
                 ledger.open.setdefault(data["node"], LeftoverNode(**data))
-            elif recorded.type == RESOLVED:
+            elif type_name == RESOLVED:
                 ledger.open.pop(data["node"], None)
         return ledger
 
@@ -88,9 +87,7 @@ class Leftovers:
         self._failed: dict[str, str] = {}  # the last delete error logged, per Node
 
     async def _append(self, version: int, type_name: str, data: dict[str, Any]) -> int:
-        event = NewEvent(type=type_name, schema_version=1, data=json.dumps(data).encode())
-        await self._store.append(STREAM, version, [event], term=self._term)
-        return version + 1
+        return await append_record(self._store, STREAM, version, type_name, data, term=self._term)
 
     async def note(self, left: LeftoverNode) -> None:
         """Record a Node a plan leaves behind (before the plan records its outcome)."""

@@ -24,10 +24,10 @@ wrote the log and this one must not act on it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 
-from eventstore import EventStore, NewEvent
+from daemon.service.records import append_record, new_record, read_records
+from eventstore import EventStore
 from statemachine import events as ev
 from statemachine.fold import (
     STATE_SCHEMA_VERSION,
@@ -113,13 +113,12 @@ class Quarantines:
     @classmethod
     async def read(cls, store: EventStore) -> Quarantines:
         found = cls()
-        for recorded in await store.read_stream(QUARANTINE_STREAM):
-            found.version = recorded.version
-            data = json.loads(recorded.data)
-            if recorded.type == QUARANTINED:
+        records, found.version = await read_records(store, QUARANTINE_STREAM)
+        for type_name, data in records:
+            if type_name == QUARANTINED:
                 found.active[data["plan_id"]] = Quarantined(**data)
                 found.cleared.discard(data["plan_id"])
-            elif recorded.type == CLEARED:
+            elif type_name == CLEARED:
                 found.active.pop(data["plan_id"], None)
                 found.cleared.add(data["plan_id"])
         return found
@@ -136,10 +135,7 @@ async def record_quarantines(
     if not found:
         return
     version = (await Quarantines.read(store)).version
-    events = [
-        NewEvent(type=QUARANTINED, schema_version=1, data=json.dumps(asdict(q)).encode())
-        for q in found
-    ]
+    events = [new_record(QUARANTINED, asdict(q)) for q in found]
     await store.append(QUARANTINE_STREAM, version, events, term=term)
 
 
@@ -148,10 +144,8 @@ async def clear_quarantine(store: EventStore, plan_id: str, *, by: str, reason: 
     known = await Quarantines.read(store)
     if plan_id not in known.active:
         raise LookupError(f"plan {plan_id} is not quarantined")
-    data = json.dumps({"plan_id": plan_id, "by": by, "reason": reason}).encode()
-    await store.append(
-        QUARANTINE_STREAM, known.version, [NewEvent(type=CLEARED, schema_version=1, data=data)]
-    )
+    data = {"plan_id": plan_id, "by": by, "reason": reason}
+    await append_record(store, QUARANTINE_STREAM, known.version, CLEARED, data, term=None)
 
 
 async def recover(store: EventStore) -> Recovered:

@@ -22,7 +22,6 @@ it). An entry whose worker never shows stays open and is looked for at every rou
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -30,7 +29,8 @@ from datetime import datetime
 from typing import Any
 
 from daemon.ports import Cloud
-from eventstore import EventStore, NewEvent
+from daemon.service.records import append_record, read_records
+from eventstore import EventStore
 from statemachine import events as ev
 from statemachine.world import VpsieWorker
 
@@ -79,17 +79,16 @@ class Ledger:
 
     @classmethod
     async def read(cls, store: EventStore) -> Ledger:
-        ledger = cls()
-        for recorded in await store.read_stream(STREAM):
-            ledger.version = recorded.version
-            data = json.loads(recorded.data)
-            if recorded.type == NOTED:
+        records, version = await read_records(store, STREAM)
+        ledger = cls(version=version)
+        for type_name, data in records:
+            if type_name == NOTED:
                 data["known_workers"] = tuple(data["known_workers"])
                 ledger.open.setdefault(data["key"], Open(entry=Entry(**data)))
-            elif recorded.type == FOUND and data["key"] in ledger.open:
+            elif type_name == FOUND and data["key"] in ledger.open:
                 found = ledger.open[data["key"]]
                 found.worker, found.hostname = data["worker"], data["hostname"]
-            elif recorded.type == RESOLVED:
+            elif type_name == RESOLVED:
                 ledger.open.pop(data["key"], None)
         return ledger
 
@@ -103,8 +102,7 @@ class Unaccounted:
         self.last: list[dict[str, Any]] = []  # what `status` shows (after the last look)
 
     async def _append(self, version: int, type_name: str, data: dict[str, Any]) -> None:
-        event = NewEvent(type=type_name, schema_version=1, data=json.dumps(data).encode())
-        await self._store.append(STREAM, version, [event], term=self._term)
+        await append_record(self._store, STREAM, version, type_name, data, term=self._term)
 
     async def note(
         self, intent: ev.WorkerAddRequested, shape: tuple[int, int], reason: str
