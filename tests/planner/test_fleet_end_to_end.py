@@ -49,11 +49,20 @@ spec:
 """
 
 
-def world(workers: int, size_id: int, deployments: str) -> str:
+def world(
+    workers: int,
+    size_id: int,
+    deployments: str,
+    *,
+    sizes_offered: tuple[tuple[int, str, int, int, str], ...] = SIZES,
+    max_workers: int | None = None,
+) -> str:
+    """A world of `workers` nodes of `size_id` running `deployments` and a small DaemonSet;
+    `sizes_offered` as (id, name, cpu, ram MB, monthly price)."""
     sizes = "\n".join(
         f"    - {{id: {sid}, name: {name}, cpu: {cpu}, ramMB: {ram}, diskGB: 80, "
         f'prices: {{{DC}: {{monthly: "{price}", hourly: "0.05"}}}}}}'
-        for sid, name, cpu, ram, price in SIZES
+        for sid, name, cpu, ram, price in sizes_offered
     )
     return f"""\
 apiVersion: sim.vpsie-rebalancer.io/v1
@@ -71,7 +80,7 @@ spec:
     identifier: {CLUSTER}
     name: rh
     datacenter: {DC}
-    maxWorkers: {workers * 2}
+    maxWorkers: {max_workers or workers * 2}
   nodeGroups:
     - {{name: general, sizeId: {size_id}, workers: {workers}}}
   bootDelaySeconds: 60

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from statemachine import events as ev
 from tests.crash.invariants import read_log
-from tests.crash.rehearsal import CLUSTER, DC, rehearsal
+from tests.crash.rehearsal import rehearsal
 from tests.planner.test_fleet_end_to_end import deployment, finish
+from tests.planner.test_fleet_end_to_end import world as fleet_world
 
 SIZES = (
     (301, "k8s-2c-4g", 2, 4096, "22.00"),
@@ -26,56 +27,13 @@ SIZES = (
 
 
 def world() -> str:
-    sizes = "\n".join(
-        f"    - {{id: {sid}, name: {name}, cpu: {cpu}, ramMB: {ram}, diskGB: 80, "
-        f'prices: {{{DC}: {{monthly: "{price}", hourly: "0.05"}}}}}}'
-        for sid, name, cpu, ram, price in SIZES
+    return fleet_world(
+        2,
+        303,
+        deployment("api", 8, "1000m", "512Mi", "maxUnavailable: 4"),
+        sizes_offered=SIZES,
+        max_workers=8,
     )
-    return f"""\
-apiVersion: sim.vpsie-rebalancer.io/v1
-kind: World
-metadata:
-  name: grow
-spec:
-  datacenters:
-    - identifier: {DC}
-      name: Rehearsal 1
-      country: CA
-  sizes:
-{sizes}
-  cluster:
-    identifier: {CLUSTER}
-    name: rh
-    datacenter: {DC}
-    maxWorkers: 8
-  nodeGroups:
-    - {{name: general, sizeId: 303, workers: 2}}
-  bootDelaySeconds: 60
-  podStartDelaySeconds: 5
-  pageSize: 10
-  auth:
-    clientId: rehearsal-client
-    clientSecret: rehearsal-secret-5c1d7e
----
-apiVersion: v1
-kind: Namespace
-metadata: {{name: shop}}
-{deployment("api", 8, "1000m", "512Mi", "maxUnavailable: 4")}
----
-apiVersion: apps/v1
-kind: DaemonSet
-metadata: {{name: node-agent, namespace: kube-system}}
-spec:
-  selector: {{matchLabels: {{app: node-agent}}}}
-  template:
-    metadata: {{labels: {{app: node-agent}}}}
-    spec:
-      tolerations: [{{operator: Exists}}]
-      containers:
-        - name: agent
-          image: agent:1
-          resources: {{requests: {{cpu: 50m, memory: 64Mi}}}}
-"""
 
 
 async def test_the_daemon_grows_two_premium_nodes_into_three_cheaper_ones(tmp_path: Path) -> None:
