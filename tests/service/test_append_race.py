@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -35,24 +34,9 @@ from eventstore import EventStore
 from tests.crash.invariants import check, read_log
 from tests.crash.rehearsal import rehearsal
 from tests.eventstore.test_postgres import waiting_for_a_lock
-from tests.pgserver import drop_schema, fresh_schema, postgres_server
-from tests.service.daemon_process import DaemonProcess
 from tests.service.test_service import kube
 from tests.service.test_two_hosts import FENCED, LEASE, StaleLeaseView
-from tests.service.two_daemons import leadership_holders, terms_in_order, witnessed_daemon
-
-__all__ = ["postgres_server"]
-
-
-@pytest.fixture
-async def dsn(postgres_server: str) -> AsyncIterator[str]:
-    target = await fresh_schema(postgres_server)
-    yield target
-    await drop_schema(postgres_server, target)
-
-
-async def leads(daemon: DaemonProcess) -> bool:
-    return bool((await daemon.status())["leader"])
+from tests.service.two_daemons import leadership_holders, leads, terms_in_order, witnessed_daemon
 
 
 async def waiting(conn: asyncpg.Connection, function: str) -> None:

@@ -24,15 +24,12 @@ from tests.service.daemon_process import DaemonProcess
 from tests.service.test_service import verdict_ok
 from tests.service.two_daemons import (
     leadership_holders,
+    leads,
     terms_in_order,
     witnessed_daemon,
 )
 
 SNAPSHOT_INTERVAL_S = 60  # the configuration's snapshot_interval, below
-
-
-async def leads(daemon: DaemonProcess) -> bool:
-    return bool((await daemon.status())["leader"])
 
 
 async def standby(daemon: DaemonProcess) -> bool:

@@ -13,26 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-import pytest
 
 from tests.crash.invariants import check, read_log
 from tests.crash.rehearsal import rehearsal
 from tests.eventstore.test_postgres import waiting_for_a_lock
-from tests.pgserver import drop_schema, fresh_schema, postgres_server
 from tests.service.two_daemons import leadership_holders, terms_in_order, witnessed_daemon
-
-__all__ = ["postgres_server"]
-
-
-@pytest.fixture
-async def dsn(postgres_server: str) -> AsyncIterator[str]:
-    target = await fresh_schema(postgres_server)
-    yield target
-    await drop_schema(postgres_server, target)
 
 
 async def test_the_daemon_parks_reconnects_and_refolds_when_the_database_drops_it(

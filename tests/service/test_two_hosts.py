@@ -24,19 +24,14 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.crash.invariants import check, read_log
 from tests.crash.rehearsal import rehearsal
-from tests.pgserver import drop_schema, fresh_schema, postgres_server
-from tests.service.daemon_process import DaemonProcess
 from tests.service.test_service import kube
-from tests.service.two_daemons import leadership_holders, terms_in_order, witnessed_daemon
-
-__all__ = ["postgres_server"]
+from tests.service.two_daemons import leadership_holders, leads, terms_in_order, witnessed_daemon
 
 FENCED = "stopped acting: the event log refused an append"
 LEASE = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/vpsie-rebalancer"
@@ -59,17 +54,6 @@ class StaleLeaseView:
             meta["resourceVersion"] = str(meta.get("resourceVersion", "")) + "0"
             self.lease = lease
         return 200, json.dumps(self.lease).encode()
-
-
-@pytest.fixture
-async def dsn(postgres_server: str) -> AsyncIterator[str]:
-    target = await fresh_schema(postgres_server)
-    yield target
-    await drop_schema(postgres_server, target)
-
-
-async def leads(daemon: DaemonProcess) -> bool:
-    return bool((await daemon.status())["leader"])
 
 
 @pytest.mark.parametrize("adversary", ["stopped-during-add", "stale-lease-view", "killed"])

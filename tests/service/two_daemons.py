@@ -30,6 +30,11 @@ from tests.crash.rehearsal import Rehearsal
 from tests.service.daemon_process import DaemonProcess
 
 
+async def leads(daemon: DaemonProcess) -> bool:
+    """Whether the daemon says it holds the Lease."""
+    return bool((await daemon.status())["leader"])
+
+
 @dataclass(slots=True)
 class Witnessed:
     daemon: DaemonProcess
