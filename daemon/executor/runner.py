@@ -333,6 +333,21 @@ class PlanRunner:
             await self._start_rollback(f"safety checks failed before {step}: {'; '.join(reasons)}")
             raise Interrupted("safety checks failed")
 
+    async def _record_postponed(
+        self, step: str, checks: Sequence[CheckResult], failed: Sequence[CheckResult]
+    ) -> None:
+        """SafetyChecksRun with the action postpone, the failed checks as its reasons."""
+        await self._journal.record(
+            ev.SafetyChecksRun(
+                plan_id=self._journal.plan_id,
+                at=self._at(),
+                checks=tuple(checks),
+                action=Action.POSTPONE,
+                reasons=tuple(f"{c.name}: {c.message}" for c in failed),
+                step=step,
+            )
+        )
+
     async def _pause_for_window(
         self, step: str, checks: Sequence[CheckResult], failed: Sequence[CheckResult]
     ) -> None:
@@ -340,17 +355,7 @@ class PlanRunner:
         of no return (drained, their pods confirmed elsewhere) finish forward first: deleting
         an empty worker disrupts nothing. Everything else stays as recorded until the service
         resumes the plan when the next window opens (`WINDOW_PAUSER`)."""
-        reasons = tuple(f"{c.name}: {c.message}" for c in failed)
-        await self._journal.record(
-            ev.SafetyChecksRun(
-                plan_id=self._journal.plan_id,
-                at=self._at(),
-                checks=tuple(checks),
-                action=Action.POSTPONE,
-                reasons=reasons,
-                step=step,
-            )
-        )
+        await self._record_postponed(step, checks, failed)
         forward = [
             rid
             for rid in self._open(list(self.state.replacements))
@@ -379,17 +384,7 @@ class PlanRunner:
         """The VPSie cluster is locked or being upgraded: no time to replace nodes, and no
         reason to undo anything. Record the postponement once, then re-run the checks every
         poll until they pass (checkpoint again, recorded) or fail for another reason."""
-        reasons = tuple(f"{c.name}: {c.message}" for c in failed)
-        await self._journal.record(
-            ev.SafetyChecksRun(
-                plan_id=self._journal.plan_id,
-                at=self._at(),
-                checks=tuple(failed),
-                action=Action.POSTPONE,
-                reasons=reasons,
-                step=step,
-            )
-        )
+        await self._record_postponed(step, failed, failed)
         recheck = self._ctx.recheck
         assert recheck is not None
         rt = self._forward
